@@ -1,0 +1,1386 @@
+// qcow2 version 3 (and 2) images, written in TypeScript.
+//
+// Metadata discipline (crash safety without a dirty bit or lazy refcounts):
+//   * Every metadata update is written through to the file as it happens,
+//     in dependency order: refcounts before the references that need them,
+//     data before the L2 entry that points at it, a new L2 table before the
+//     L1 entry that points at it. Nothing is cached dirty in memory.
+//   * Clusters are handed out from a reservation: a batch of free clusters
+//     gets refcount 1 on disk, then fdatasync, then they are used one by one
+//     without further barriers. A crash leaves the unused ones leaked
+//     (qemu-img check: exit 3, "leaked clusters"), never referenced with a
+//     refcount of 0. A clean close gives them back.
+//   * Freeing is deferred: a discard first removes the reference (L2), and
+//     the refcount is decremented only at the next flush(), after an
+//     fdatasync made the removal durable, and after the requests that might
+//     still touch the cluster have finished. A crash in between leaks.
+//   * Header changes (refcount table growth, L1 growth on resize) write the
+//     new table, fdatasync, then switch the header fields in one write.
+// So a crash (kill -9 or power loss) can leak clusters but not corrupt the
+// image. We never set the dirty bit; an image with it set (QEMU's lazy
+// refcounts after a crash) or with the corrupt bit is opened read-only only.
+//
+// Concurrency: plain reads and in-place writes take no lock. Anything that
+// changes an L2 entry first claims the guest clusters it touches (a per
+// cluster "pending" map; other writers to those clusters wait), and takes
+// the image mutex only around cluster allocation, L2 table creation and
+// refcount updates.
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { BlockImage, ImageError } from './image.js';
+import { blockDeviceSize, closeFd, fdatasync, fstat, ftruncate, Mutex, preadFull, pwriteAll } from './io.js';
+import {
+  buildHeader,
+  clusterSpan,
+  EXT_BITMAPS,
+  getRefcount,
+  HEADER_PROBE_BYTES,
+  INCOMPAT_CORRUPT,
+  INCOMPAT_DIRTY,
+  MAX_OFFSET,
+  parseHeader,
+  probeClusterBits,
+  Qcow2Header,
+  setRefcount,
+} from './qcow2-format.js';
+import { punchHole } from '../sys/fallocate.js';
+
+export interface Qcow2CreateOptions {
+  /** Backing file name as stored in the image (relative names resolve against the new image's directory). */
+  backingFile?: string;
+  backingFormat?: 'raw' | 'qcow2';
+  /** log2 of the cluster size, 9..21 (default 16: 64 KiB). */
+  clusterBits?: number;
+  /** log2 of the refcount width in bits, 0..6 (default 4: 16 bits). */
+  refcountOrder?: number;
+}
+
+export interface Qcow2OpenOptions {
+  readOnly?: boolean;
+  /** Open the backing chain (default true). */
+  openBacking?: boolean;
+  /**
+   * Read-write opens scan all metadata first (refcounts against references,
+   * overlaps) and give back leaked clusters. Default true.
+   */
+  check?: boolean;
+  /** L2 table cache size in bytes (default 32 MiB). */
+  l2CacheBytes?: number;
+  /** Internal: real paths of the images above this one (loop detection). */
+  chain?: string[];
+}
+
+export interface OpenedBacking {
+  image: BlockImage;
+  path: string;
+}
+
+/** Opens a backing file; set by open.ts (avoids an import cycle). */
+export type BackingOpener = (file: string, format: string | null, chain: string[]) => Promise<BlockImage>;
+let backingOpener: BackingOpener | null = null;
+export function setBackingOpener(fn: BackingOpener): void {
+  backingOpener = fn;
+}
+async function getOpener(): Promise<BackingOpener> {
+  if (!backingOpener) await import('./open.js');
+  if (!backingOpener) throw new ImageError('no backing opener registered');
+  return backingOpener;
+}
+
+const MAX_CHAIN = 64;
+const TWO32 = 4294967296;
+const COPIED_HI = 0x80000000;
+const COMPRESSED_HI = 0x40000000;
+
+const enum Kind {
+  Unalloc = 0,
+  Zero = 1,
+  Normal = 2,
+  Compressed = 3,
+}
+
+interface L2Slot {
+  buf: Buffer | null;
+  loading: Promise<Buffer> | null;
+  pins: number;
+}
+
+interface Extent {
+  kind: Kind;
+  host: number; // Normal: host offset of the first byte; Compressed: entry index
+  pos: number; // guest offset
+  len: number;
+  hi: number;
+  lo: number;
+}
+
+export class Qcow2Image implements BlockImage {
+  readonly format = 'qcow2' as const;
+  readonly cs: number;
+  readonly cb: number;
+  private readonly l2Entries: number;
+  private readonly tableBytes: number; // guest bytes covered by one L2 table
+  private readonly refOrder: number;
+  private readonly refEntries: number;
+  private l1: Buffer;
+  private reftable: Buffer;
+  private readonly refblocks = new Map<number, Buffer>();
+  private readonly refDirty = new Map<number, [number, number]>();
+  private readonly l2cache = new Map<number, L2Slot>();
+  private readonly l2CacheMax: number;
+  private readonly metaLock = new Mutex();
+  private readonly pending = new Map<number, Promise<void>>();
+  private readonly inflight = new Set<Promise<unknown>>();
+  private reserved: number[] = [];
+  private readonly reservedSet = new Set<number>();
+  private deferredFree: number[] = [];
+  private allocHint = 0;
+  private fileSize: number;
+  private l1Span: [number, number];
+  private rtSpan: [number, number];
+  private readonly knownMeta = new Set<number>();
+  private readonly zcache = new Map<string, Buffer>();
+  private closed = false;
+  private corruptMsg: string | null = null;
+  private ready = false;
+  private reserveTop = 0;
+  private bgFlush: Promise<void> | null = null;
+  /** Stats for tests and info. */
+  readonly stats = { leaksRepaired: 0, reservations: 0 };
+
+  private constructor(
+    readonly path: string,
+    private readonly fd: number,
+    readonly header: Qcow2Header,
+    readonly readOnly: boolean,
+    fileSize: number,
+    l1: Buffer,
+    reftable: Buffer,
+    l2CacheBytes: number,
+  ) {
+    this.cb = header.clusterBits;
+    this.cs = 2 ** this.cb;
+    this.l2Entries = this.cs / 8;
+    this.tableBytes = this.cs * this.l2Entries;
+    this.refOrder = header.refcountOrder;
+    this.refEntries = (this.cs * 8) / (1 << this.refOrder);
+    this.fileSize = fileSize;
+    this.l1 = l1;
+    this.reftable = reftable;
+    this.l1Span = clusterSpan(header.l1TableOffset, header.l1Size * 8, this.cs);
+    this.rtSpan = clusterSpan(header.refcountTableOffset, header.refcountTableClusters * this.cs, this.cs);
+    this.l2CacheMax = Math.max(4, Math.floor(l2CacheBytes / this.cs));
+  }
+
+  backing: BlockImage | null = null;
+
+  get size(): number {
+    return this.header.size;
+  }
+  get backingFile(): string | null {
+    return this.header.backingFile;
+  }
+  get backingFormat(): string | null {
+    return this.header.backingFormat;
+  }
+  get clusterSize(): number {
+    return this.cs;
+  }
+
+  // ------------------------------------------------------------------
+  // create / open / close
+
+  /** Create a new, empty qcow2 version 3 image (refuses to overwrite). */
+  static async create(file: string, size: number, opts: Qcow2CreateOptions = {}): Promise<Qcow2Image> {
+    const cb = opts.clusterBits ?? 16;
+    const order = opts.refcountOrder ?? 4;
+    if (!Number.isInteger(cb) || cb < 9 || cb > 21) throw new ImageError(`clusterBits must be 9..21, not ${cb}`);
+    if (!Number.isInteger(order) || order < 0 || order > 6) throw new ImageError(`refcountOrder must be 0..6, not ${order}`);
+    if (!Number.isSafeInteger(size) || size < 0 || size > MAX_OFFSET) throw new ImageError(`invalid image size ${size}`);
+    let backingFormat = opts.backingFormat;
+    if (opts.backingFile) {
+      const opener = await getOpener();
+      const resolved = path.resolve(path.dirname(path.resolve(file)), opts.backingFile);
+      const b = await opener(resolved, backingFormat ?? null, [path.resolve(file)]);
+      backingFormat = b.format;
+      await b.close();
+    }
+    const cs = 2 ** cb;
+    const l1Size = Math.ceil(size / (cs * (cs / 8)));
+    const l1Clusters = Math.max(1, Math.ceil((l1Size * 8) / cs));
+    const refEntries = (cs * 8) / (1 << order);
+    let rtClusters = 1;
+    let blocks = 1;
+    for (;;) {
+      const total = 1 + rtClusters + blocks + l1Clusters;
+      const nb = Math.ceil(total / refEntries);
+      const nrt = Math.max(1, Math.ceil((nb * 8) / cs));
+      if (nb === blocks && nrt === rtClusters) break;
+      blocks = nb;
+      rtClusters = nrt;
+    }
+    const rtOff = cs;
+    const rbOff = rtOff + rtClusters * cs;
+    const l1Off = rbOff + blocks * cs;
+    const total = 1 + rtClusters + blocks + l1Clusters;
+    const header = buildHeader({
+      clusterBits: cb,
+      size,
+      l1Size,
+      l1TableOffset: l1Off,
+      refcountTableOffset: rtOff,
+      refcountTableClusters: rtClusters,
+      refcountOrder: order,
+      backingFile: opts.backingFile,
+      backingFormat,
+    });
+    const rt = Buffer.alloc(rtClusters * cs);
+    const rb = Buffer.alloc(blocks * cs);
+    for (let i = 0; i < blocks; i++) rt.writeBigUInt64BE(BigInt(rbOff + i * cs), i * 8);
+    for (let c = 0; c < total; c++) {
+      const blk = Math.floor(c / refEntries);
+      setRefcount(rb.subarray(blk * cs, (blk + 1) * cs), c % refEntries, order, 1);
+    }
+    let fd: number;
+    try {
+      fd = fs.openSync(file, 'wx+');
+    } catch (err) {
+      throw new ImageError(`cannot create ${file}: ${(err as Error).message}`);
+    }
+    try {
+      await pwriteAll(fd, header, 0);
+      await pwriteAll(fd, rt, rtOff);
+      await pwriteAll(fd, rb, rbOff);
+      await ftruncate(fd, total * cs);
+      await fdatasync(fd);
+    } catch (err) {
+      fs.closeSync(fd);
+      fs.rmSync(file, { force: true });
+      throw err;
+    }
+    await closeFd(fd);
+    return Qcow2Image.open(file);
+  }
+
+  static async open(file: string, opts: Qcow2OpenOptions = {}): Promise<Qcow2Image> {
+    const readOnly = !!opts.readOnly;
+    let fd: number;
+    try {
+      fd = fs.openSync(file, readOnly ? 'r' : 'r+');
+    } catch (err) {
+      throw new ImageError(`cannot open ${file}: ${(err as Error).message}`);
+    }
+    let img: Qcow2Image | null = null;
+    try {
+      const st = await fstat(fd);
+      const fileSize = st.isBlockDevice() ? blockDeviceSize(st) : st.size;
+      const head = Buffer.alloc(Math.min(HEADER_PROBE_BYTES, fileSize));
+      await preadFull(fd, head, 0);
+      const cb = probeClusterBits(head);
+      const first = Buffer.alloc(Math.min(2 ** cb, fileSize));
+      await preadFull(fd, first, 0);
+      const h = parseHeader(first, fileSize);
+      if (!readOnly) {
+        if (h.incompatible & INCOMPAT_CORRUPT) throw new ImageError('image is marked corrupt; open it read-only or repair it (qemu-img check -r all)');
+        if (h.incompatible & INCOMPAT_DIRTY) throw new ImageError('image is dirty (lazy refcounts); repair it first (qemu-img check -r all) or open read-only');
+        if (h.nbSnapshots > 0) throw new ImageError('images with internal snapshots can only be opened read-only');
+      }
+      const l1 = Buffer.alloc(h.l1Size * 8);
+      if (l1.length) await preadFull(fd, l1, h.l1TableOffset);
+      const rt = Buffer.alloc(h.refcountTableClusters * 2 ** cb);
+      await preadFull(fd, rt, h.refcountTableOffset);
+      img = new Qcow2Image(file, fd, h, readOnly, fileSize, l1, rt, opts.l2CacheBytes ?? 32 << 20);
+      if (!readOnly) {
+        if (h.autoclear !== 0n) {
+          // We maintain no auto-clear feature (e.g. bitmaps): clear the bits before writing.
+          const b = Buffer.alloc(8);
+          await pwriteAll(fd, b, 88);
+          h.autoclear = 0n;
+        }
+        if (opts.check !== false) await img.scan();
+      }
+      if (h.backingFile && opts.openBacking !== false) await img.openBackingChain(opts.chain ?? []);
+      img.ready = true;
+      return img;
+    } catch (err) {
+      if (img?.backing) await img.backing.close().catch(() => {});
+      fs.closeSync(fd);
+      throw wrapIo(err, file);
+    }
+  }
+
+  private async openBackingChain(chain: string[]): Promise<void> {
+    const name = this.header.backingFile!;
+    if (/^[a-z][a-z0-9+.-]*:/i.test(name) && !name.startsWith('file:')) {
+      throw new ImageError(`backing file ${name}: protocols are not supported`);
+    }
+    const plain = name.startsWith('file:') ? name.slice(5) : name;
+    const resolved = path.resolve(path.dirname(path.resolve(this.path)), plain);
+    const self = realpathOr(this.path);
+    const mine = [...chain, self];
+    if (mine.length > MAX_CHAIN) throw new ImageError(`backing chain longer than ${MAX_CHAIN}`);
+    const real = realpathOr(resolved);
+    if (mine.includes(real)) throw new ImageError(`backing chain loops: ${this.path} -> ${name}`);
+    if (!fs.existsSync(resolved)) throw new ImageError(`backing file ${resolved} does not exist`);
+    const opener = await getOpener();
+    try {
+      this.backing = await opener(resolved, this.header.backingFormat, mine);
+    } catch (err) {
+      const msg = (err as Error).message;
+      throw new ImageError(msg.startsWith('backing') ? msg : `backing file ${resolved}: ${msg}`);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      if (!this.readOnly && !this.corruptMsg) {
+        await this.waitInflight();
+        if (this.bgFlush) await this.bgFlush.catch(() => {});
+        await this.flush();
+        await this.metaLock.run(async () => {
+          await this.releaseReservation();
+          await this.truncateTail();
+        });
+        await fdatasync(this.fd);
+      }
+    } finally {
+      this.closed = true;
+      await closeFd(this.fd).catch(() => {});
+      if (this.backing) await this.backing.close();
+    }
+  }
+
+  // ------------------------------------------------------------------
+  // errors
+
+  private err(msg: string): ImageError {
+    return new ImageError(`${this.path}: ${msg}`);
+  }
+
+  /** Metadata found inconsistent while running: refuse further writes. */
+  private corrupt(msg: string): ImageError {
+    if (this.ready && !this.readOnly && !this.corruptMsg && !this.closed) {
+      this.corruptMsg = msg;
+      const b = Buffer.alloc(8);
+      b.writeBigUInt64BE(this.header.incompatible | INCOMPAT_CORRUPT);
+      void pwriteAll(this.fd, b, 72)
+        .then(() => fdatasync(this.fd))
+        .catch(() => {});
+    }
+    return this.err(`corrupt image: ${msg}`);
+  }
+
+  private checkRequest(offset: number, length: number, write: boolean): void {
+    if (this.closed) throw this.err('image is closed');
+    if (write && this.readOnly) throw this.err('image is read-only');
+    if (write && this.corruptMsg) throw this.err(`image is marked corrupt (${this.corruptMsg})`);
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
+      throw this.err(`request [${offset}, +${length}) is outside the disk (size ${this.size})`);
+    }
+  }
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.inflight.add(p);
+    const done = (): void => {
+      this.inflight.delete(p);
+    };
+    p.then(done, done);
+    return p;
+  }
+
+  private async waitInflight(): Promise<void> {
+    while (this.inflight.size) await Promise.allSettled([...this.inflight]);
+  }
+
+  // ------------------------------------------------------------------
+  // low-level metadata access (every read is bounds-checked)
+
+  private async readMeta(buf: Buffer, off: number, what: string): Promise<void> {
+    if (off < 0 || off + buf.length > this.fileSize) throw this.corrupt(`${what} at ${off} lies past the end of the file`);
+    const n = await preadFull(this.fd, buf, off);
+    if (n < buf.length) throw this.corrupt(`${what} at ${off}: short read`);
+  }
+
+  private isFixedMeta(c: number): boolean {
+    return c === 0 || (c >= this.l1Span[0] && c < this.l1Span[1]) || (c >= this.rtSpan[0] && c < this.rtSpan[1]);
+  }
+
+  /** Validate a cluster-aligned host offset found in a table. */
+  private checkHost(off: number, what: string, needWhole: boolean): void {
+    if (off % this.cs !== 0) throw this.corrupt(`${what} offset ${off} is not cluster aligned`);
+    if (off >= MAX_OFFSET || (needWhole ? off + this.cs > this.fileSize : off >= this.fileSize)) {
+      throw this.corrupt(`${what} offset ${off} lies past the end of the file (${this.fileSize})`);
+    }
+    const c = off / this.cs;
+    if (this.isFixedMeta(c)) throw this.corrupt(`${what} offset ${off} overlaps the header, L1 or refcount table`);
+  }
+
+  /** L2 table offset for L1 index t (0 when none), validated. */
+  private l1Entry(t: number): number {
+    if (t >= this.header.l1Size) return 0;
+    const hi = this.l1.readUInt32BE(t * 8);
+    const lo = this.l1.readUInt32BE(t * 8 + 4);
+    if (hi === 0 && lo === 0) return 0;
+    if ((lo & 0x1ff) !== 0 || (hi & 0x7f000000) !== 0) throw this.corrupt(`L1 entry ${t} has reserved bits set`);
+    const off = (hi & 0xffffff) * TWO32 + lo;
+    if (off === 0) return 0;
+    this.checkHost(off, `L2 table (L1 entry ${t})`, true);
+    return off;
+  }
+
+  private l1Copied(t: number): boolean {
+    return (this.l1.readUInt32BE(t * 8) & COPIED_HI) !== 0;
+  }
+
+  private async getL2(t: number): Promise<Buffer | null> {
+    const slot = this.l2cache.get(t);
+    if (slot) {
+      if (slot.buf) {
+        this.l2cache.delete(t);
+        this.l2cache.set(t, slot);
+        return slot.buf;
+      }
+      return slot.loading!;
+    }
+    const off = this.l1Entry(t);
+    if (off === 0) return null;
+    const s: L2Slot = { buf: null, loading: null, pins: 0 };
+    s.loading = (async () => {
+      const b = Buffer.allocUnsafe(this.cs);
+      await this.readMeta(b, off, `L2 table ${t}`);
+      return b;
+    })();
+    this.l2cache.set(t, s);
+    try {
+      const b = await s.loading;
+      s.buf = b;
+      s.loading = null;
+      this.knownMeta.add(off / this.cs);
+      this.evictL2();
+      return b;
+    } catch (err) {
+      if (this.l2cache.get(t) === s) this.l2cache.delete(t);
+      throw err;
+    }
+  }
+
+  private evictL2(): void {
+    if (this.l2cache.size <= this.l2CacheMax) return;
+    for (const [t, s] of this.l2cache) {
+      if (this.l2cache.size <= this.l2CacheMax) break;
+      if (s.buf && s.pins === 0) this.l2cache.delete(t);
+    }
+  }
+
+  private pin(t: number): void {
+    const s = this.l2cache.get(t);
+    if (s) s.pins++;
+  }
+  private unpin(t: number): void {
+    const s = this.l2cache.get(t);
+    if (s && s.pins > 0) s.pins--;
+  }
+
+  /** Decode L2 entry `i` of `l2` (a table for guest cluster vc). */
+  private decode(l2: Buffer | null, i: number): { kind: Kind; host: number; copied: boolean; hi: number; lo: number } {
+    if (!l2) return { kind: Kind.Unalloc, host: 0, copied: false, hi: 0, lo: 0 };
+    const hi = l2.readUInt32BE(i * 8);
+    const lo = l2.readUInt32BE(i * 8 + 4);
+    if (hi === 0 && lo === 0) return { kind: Kind.Unalloc, host: 0, copied: false, hi, lo };
+    if (hi & COMPRESSED_HI) return { kind: Kind.Compressed, host: 0, copied: false, hi, lo };
+    const copied = (hi & COPIED_HI) !== 0;
+    if ((hi & 0x3f000000) !== 0 || (lo & 0x1fe) !== 0) throw this.corrupt(`L2 entry has reserved bits set`);
+    const zero = (lo & 1) !== 0;
+    if (zero && this.header.version < 3) throw this.corrupt('zero flag set in a version 2 image');
+    const host = (hi & 0xffffff) * TWO32 + (lo - (lo & 0x1ff));
+    if (host !== 0) this.checkHost(host, 'data cluster', false);
+    if (zero) return { kind: Kind.Zero, host, copied, hi, lo };
+    if (host === 0) {
+      if (copied) throw this.corrupt('L2 entry with offset 0 marked as allocated');
+      return { kind: Kind.Unalloc, host: 0, copied: false, hi, lo };
+    }
+    return { kind: Kind.Normal, host, copied, hi, lo };
+  }
+
+  /** Host byte range [start, end) of a compressed cluster (start unaligned). */
+  private compressedRange(hi: number, lo: number): [number, number] {
+    const x = 62 - (this.cb - 8);
+    const e = (BigInt(hi) << 32n) | BigInt(lo);
+    const off = Number(e & ((1n << BigInt(x)) - 1n));
+    const nsec = Number((e >> BigInt(x)) & ((1n << BigInt(this.cb - 8)) - 1n));
+    if (off >= this.fileSize || off >= MAX_OFFSET) throw this.corrupt(`compressed cluster at ${off} lies past the end of the file`);
+    const end = (Math.floor(off / 512) + nsec + 1) * 512;
+    const first = Math.floor(off / this.cs);
+    const last = Math.floor((end - 1) / this.cs);
+    for (let c = first; c <= last; c++) if (this.isFixedMeta(c)) throw this.corrupt(`compressed cluster at ${off} overlaps metadata`);
+    return [off, end];
+  }
+
+  private async readCompressed(hi: number, lo: number): Promise<Buffer> {
+    const key = `${hi}:${lo}`;
+    const hit = this.zcache.get(key);
+    if (hit) return hit;
+    const [off, end] = this.compressedRange(hi, lo);
+    const avail = Math.min(end, this.fileSize) - off;
+    const src = Buffer.allocUnsafe(avail);
+    const n = await preadFull(this.fd, src, off);
+    let out: Buffer;
+    try {
+      out = zlib.inflateRawSync(src.subarray(0, n), { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: this.cs });
+    } catch (err) {
+      throw this.corrupt(`compressed cluster at ${off} does not decompress: ${(err as Error).message}`);
+    }
+    if (out.length < this.cs) throw this.corrupt(`compressed cluster at ${off} decompresses to ${out.length} bytes, not ${this.cs}`);
+    this.zcache.set(key, out);
+    if (this.zcache.size > 16) this.zcache.delete(this.zcache.keys().next().value!);
+    return out;
+  }
+
+  // ------------------------------------------------------------------
+  // refcounts (callers hold metaLock, except the open-time scan)
+
+  private reftableEntries(): number {
+    return this.reftable.length / 8;
+  }
+
+  private refblockOffset(r: number): number {
+    if (r >= this.reftableEntries()) return 0;
+    const hi = this.reftable.readUInt32BE(r * 8);
+    const lo = this.reftable.readUInt32BE(r * 8 + 4);
+    if (hi === 0 && lo === 0) return 0;
+    if ((lo & 0x1ff) !== 0) throw this.corrupt(`refcount table entry ${r} has reserved bits set`);
+    const off = hi * TWO32 + lo;
+    this.checkHost(off, `refcount block ${r}`, true);
+    return off;
+  }
+
+  private async refblock(r: number): Promise<Buffer | null> {
+    const have = this.refblocks.get(r);
+    if (have) return have;
+    const off = this.refblockOffset(r);
+    if (off === 0) return null;
+    const b = Buffer.alloc(this.cs);
+    await this.readMeta(b, off, `refcount block ${r}`);
+    const again = this.refblocks.get(r);
+    if (again) return again;
+    this.refblocks.set(r, b);
+    this.knownMeta.add(off / this.cs);
+    return b;
+  }
+
+  private async getRef(c: number): Promise<number> {
+    const b = await this.refblock(Math.floor(c / this.refEntries));
+    return b ? getRefcount(b, c % this.refEntries, this.refOrder) : 0;
+  }
+
+  /** Set a refcount in memory; writeRefs() puts it on disk. */
+  private async setRef(c: number, v: number): Promise<void> {
+    const r = Math.floor(c / this.refEntries);
+    let b = await this.refblock(r);
+    if (!b) {
+      await this.createRefblock(r);
+      b = (await this.refblock(r))!;
+    }
+    const [s, e] = setRefcount(b, c % this.refEntries, this.refOrder, v);
+    const d = this.refDirty.get(r);
+    this.refDirty.set(r, d ? [Math.min(d[0], s), Math.max(d[1], e)] : [s, e]);
+  }
+
+  private async writeRefs(): Promise<void> {
+    const jobs: Promise<void>[] = [];
+    for (const [r, [s, e]] of this.refDirty) {
+      const off = this.refblockOffset(r);
+      jobs.push(pwriteAll(this.fd, this.refblocks.get(r)!.subarray(s, e), off + s));
+    }
+    this.refDirty.clear();
+    await Promise.all(jobs);
+  }
+
+  private noteFileEnd(end: number): void {
+    if (end > this.fileSize) this.fileSize = end;
+  }
+
+  /**
+   * A new refcount block for range r, placed at the first cluster of the
+   * range it describes (free: no block means every refcount there is 0).
+   */
+  private async createRefblock(r: number): Promise<void> {
+    if (r >= this.reftableEntries()) await this.growReftable(r);
+    if (this.refblockOffset(r) !== 0) return;
+    const c = r * this.refEntries;
+    if (this.isFixedMeta(c) || this.knownMeta.has(c) || this.reservedSet.has(c)) throw this.corrupt(`refcount block ${r} is missing for clusters in use`);
+    const b = Buffer.alloc(this.cs);
+    setRefcount(b, 0, this.refOrder, 1);
+    const off = c * this.cs;
+    await pwriteAll(this.fd, b, off);
+    this.noteFileEnd(off + this.cs);
+    await fdatasync(this.fd);
+    this.reftable.writeBigUInt64BE(BigInt(off), r * 8);
+    await pwriteAll(this.fd, this.reftable.subarray(r * 8, r * 8 + 8), this.header.refcountTableOffset + r * 8);
+    this.refblocks.set(r, b);
+    this.knownMeta.add(c);
+  }
+
+  /** First cluster index past everything in use or reserved. */
+  private frontier(): number {
+    return Math.max(Math.ceil(this.fileSize / this.cs), this.reserveTop);
+  }
+
+  /** Move the refcount table to a bigger place covering range `need`. */
+  private async growReftable(need: number): Promise<void> {
+    const cs = this.cs;
+    const oldEntries = this.reftableEntries();
+    let entries = Math.max(need + 1, oldEntries * 2);
+    entries = Math.ceil((entries * 8) / cs) * (cs / 8);
+    const T = (entries * 8) / cs;
+    if (T * cs > 8 << 20) throw this.err('refcount table would exceed 8 MiB');
+    let P = this.frontier();
+    let blocks: number[] = [];
+    for (let iter = 0; iter < 64; iter++) {
+      blocks = [];
+      let moved = false;
+      const first = Math.floor(P / this.refEntries);
+      const last = Math.floor((P + T - 1) / this.refEntries);
+      for (let q = first; q <= last; q++) {
+        if (q < oldEntries && this.refblockOffset(q) !== 0) continue;
+        const bc = q * this.refEntries;
+        if (bc >= P && bc < P + T) {
+          P = bc + 1;
+          moved = true;
+          break;
+        }
+        blocks.push(q);
+      }
+      if (!moved) break;
+    }
+    const table = Buffer.alloc(entries * 8);
+    this.reftable.copy(table, 0);
+    for (const q of blocks) {
+      const b = Buffer.alloc(cs);
+      const bc = q * this.refEntries;
+      setRefcount(b, 0, this.refOrder, 1);
+      for (let c = P; c < P + T; c++) if (Math.floor(c / this.refEntries) === q) setRefcount(b, c - bc, this.refOrder, 1);
+      await pwriteAll(this.fd, b, bc * cs);
+      this.noteFileEnd((bc + 1) * cs);
+      table.writeBigUInt64BE(BigInt(bc * cs), q * 8);
+      this.refblocks.set(q, b);
+      this.knownMeta.add(bc);
+    }
+    for (let c = P; c < P + T; c++) {
+      const q = Math.floor(c / this.refEntries);
+      if (blocks.includes(q)) continue;
+      await this.setRef(c, 1); // an existing block
+    }
+    await this.writeRefs();
+    await pwriteAll(this.fd, table, P * cs);
+    this.noteFileEnd((P + T) * cs);
+    await fdatasync(this.fd);
+    const hdr = Buffer.alloc(12);
+    hdr.writeBigUInt64BE(BigInt(P * cs), 0);
+    hdr.writeUInt32BE(T, 8);
+    await pwriteAll(this.fd, hdr, 48);
+    await fdatasync(this.fd);
+    const old = this.rtSpan;
+    this.reftable = table;
+    this.header.refcountTableOffset = P * cs;
+    this.header.refcountTableClusters = T;
+    this.rtSpan = [P, P + T];
+    for (let c = old[0]; c < old[1]; c++) {
+      await this.setRef(c, (await this.getRef(c)) - 1);
+      if (c < this.allocHint) this.allocHint = c;
+    }
+    await this.writeRefs();
+  }
+
+  /** Reserve at least n free clusters: refcount 1 on disk, then a barrier. */
+  private async reserve(n: number): Promise<void> {
+    const want = Math.max(n, 16, Math.floor((8 << 20) / this.cs));
+    const got: number[] = [];
+    let c = this.allocHint;
+    while (got.length < want) {
+      if (!this.reservedSet.has(c) && !this.isFixedMeta(c)) {
+        let rc = await this.getRef(c);
+        if (rc === 0 && (await this.refblock(Math.floor(c / this.refEntries))) === null) {
+          await this.createRefblock(Math.floor(c / this.refEntries));
+          rc = await this.getRef(c);
+        }
+        if (rc === 0) {
+          await this.setRef(c, 1);
+          got.push(c);
+          this.reservedSet.add(c);
+          this.reserveTop = Math.max(this.reserveTop, c + 1);
+        }
+      }
+      c++;
+    }
+    await this.writeRefs();
+    const end = (got[got.length - 1] + 1) * this.cs;
+    if (end > this.fileSize) {
+      await ftruncate(this.fd, end);
+      this.fileSize = end;
+    }
+    await fdatasync(this.fd);
+    this.allocHint = c;
+    this.reserved.push(...got);
+    this.reserved.sort((a, b) => a - b);
+    this.stats.reservations++;
+  }
+
+  private async takeClustersLocked(n: number): Promise<number[]> {
+    if (this.reserved.length < n) await this.reserve(n - this.reserved.length);
+    const out = this.reserved.splice(0, n);
+    for (const c of out) this.reservedSet.delete(c);
+    return out;
+  }
+
+  private async releaseReservation(): Promise<void> {
+    for (const c of this.reserved) {
+      await this.setRef(c, 0);
+      if (c < this.allocHint) this.allocHint = c;
+    }
+    this.reserved = [];
+    this.reservedSet.clear();
+    await this.writeRefs();
+  }
+
+  private async truncateTail(): Promise<void> {
+    let last = Math.ceil(this.fileSize / this.cs) - 1;
+    while (last > 0 && (await this.getRef(last)) === 0) last--;
+    const end = (last + 1) * this.cs;
+    if (end < this.fileSize) {
+      await ftruncate(this.fd, end);
+      this.fileSize = end;
+    }
+  }
+
+  /** Apply deferred frees (after an fdatasync made the unreferencing durable). */
+  private async applyFrees(): Promise<void> {
+    await this.metaLock.run(async () => {
+      if (!this.deferredFree.length) return;
+      const list = this.deferredFree;
+      this.deferredFree = [];
+      // Requests already running may still read or write those clusters.
+      await Promise.allSettled([...this.inflight]);
+      const zeroed: number[] = [];
+      for (const c of list) {
+        const rc = await this.getRef(c);
+        if (rc === 0) throw this.corrupt(`freeing cluster ${c} whose refcount is already 0`);
+        await this.setRef(c, rc - 1);
+        if (rc === 1) {
+          zeroed.push(c);
+          if (c < this.allocHint) this.allocHint = c;
+        }
+      }
+      await this.writeRefs();
+      zeroed.sort((a, b) => a - b);
+      for (let i = 0; i < zeroed.length; ) {
+        let j = i + 1;
+        while (j < zeroed.length && zeroed[j] === zeroed[j - 1] + 1) j++;
+        try {
+          punchHole(this.fd, zeroed[i] * this.cs, (j - i) * this.cs);
+        } catch {
+          /* best effort */
+        }
+        i = j;
+      }
+    });
+  }
+
+  private freeLater(hi: number, lo: number, kind: Kind, host: number): void {
+    if (kind === Kind.Compressed) {
+      const [s, e] = this.compressedRange(hi, lo);
+      for (let c = Math.floor(s / this.cs); c <= Math.floor((e - 1) / this.cs); c++) this.deferredFree.push(c);
+    } else if (host !== 0) {
+      this.deferredFree.push(host / this.cs);
+    }
+    if (this.deferredFree.length > 4096 && !this.bgFlush) {
+      this.bgFlush = this.flush()
+        .catch(() => {})
+        .finally(() => {
+          this.bgFlush = null;
+        });
+    }
+  }
+
+  // ------------------------------------------------------------------
+  // open-time consistency scan
+
+  private async scan(): Promise<void> {
+    const cs = this.cs;
+    const nc = Math.ceil(this.fileSize / cs);
+    if (nc > 1 << 26) return; // too big to scan in memory; rely on the lazy checks
+    const refs = new Uint32Array(nc);
+    const owner = new Uint8Array(nc); // 1 metadata, 2 data, 3 compressed
+    const own = (c: number, kind: number, what: string): void => {
+      if (c >= nc) throw this.err(`${what} lies past the end of the file`);
+      if (owner[c] && (owner[c] !== 3 || kind !== 3)) throw this.err(`${what} (cluster ${c}) overlaps other metadata or data`);
+      owner[c] = kind;
+      refs[c]++;
+    };
+    own(0, 1, 'header');
+    for (let c = this.l1Span[0]; c < this.l1Span[1]; c++) own(c, 1, 'L1 table');
+    for (let c = this.rtSpan[0]; c < this.rtSpan[1]; c++) own(c, 1, 'refcount table');
+    for (let r = 0; r < this.reftableEntries(); r++) {
+      const off = this.refblockOffset(r);
+      if (off) own(off / cs, 1, `refcount block ${r}`);
+    }
+    const l2 = Buffer.allocUnsafe(cs);
+    for (let t = 0; t < this.header.l1Size; t++) {
+      const off = this.l1Entry(t);
+      if (!off) continue;
+      own(off / cs, 1, `L2 table ${t}`);
+      await this.readMeta(l2, off, `L2 table ${t}`);
+      for (let i = 0; i < this.l2Entries; i++) {
+        const e = this.decode(l2, i);
+        if (e.kind === Kind.Compressed) {
+          const [s, en] = this.compressedRange(e.hi, e.lo);
+          for (let c = Math.floor(s / cs); c <= Math.floor((en - 1) / cs); c++) own(c, 3, `compressed cluster of L2 table ${t}`);
+        } else if (e.host) {
+          own(e.host / cs, 2, `data cluster ${t * this.l2Entries + i}`);
+        }
+      }
+    }
+    const foreign = this.header.extensions.includes(EXT_BITMAPS);
+    let leaked = 0;
+    for (let r = 0; r * this.refEntries < nc; r++) {
+      const b = await this.refblock(r);
+      const lim = Math.min(this.refEntries, nc - r * this.refEntries);
+      for (let i = 0; i < lim; i++) {
+        const c = r * this.refEntries + i;
+        const rc = b ? getRefcount(b, i, this.refOrder) : 0;
+        if (rc < refs[c]) throw this.err(`cluster ${c} is used ${refs[c]} time(s) but its refcount is ${rc}`);
+        if (rc > refs[c] && !foreign) {
+          await this.setRef(c, refs[c]);
+          leaked++;
+        }
+      }
+    }
+    if (leaked) {
+      await this.writeRefs();
+      await fdatasync(this.fd);
+      this.stats.leaksRepaired += leaked;
+    }
+  }
+
+  // ------------------------------------------------------------------
+  // reads
+
+  async read(buf: Uint8Array, offset: number): Promise<void> {
+    this.checkRequest(offset, buf.length, false);
+    if (buf.length === 0) return;
+    await this.track(this.readImpl(buf, offset));
+  }
+
+  private async extents(offset: number, length: number): Promise<Extent[]> {
+    const out: Extent[] = [];
+    const end = offset + length;
+    let pos = offset;
+    while (pos < end) {
+      const t = Math.floor(pos / this.tableBytes);
+      const l2 = await this.getL2(t);
+      const tEnd = Math.min(end, (t + 1) * this.tableBytes);
+      while (pos < tEnd) {
+        const vc = Math.floor(pos / this.cs);
+        const inOff = pos - vc * this.cs;
+        const n = Math.min(this.cs - inOff, tEnd - pos);
+        const e = this.decode(l2, vc % this.l2Entries);
+        const prev = out[out.length - 1];
+        const host = e.kind === Kind.Normal ? e.host + inOff : 0;
+        if (
+          prev &&
+          prev.kind === e.kind &&
+          (e.kind === Kind.Unalloc || e.kind === Kind.Zero || (e.kind === Kind.Normal && prev.host + prev.len === host))
+        ) {
+          prev.len += n;
+        } else {
+          out.push({ kind: e.kind, host, pos, len: n, hi: e.hi, lo: e.lo });
+        }
+        pos += n;
+      }
+    }
+    return out;
+  }
+
+  private async readImpl(buf: Uint8Array, offset: number): Promise<void> {
+    const ext = await this.extents(offset, buf.length);
+    const jobs: Promise<void>[] = [];
+    for (const x of ext) {
+      const dst = buf.subarray(x.pos - offset, x.pos - offset + x.len);
+      switch (x.kind) {
+        case Kind.Normal:
+          jobs.push(this.readData(dst, x.host));
+          break;
+        case Kind.Zero:
+          dst.fill(0);
+          break;
+        case Kind.Unalloc:
+          jobs.push(this.readBacking(dst, x.pos));
+          break;
+        case Kind.Compressed:
+          jobs.push(
+            this.readCompressed(x.hi, x.lo).then((z) => {
+              const inOff = x.pos % this.cs;
+              dst.set(z.subarray(inOff, inOff + x.len));
+            }),
+          );
+          break;
+      }
+    }
+    await Promise.all(jobs);
+  }
+
+  private async readData(dst: Uint8Array, host: number): Promise<void> {
+    const avail = Math.max(0, Math.min(dst.length, this.fileSize - host));
+    const n = avail > 0 ? await preadFull(this.fd, dst.subarray(0, avail), host) : 0;
+    if (n < dst.length) dst.fill(0, n);
+  }
+
+  private async readBacking(dst: Uint8Array, pos: number): Promise<void> {
+    const b = this.backing;
+    const n = b ? Math.max(0, Math.min(dst.length, b.size - pos)) : 0;
+    if (n > 0) await b!.read(dst.subarray(0, n), pos);
+    if (n < dst.length) dst.fill(0, n);
+  }
+
+  // ------------------------------------------------------------------
+  // writes
+
+  async write(buf: Uint8Array, offset: number): Promise<void> {
+    this.checkRequest(offset, buf.length, true);
+    if (buf.length === 0) return;
+    await this.track(this.writeImpl(buf, offset));
+  }
+
+  private async writeImpl(data: Uint8Array, offset: number): Promise<void> {
+    const end = offset + data.length;
+    const jobs: Promise<void>[] = [];
+    for (let pos = offset; pos < end; ) {
+      const t = Math.floor(pos / this.tableBytes);
+      const segEnd = Math.min(end, (t + 1) * this.tableBytes);
+      jobs.push(this.writeInTable(t, data.subarray(pos - offset, segEnd - offset), pos));
+      pos = segEnd;
+    }
+    await Promise.all(jobs);
+  }
+
+  /** Wait until none of guest clusters [c0, c1] is claimed; false if we had to wait. */
+  private async waitClaims(c0: number, c1: number): Promise<boolean> {
+    for (let c = c0; c <= c1; c++) {
+      const p = this.pending.get(c);
+      if (p) {
+        await p;
+        return false;
+      }
+    }
+    return true;
+  }
+
+  private claim(c0: number, c1: number): () => void {
+    let release!: () => void;
+    const p = new Promise<void>((r) => (release = r));
+    for (let c = c0; c <= c1; c++) this.pending.set(c, p);
+    return () => {
+      for (let c = c0; c <= c1; c++) if (this.pending.get(c) === p) this.pending.delete(c);
+      release();
+    };
+  }
+
+  private async writeInTable(t: number, data: Uint8Array, offset: number): Promise<void> {
+    const cs = this.cs;
+    const c0 = Math.floor(offset / cs);
+    const c1 = Math.floor((offset + data.length - 1) / cs);
+    for (;;) {
+      const l2 = await this.getL2(t);
+      if (!(await this.waitClaims(c0, c1))) continue;
+      // Fast path: every cluster allocated with refcount 1: write in place, no lock.
+      if (l2 && this.l1Copied(t)) {
+        let ok = true;
+        const runs: [number, number, number][] = []; // host, data offset, length
+        for (let c = c0; c <= c1 && ok; c++) {
+          const e = this.decode(l2, c % this.l2Entries);
+          if (e.kind !== Kind.Normal || !e.copied) ok = false;
+          else {
+            const s = Math.max(offset, c * cs);
+            const en = Math.min(offset + data.length, (c + 1) * cs);
+            const host = e.host + (s - c * cs);
+            const last = runs[runs.length - 1];
+            if (last && last[0] + last[2] === host) last[2] += en - s;
+            else runs.push([host, s - offset, en - s]);
+          }
+        }
+        if (ok) {
+          await Promise.all(runs.map(([h, d, n]) => pwriteAll(this.fd, data.subarray(d, d + n), h)));
+          return;
+        }
+      }
+      const release = this.claim(c0, c1);
+      try {
+        await this.allocatingWrite(t, data, offset, c0, c1);
+      } finally {
+        release();
+      }
+      return;
+    }
+  }
+
+  /** The L2 table for t, created if missing (an empty table, then the L1 entry). */
+  private async ensureL2(t: number): Promise<Buffer> {
+    const have = await this.getL2(t);
+    if (have) {
+      if (!this.l1Copied(t)) throw this.err(`L2 table ${t} is shared (internal snapshot); writing is not supported`);
+      return have;
+    }
+    return this.metaLock.run(async () => {
+      const again = await this.getL2(t);
+      if (again) return again;
+      if (t >= this.header.l1Size) throw this.corrupt(`L1 index ${t} beyond the L1 table`);
+      const [c] = await this.takeClustersLocked(1);
+      const off = c * this.cs;
+      const b = Buffer.alloc(this.cs);
+      await pwriteAll(this.fd, b, off);
+      this.noteFileEnd(off + this.cs);
+      this.l1.writeUInt32BE((COPIED_HI | Math.floor(off / TWO32)) >>> 0, t * 8);
+      this.l1.writeUInt32BE(off % TWO32, t * 8 + 4);
+      await pwriteAll(this.fd, this.l1.subarray(t * 8, t * 8 + 8), this.header.l1TableOffset + t * 8);
+      this.knownMeta.add(c);
+      this.l2cache.set(t, { buf: b, loading: null, pins: 0 });
+      this.evictL2();
+      return b;
+    });
+  }
+
+  /** Fill a whole-cluster buffer with the current content of guest cluster vc. */
+  private async currentCluster(vc: number, e: { kind: Kind; host: number; hi: number; lo: number }, out: Buffer): Promise<void> {
+    const start = vc * this.cs;
+    const n = Math.min(this.cs, this.size - start);
+    switch (e.kind) {
+      case Kind.Zero:
+        out.fill(0);
+        return;
+      case Kind.Normal:
+        await this.readData(out.subarray(0, n), e.host);
+        break;
+      case Kind.Compressed:
+        (await this.readCompressed(e.hi, e.lo)).copy(out, 0, 0, n);
+        break;
+      case Kind.Unalloc:
+        await this.readBacking(out.subarray(0, n), start);
+        break;
+    }
+    out.fill(0, n);
+  }
+
+  private async allocatingWrite(t: number, data: Uint8Array, offset: number, c0: number, c1: number): Promise<void> {
+    const cs = this.cs;
+    const l2 = await this.ensureL2(t);
+    this.pin(t);
+    try {
+      const end = offset + data.length;
+      const inPlace: Promise<void>[] = [];
+      const alloc: { c: number; buf: Uint8Array; old: { kind: Kind; host: number; hi: number; lo: number } }[] = [];
+      for (let c = c0; c <= c1; c++) {
+        const e = this.decode(l2, c % this.l2Entries);
+        const s = Math.max(offset, c * cs);
+        const en = Math.min(end, (c + 1) * cs);
+        const part = data.subarray(s - offset, en - offset);
+        if (e.kind === Kind.Normal && e.copied) {
+          inPlace.push(pwriteAll(this.fd, part, e.host + (s - c * cs)));
+          continue;
+        }
+        let buf: Uint8Array;
+        if (s === c * cs && en === (c + 1) * cs) buf = part;
+        else {
+          const b = Buffer.allocUnsafe(cs);
+          await this.currentCluster(c, e, b);
+          b.set(part, s - c * cs);
+          buf = b;
+        }
+        alloc.push({ c, buf, old: e });
+      }
+      if (alloc.length) {
+        const hosts = await this.metaLock.run(() => this.takeClustersLocked(alloc.length));
+        // Data first, in runs of contiguous host clusters.
+        for (let i = 0; i < alloc.length; ) {
+          let j = i + 1;
+          while (j < alloc.length && hosts[j] === hosts[j - 1] + 1) j++;
+          inPlace.push(writeRun(this.fd, alloc.slice(i, j).map((a) => a.buf), hosts[i] * cs));
+          i = j;
+        }
+        await Promise.all(inPlace);
+        for (const h of hosts) this.noteFileEnd((h + 1) * cs);
+        // Then the L2 entries, one write for the span.
+        let lo = Infinity;
+        let hi = -1;
+        alloc.forEach((a, k) => {
+          const i = a.c % this.l2Entries;
+          const off = hosts[k] * cs;
+          l2.writeUInt32BE((COPIED_HI | Math.floor(off / TWO32)) >>> 0, i * 8);
+          l2.writeUInt32BE(off % TWO32, i * 8 + 4);
+          lo = Math.min(lo, i);
+          hi = Math.max(hi, i);
+        });
+        const l2off = this.l1Entry(t);
+        await pwriteAll(this.fd, l2.subarray(lo * 8, (hi + 1) * 8), l2off + lo * 8);
+        for (const a of alloc) if (a.old.kind !== Kind.Unalloc) this.freeLater(a.old.hi, a.old.lo, a.old.kind, a.old.host);
+      } else {
+        await Promise.all(inPlace);
+      }
+    } finally {
+      this.unpin(t);
+    }
+  }
+
+  // ------------------------------------------------------------------
+  // discard / write zeroes
+
+  async discard(offset: number, length: number): Promise<void> {
+    this.checkRequest(offset, length, true);
+    if (length === 0) return;
+    await this.track(this.zeroImpl(offset, length, 'discard'));
+  }
+
+  async writeZeroes(offset: number, length: number, unmap: boolean): Promise<void> {
+    this.checkRequest(offset, length, true);
+    if (length === 0) return;
+    await this.track(this.zeroImpl(offset, length, unmap ? 'unmap' : 'keep'));
+  }
+
+  private async zeroImpl(offset: number, length: number, mode: 'discard' | 'unmap' | 'keep'): Promise<void> {
+    const cs = this.cs;
+    const end = offset + length;
+    // Whole clusters get metadata treatment; a partial cluster at the end of
+    // the disk counts as whole.
+    const first = Math.ceil(offset / cs);
+    const lastEnd = end === this.size ? Math.ceil(end / cs) : Math.floor(end / cs);
+    const jobs: Promise<void>[] = [];
+    if (first >= lastEnd) {
+      jobs.push(this.writeImpl(Buffer.alloc(length), offset));
+    } else {
+      if (offset < first * cs) jobs.push(this.writeImpl(Buffer.alloc(first * cs - offset), offset));
+      if (end > lastEnd * cs && lastEnd * cs < this.size) jobs.push(this.writeImpl(Buffer.alloc(end - lastEnd * cs), lastEnd * cs));
+      for (let c = first; c < lastEnd; ) {
+        const t = Math.floor(c / this.l2Entries);
+        const ce = Math.min(lastEnd, (t + 1) * this.l2Entries);
+        jobs.push(this.zeroInTable(t, c, ce - 1, mode));
+        c = ce;
+      }
+    }
+    await Promise.all(jobs);
+  }
+
+  private async zeroInTable(t: number, c0: number, c1: number, mode: 'discard' | 'unmap' | 'keep'): Promise<void> {
+    const v3 = this.header.version >= 3;
+    for (;;) {
+      let l2 = await this.getL2(t);
+      if (!(await this.waitClaims(c0, c1))) continue;
+      if (!l2 && !this.backing) return; // reads zeros already
+      if (!v3 && this.backing) {
+        // No zero flag in version 2: write zero data.
+        const bytes = Math.min((c1 + 1) * this.cs, this.size) - c0 * this.cs;
+        return this.writeImpl(Buffer.alloc(bytes), c0 * this.cs);
+      }
+      const release = this.claim(c0, c1);
+      try {
+        if (!l2) l2 = await this.ensureL2(t);
+        else if (!this.l1Copied(t)) throw this.err(`L2 table ${t} is shared (internal snapshot); writing is not supported`);
+        this.pin(t);
+        try {
+          let lo = Infinity;
+          let hi = -1;
+          for (let c = c0; c <= c1; c++) {
+            const i = c % this.l2Entries;
+            const e = this.decode(l2, i);
+            let nhi = 0;
+            let nlo = 0;
+            let drop = e.kind === Kind.Compressed || e.host !== 0;
+            if (mode === 'keep' && v3 && (e.kind === Kind.Normal || e.kind === Kind.Zero) && e.copied && e.host) {
+              nhi = e.hi;
+              nlo = (e.lo | 1) >>> 0; // zero flag, keep the allocation
+              drop = false;
+            } else if (this.backing) {
+              nlo = 1; // zero flag: do not read through to the backing file
+            }
+            if (e.kind === Kind.Normal && !e.copied) drop = true;
+            if (nhi === e.hi && nlo === e.lo) continue;
+            l2.writeUInt32BE(nhi, i * 8);
+            l2.writeUInt32BE(nlo, i * 8 + 4);
+            lo = Math.min(lo, i);
+            hi = Math.max(hi, i);
+            if (drop) this.freeLater(e.hi, e.lo, e.kind, e.host);
+          }
+          if (hi >= 0) await pwriteAll(this.fd, l2.subarray(lo * 8, (hi + 1) * 8), this.l1Entry(t) + lo * 8);
+        } finally {
+          this.unpin(t);
+        }
+      } finally {
+        release();
+      }
+      return;
+    }
+  }
+
+  // ------------------------------------------------------------------
+  // flush / resize / info
+
+  async flush(): Promise<void> {
+    if (this.closed) throw this.err('image is closed');
+    if (this.readOnly) return;
+    await fdatasync(this.fd);
+    if (this.deferredFree.length && !this.corruptMsg) await this.applyFrees();
+  }
+
+  /**
+   * Change the virtual size. Growing may move the L1 table (new table,
+   * barrier, header switch, old table freed). Shrinking discards what lies
+   * past the new end and needs allowShrink.
+   */
+  async resize(newSize: number, opts: { allowShrink?: boolean } = {}): Promise<void> {
+    if (this.closed) throw this.err('image is closed');
+    if (this.readOnly) throw this.err('image is read-only');
+    if (this.corruptMsg) throw this.err(`image is marked corrupt (${this.corruptMsg})`);
+    if (!Number.isSafeInteger(newSize) || newSize < 0 || newSize > MAX_OFFSET) throw this.err(`invalid size ${newSize}`);
+    const old = this.size;
+    if (newSize === old) return;
+    await this.waitInflight();
+    if (newSize < old) {
+      if (!opts.allowShrink) throw this.err(`shrinking from ${old} to ${newSize} bytes needs allowShrink`);
+      const cs = this.cs;
+      const tailEnd = Math.min(old, Math.ceil(newSize / cs) * cs);
+      if (tailEnd > newSize) await this.writeImpl(Buffer.alloc(tailEnd - newSize), newSize);
+      // Drop every cluster past the new end (entries become 0).
+      const saveBacking = this.backing;
+      this.backing = null;
+      try {
+        for (let c = Math.ceil(newSize / cs); c < Math.ceil(old / cs); ) {
+          const t = Math.floor(c / this.l2Entries);
+          const ce = Math.min(Math.ceil(old / cs), (t + 1) * this.l2Entries);
+          await this.zeroInTable(t, c, ce - 1, 'discard');
+          c = ce;
+        }
+      } finally {
+        this.backing = saveBacking;
+      }
+      await fdatasync(this.fd);
+      await this.writeSize(newSize, this.header.l1Size);
+      await this.flush();
+      return;
+    }
+    const needL1 = Math.ceil(newSize / this.tableBytes);
+    const capacity = (this.l1Span[1] - this.l1Span[0]) * (this.cs / 8);
+    if (needL1 <= capacity || needL1 <= this.header.l1Size) {
+      if (needL1 > this.header.l1Size) {
+        const from = this.header.l1Size * 8;
+        await pwriteAll(this.fd, Buffer.alloc(needL1 * 8 - from), this.header.l1TableOffset + from);
+      }
+      await this.writeSize(newSize, Math.max(needL1, this.header.l1Size));
+    } else {
+      await this.metaLock.run(async () => {
+        const clusters = Math.ceil((needL1 * 8) / this.cs);
+        const start = await this.reserveContiguousLocked(clusters);
+        const table = Buffer.alloc(clusters * this.cs);
+        this.l1.copy(table, 0);
+        await pwriteAll(this.fd, table, start * this.cs);
+        this.noteFileEnd((start + clusters) * this.cs);
+        await fdatasync(this.fd);
+        const hdr = Buffer.alloc(24);
+        hdr.writeBigUInt64BE(BigInt(newSize), 0);
+        hdr.writeUInt32BE(0, 8);
+        hdr.writeUInt32BE(needL1, 12);
+        hdr.writeBigUInt64BE(BigInt(start * this.cs), 16);
+        await pwriteAll(this.fd, hdr, 24);
+        await fdatasync(this.fd);
+        const oldSpan = this.l1Span;
+        this.l1 = table.subarray(0, needL1 * 8);
+        this.header.l1Size = needL1;
+        this.header.l1TableOffset = start * this.cs;
+        this.header.size = newSize;
+        this.l1Span = [start, start + clusters];
+        if (this.header.l1Size > 0 || oldSpan[1] > oldSpan[0]) {
+          for (let c = oldSpan[0]; c < oldSpan[1]; c++) {
+            await this.setRef(c, (await this.getRef(c)) - 1);
+            if (c < this.allocHint) this.allocHint = c;
+          }
+          await this.writeRefs();
+        }
+      });
+    }
+    // Whatever the backing file has past the old end must not show through.
+    if (this.backing && this.backing.size > old) {
+      await this.zeroImpl(old, Math.min(newSize, this.backing.size) - old, 'keep');
+    }
+    await this.flush();
+  }
+
+  private async writeSize(size: number, l1Size: number): Promise<void> {
+    const hdr = Buffer.alloc(16);
+    hdr.writeBigUInt64BE(BigInt(size), 0);
+    hdr.writeUInt32BE(0, 8);
+    hdr.writeUInt32BE(l1Size, 12);
+    await pwriteAll(this.fd, hdr, 24);
+    await fdatasync(this.fd);
+    if (l1Size > this.header.l1Size) {
+      const l1 = Buffer.alloc(l1Size * 8);
+      this.l1.copy(l1, 0);
+      this.l1 = l1;
+    }
+    this.header.size = size;
+    this.header.l1Size = l1Size;
+  }
+
+  /** n contiguous free clusters at the end of the file, refcount 1, durable. */
+  private async reserveContiguousLocked(n: number): Promise<number> {
+    let start = this.frontier();
+    for (let i = 0; i < n; ) {
+      const c = start + i;
+      const r = Math.floor(c / this.refEntries);
+      if ((await this.refblock(r)) === null) await this.createRefblock(r);
+      if ((await this.getRef(c)) !== 0 || this.isFixedMeta(c)) {
+        start = c + 1;
+        i = 0;
+        continue;
+      }
+      i++;
+    }
+    for (let i = 0; i < n; i++) await this.setRef(start + i, 1);
+    await this.writeRefs();
+    const end = (start + n) * this.cs;
+    if (end > this.fileSize) {
+      await ftruncate(this.fd, end);
+      this.fileSize = end;
+    }
+    await fdatasync(this.fd);
+    return start;
+  }
+
+  /** Bytes the image file occupies on the host. */
+  async allocatedBytes(): Promise<number> {
+    const st = await fstat(this.fd);
+    return st.isBlockDevice() ? this.fileSize : st.blocks * 512;
+  }
+}
+
+async function writeRun(fd: number, bufs: Uint8Array[], pos: number): Promise<void> {
+  if (bufs.length === 1) return pwriteAll(fd, bufs[0], pos);
+  const total = bufs.reduce((a, b) => a + b.length, 0);
+  const written = await new Promise<number>((resolve, reject) =>
+    fs.writev(fd, bufs as NodeJS.ArrayBufferView[], pos, (err, n) => (err ? reject(err) : resolve(n))),
+  );
+  if (written < total) await pwriteAll(fd, Buffer.concat(bufs).subarray(written), pos + written);
+}
+
+function realpathOr(p: string): string {
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return path.resolve(p);
+  }
+}
+
+/** I/O errors from the file system become ImageErrors (with the path). */
+function wrapIo(err: unknown, file: string): unknown {
+  if (err instanceof ImageError) return err.message.startsWith(file) ? err : new ImageError(`${file}: ${err.message}`);
+  if (err instanceof Error && 'syscall' in err) return new ImageError(`${file}: ${err.message}`);
+  return err;
+}

@@ -1,0 +1,145 @@
+// Raw images: a regular file or a block device, byte for byte the disk.
+import fs from 'node:fs';
+import { BlockImage, ImageError } from './image.js';
+import { blockDeviceSize, closeFd, fdatasync, fstat, preadFull, pwriteAll } from './io.js';
+import { FallocateError, punchHole, zeroRange } from '../sys/fallocate.js';
+
+export interface RawOpenOptions {
+  readOnly?: boolean;
+}
+
+const ZERO_CHUNK = 1 << 20;
+
+export class RawImage implements BlockImage {
+  readonly format = 'raw' as const;
+  private closed = false;
+  private canPunch = true;
+  private canZeroRange = true;
+
+  private constructor(
+    readonly path: string,
+    private readonly fd: number,
+    public size: number,
+    readonly readOnly: boolean,
+    readonly isBlockDevice: boolean,
+  ) {}
+
+  static async open(path: string, opts: RawOpenOptions = {}): Promise<RawImage> {
+    const readOnly = !!opts.readOnly;
+    let fd: number;
+    try {
+      fd = fs.openSync(path, readOnly ? 'r' : 'r+');
+    } catch (err) {
+      throw new ImageError(`cannot open ${path}: ${(err as Error).message}`);
+    }
+    try {
+      const st = await fstat(fd);
+      let size: number;
+      if (st.isBlockDevice()) size = blockDeviceSize(st);
+      else if (st.isFile()) size = st.size;
+      else throw new ImageError(`${path} is neither a regular file nor a block device`);
+      return new RawImage(path, fd, size, readOnly, st.isBlockDevice());
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+  }
+
+  /** Create a sparse raw file of `size` bytes (refuses to overwrite). */
+  static async create(path: string, size: number): Promise<RawImage> {
+    checkSize(size);
+    let fd: number;
+    try {
+      fd = fs.openSync(path, 'wx+');
+    } catch (err) {
+      throw new ImageError(`cannot create ${path}: ${(err as Error).message}`);
+    }
+    try {
+      fs.ftruncateSync(fd, size);
+    } finally {
+      fs.closeSync(fd);
+    }
+    return RawImage.open(path);
+  }
+
+  private check(offset: number, length: number, write: boolean): void {
+    if (this.closed) throw new ImageError(`${this.path}: image is closed`);
+    if (write && this.readOnly) throw new ImageError(`${this.path}: image is read-only`);
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
+      throw new ImageError(`${this.path}: request [${offset}, +${length}) is outside the disk (size ${this.size})`);
+    }
+  }
+
+  async read(buf: Uint8Array, offset: number): Promise<void> {
+    this.check(offset, buf.length, false);
+    const n = await preadFull(this.fd, buf, offset);
+    if (n < buf.length) buf.fill(0, n); // file shrank underneath us: zeros
+  }
+
+  async write(buf: Uint8Array, offset: number): Promise<void> {
+    this.check(offset, buf.length, true);
+    await pwriteAll(this.fd, buf, offset);
+  }
+
+  async flush(): Promise<void> {
+    if (this.closed) throw new ImageError(`${this.path}: image is closed`);
+    if (!this.readOnly) await fdatasync(this.fd);
+  }
+
+  async discard(offset: number, length: number): Promise<void> {
+    await this.writeZeroes(offset, length, true);
+  }
+
+  async writeZeroes(offset: number, length: number, unmap: boolean): Promise<void> {
+    this.check(offset, length, true);
+    if (length === 0) return;
+    if (unmap && this.canPunch) {
+      try {
+        punchHole(this.fd, offset, length);
+        return;
+      } catch (err) {
+        if (!(err instanceof FallocateError) || !err.unsupported) throw err;
+        this.canPunch = false;
+      }
+    }
+    if (this.canZeroRange) {
+      try {
+        zeroRange(this.fd, offset, length);
+        return;
+      } catch (err) {
+        if (!(err instanceof FallocateError) || !err.unsupported) throw err;
+        this.canZeroRange = false;
+      }
+    }
+    const zeros = new Uint8Array(Math.min(ZERO_CHUNK, length));
+    for (let done = 0; done < length; done += zeros.length) {
+      const n = Math.min(zeros.length, length - done);
+      await pwriteAll(this.fd, n === zeros.length ? zeros : zeros.subarray(0, n), offset + done);
+    }
+  }
+
+  /** Change the size of a raw file (not of a block device). */
+  async resize(newSize: number): Promise<void> {
+    checkSize(newSize);
+    if (this.readOnly) throw new ImageError(`${this.path}: image is read-only`);
+    if (this.isBlockDevice) throw new ImageError(`${this.path}: cannot resize a block device`);
+    fs.ftruncateSync(this.fd, newSize);
+    this.size = newSize;
+  }
+
+  /** Bytes actually allocated on the host file system. */
+  async allocatedBytes(): Promise<number> {
+    const st = await fstat(this.fd);
+    return st.isBlockDevice() ? this.size : st.blocks * 512;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await closeFd(this.fd);
+  }
+}
+
+function checkSize(size: number): void {
+  if (!Number.isSafeInteger(size) || size < 0) throw new ImageError(`invalid image size ${size}`);
+}
