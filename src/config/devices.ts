@@ -50,6 +50,10 @@ export function splitDiskString(s: string): { fields: DiskFields; issues: SubIss
   const fields: DiskFields = {};
   const given = new Set<string>(); // parameters specified, positionally or by name (even if empty)
   const set = (name: keyof DiskFields, value: string, how: string): void => {
+    if (name === 'target' && fields.vol !== undefined) {
+      issues.push({ path: ['vol'], message: 'give either target or vol, not both' });
+      return;
+    }
     if (given.has(name)) {
       issues.push({ path: [], message: `${name} is given twice (${how}); give each parameter once` });
       return;
@@ -141,7 +145,7 @@ export function splitDiskString(s: string): { fields: DiskFields; issues: SubIss
     pos = next;
   }
   if (fields.access !== undefined) {
-    const a = ACCESS_ALIASES[fields.access];
+    const a = Object.hasOwn(ACCESS_ALIASES, fields.access) ? ACCESS_ALIASES[fields.access] : undefined;
     if (a) fields.access = a;
   }
   return { fields, issues };

@@ -21,6 +21,9 @@ export function formatIssue(i: ConfigIssue): string {
   return parts.join(': ');
 }
 
+/** At most this many issues are kept (a garbage file should not make a megabyte of errors). */
+export const MAX_ISSUES = 50;
+
 /**
  * Thrown for any invalid configuration (text, JSON, API body, disk or vif
  * string). An XvmError with code 'invalid', so the API answers 400.
@@ -28,7 +31,11 @@ export function formatIssue(i: ConfigIssue): string {
 export class ConfigError extends XvmError {
   readonly issues: ConfigIssue[];
   constructor(issues: ConfigIssue[]) {
-    const list = issues.length > 0 ? issues : [{ message: 'invalid configuration' }];
+    let list = issues.length > 0 ? issues : [{ message: 'invalid configuration' }];
+    if (list.length > MAX_ISSUES) {
+      const more = list.length - MAX_ISSUES;
+      list = [...list.slice(0, MAX_ISSUES), { file: list[0].file, message: `… and ${more} more problem${more === 1 ? '' : 's'}` }];
+    }
     super('invalid', list.map(formatIssue).join('\n'), { issues: list });
     this.name = 'ConfigError';
     this.issues = list;

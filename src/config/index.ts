@@ -82,7 +82,8 @@ function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
 }
 
 function allowedFor(path: readonly PropertyKey[]): string | undefined {
-  return ALLOWED[path.filter((p) => typeof p === 'string').join('.')];
+  const k = path.filter((p) => typeof p === 'string').join('.');
+  return Object.hasOwn(ALLOWED, k) ? ALLOWED[k] : undefined;
 }
 
 function knownKeysFor(path: readonly PropertyKey[]): readonly string[] {
@@ -111,7 +112,7 @@ function flatten(issues: readonly z.core.$ZodIssue[], prefix: PropertyKey[], inp
       const known = knownKeysFor(path);
       for (const k of iss.keys) {
         const hint = closest(k, known);
-        const xl = path.length === 0 ? XL_ONLY_KEYS[k] : undefined;
+        const xl = path.length === 0 && Object.hasOwn(XL_ONLY_KEYS, k) ? XL_ONLY_KEYS[k] : undefined;
         let message: string;
         if (xl !== undefined) {
           message = `"${k}" is an xl option that xvm does not support${xl ? `: ${xl}` : ''}`;
@@ -218,7 +219,7 @@ function parseEntry<T>(schema: z.ZodType<T>, s: unknown, what: string): T {
   flatten(r.error.issues, [], s, located);
   throw new ConfigError(
     located.map((l) => {
-      const allowed = ALLOWED[[what, ...l.path.filter((p) => typeof p === 'string')].join('.')];
+      const allowed = allowedFor([what, ...l.path]);
       const message = allowed && !l.message.includes('(allowed:') ? `${l.message} (allowed: ${allowed})` : l.message;
       return { key: displayPath([what, ...l.path]), message };
     }),

@@ -223,7 +223,7 @@ function finishDisk(f: {
   const devtype = (f.devtype ?? 'disk') as DiskSpec['devtype'];
   const d: DiskDraft = {
     vdev: f.vdev as string,
-    access: (f.access !== undefined ? ACCESS_ALIASES[f.access] ?? f.access : devtype === 'cdrom' ? 'ro' : 'rw') as DiskSpec['access'],
+    access: (f.access !== undefined ? (Object.hasOwn(ACCESS_ALIASES, f.access) ? ACCESS_ALIASES[f.access] : f.access) : devtype === 'cdrom' ? 'ro' : 'rw') as DiskSpec['access'],
     devtype,
   };
   if (f.target !== undefined && f.target !== '') d.target = f.target;
@@ -257,7 +257,7 @@ export function decodeDiskString(s: string): { spec: DiskSpec; issues: SubIssue[
   if (fields.vdev === undefined && issues.length === 0) {
     issues.push({ path: ['vdev'], message: 'missing vdev (the device name the guest sees, e.g. xvda)' });
   }
-  if (fields.access !== undefined && !(fields.access in ACCESS_ALIASES)) {
+  if (fields.access !== undefined && !Object.hasOwn(ACCESS_ALIASES, fields.access)) {
     issues.push({ path: ['access'], message: `${JSON.stringify(fields.access.slice(0, 40))} is not allowed (allowed: ${ALLOWED['disk.access']})` });
   }
   if (fields.format !== undefined && !(DISK_FORMATS as readonly string[]).includes(fields.format)) {
@@ -338,7 +338,7 @@ function finishVif(
     }
     network = network ?? f.bridge;
   }
-  const model = (f.model === undefined || f.model === '' ? 'virtio' : MODEL_ALIASES[f.model] ?? f.model) as VifSpec['model'];
+  const model = (f.model === undefined || f.model === '' ? 'virtio' : (Object.hasOwn(MODEL_ALIASES, f.model) ? MODEL_ALIASES[f.model] : f.model)) as VifSpec['model'];
   const v = {
     ...(f.mac !== undefined ? { mac: f.mac.toLowerCase() } : {}),
     ...(network !== undefined ? { network } : {}),

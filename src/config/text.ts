@@ -165,7 +165,7 @@ class XlParser {
       // backslash
       const e = s[this.pos];
       const map: Record<string, string> = { '\\': '\\', '"': '"', "'": "'", n: '\n', t: '\t' };
-      if (e !== undefined && e in map) {
+      if (e !== undefined && Object.hasOwn(map, e)) {
         out += map[e];
         this.pos++;
       } else {
@@ -371,7 +371,7 @@ class JsonParser {
       if (c !== '\\') this.fail(`${describeChar(c)} inside a string (control characters must be escaped)`);
       const e = s[this.pos + 1];
       const map: Record<string, string> = { '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' };
-      if (e !== undefined && e in map) {
+      if (e !== undefined && Object.hasOwn(map, e)) {
         out += map[e];
         this.pos += 2;
       } else if (e === 'u' && /^[0-9a-fA-F]{4}$/.test(s.slice(this.pos + 2, this.pos + 6))) {
