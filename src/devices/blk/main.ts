@@ -1,0 +1,68 @@
+#!/usr/bin/env node
+// The block backend program: one process per disk (Cloud Hypervisor style).
+//
+//   node dist/src/devices/blk/main.js --socket PATH --image FILE
+//        [--format raw|qcow2] [--readonly] [--queues N] [--serial S]
+//
+// Prints one line `XVM_BLK_READY socket=PATH` on stdout once it listens,
+// then serves QEMU (and QEMU's reconnects) until SIGTERM / SIGINT.
+import fs from 'node:fs';
+import { Command, InvalidArgumentError } from 'commander';
+import { VhostUserBackend } from '../../vhost/index.js';
+import { BlkDevice } from './device.js';
+import { openImage } from './open-image.js';
+
+function intArg(min: number, max: number) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`must be an integer from ${min} to ${max}`);
+    return n;
+  };
+}
+
+async function main(): Promise<void> {
+  const cmd = new Command()
+    .name('xvm-blk')
+    .description('vhost-user block backend (virtio-blk) for one disk image')
+    .requiredOption('--socket <path>', 'unix socket QEMU connects to')
+    .requiredOption('--image <file>', 'disk image')
+    .option('--format <fmt>', 'raw or qcow2 (default: detected)')
+    .option('--readonly', 'expose the disk read-only', false)
+    .option('--queues <n>', 'number of virtqueues', intArg(1, 64), 1)
+    .option('--serial <s>', 'serial number reported to the guest (GET_ID)', '')
+    .option('--metrics <file>', 'write counters as JSON to this file on SIGUSR1 and at exit')
+    .parse(process.argv);
+  const o = cmd.opts<{ socket: string; image: string; format?: string; readonly: boolean; queues: number; serial: string; metrics?: string }>();
+  if (o.format !== undefined && o.format !== 'raw' && o.format !== 'qcow2') throw new Error(`--format must be raw or qcow2, not ${o.format}`);
+
+  const image = await openImage(o.image, { format: o.format as 'raw' | 'qcow2' | undefined, readOnly: o.readonly });
+  const log = (m: string) => process.stderr.write(`xvm-blk[${process.pid}]: ${m}\n`);
+  const device = new BlkDevice({ image, numQueues: o.queues, readOnly: o.readonly, serial: o.serial, log });
+  const backend = new VhostUserBackend(device, { socketPath: o.socket, log });
+  backend.on('connect', () => log('front-end connected'));
+  backend.on('disconnect', () => log('front-end disconnected; waiting for a new connection'));
+  backend.listen();
+  process.stdout.write(`XVM_BLK_READY socket=${o.socket} size=${image.size} format=${image.format}${device.readOnly ? ' readonly' : ''}\n`);
+
+  const dumpMetrics = () => {
+    if (o.metrics) fs.writeFileSync(o.metrics, JSON.stringify({ device: device.metrics.toJSON(), queues: backend.vrings.map((v) => v.stats) }, null, 2));
+  };
+  process.on('SIGUSR1', dumpMetrics);
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    await backend.close();
+    await image.flush().catch(() => undefined);
+    await image.close();
+    dumpMetrics();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop());
+  process.on('SIGINT', () => void stop());
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`xvm-blk: ${(e as Error).message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,260 @@
+// Split virtqueues (virtio 1.1 §2.6): the descriptor table, the available
+// ring the driver fills and the used ring the device fills, all in guest
+// memory. This file walks them defensively: the guest is not trusted.
+//
+//   - a chain longer than the queue size (covers loops) is an error
+//   - descriptor indices ≥ queue size, addresses outside guest memory,
+//     device-readable after device-writable descriptors, nested or chained
+//     indirect tables, indirect tables whose length is not a multiple of 16
+//     or longer than the queue size: all errors
+//   - an available index that moved by more than the queue size stops the
+//     queue (the ring is corrupt) instead of spinning
+import { GuestMemory, GuestMemoryError, readAddr, type Segment } from './memory.js';
+
+export const VIRTQ_DESC_F_NEXT = 1;
+export const VIRTQ_DESC_F_WRITE = 2;
+export const VIRTQ_DESC_F_INDIRECT = 4;
+export const VRING_AVAIL_F_NO_INTERRUPT = 1;
+export const DESC_SIZE = 16;
+export const MAX_QUEUE_SIZE = 32768;
+
+export class VirtqueueError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'VirtqueueError';
+  }
+}
+
+export interface DescriptorChain {
+  /** Head descriptor index: what goes back in the used ring. */
+  head: number;
+  /** Device-readable buffers (driver → device), in order. */
+  readable: Segment[];
+  /** Device-writable buffers (device → driver), in order. */
+  writable: Segment[];
+  readableLen: number;
+  writableLen: number;
+  /** Set when the chain is malformed; the segments hold what was walked before the fault. */
+  error?: string;
+}
+
+export function ringSizes(size: number): { desc: number; avail: number; used: number } {
+  return { desc: DESC_SIZE * size, avail: 6 + 2 * size, used: 6 + 8 * size };
+}
+
+export function validQueueSize(n: number): boolean {
+  return Number.isInteger(n) && n > 0 && n <= MAX_QUEUE_SIZE && (n & (n - 1)) === 0;
+}
+
+export interface WalkLimits {
+  /** Most descriptors in one chain, direct + indirect (default: queue size). */
+  maxDescriptors?: number;
+  /** Most bytes in one chain (default 256 MiB). */
+  maxBytes?: number;
+}
+
+/**
+ * Walk the chain starting at `head`. Never throws for guest faults: a
+ * malformed chain comes back with `error` set.
+ */
+export function walkChain(
+  mem: GuestMemory,
+  table: Buffer,
+  size: number,
+  head: number,
+  limits: WalkLimits = {},
+): DescriptorChain {
+  const chain: DescriptorChain = { head, readable: [], writable: [], readableLen: 0, writableLen: 0 };
+  const maxDesc = limits.maxDescriptors ?? size;
+  const maxBytes = limits.maxBytes ?? 256 * 1024 * 1024;
+  let count = 0;
+  let bytes = 0;
+  let seenWritable = false;
+  try {
+    if (head >= size) throw new VirtqueueError(`head index ${head} ≥ queue size ${size}`);
+    let desc = table;
+    let tableSize = size;
+    let i = head;
+    let indirect = false;
+    for (;;) {
+      if (++count > maxDesc) throw new VirtqueueError(`descriptor chain longer than ${maxDesc} (loop?)`);
+      const o = i * DESC_SIZE;
+      const addr = readAddr(desc, o);
+      const len = desc.readUInt32LE(o + 8);
+      const flags = desc.readUInt16LE(o + 12);
+      const next = desc.readUInt16LE(o + 14);
+      if (flags & VIRTQ_DESC_F_INDIRECT) {
+        if (indirect) throw new VirtqueueError('nested indirect descriptor table');
+        if (flags & VIRTQ_DESC_F_NEXT) throw new VirtqueueError('indirect descriptor with NEXT set');
+        if (len === 0 || len % DESC_SIZE !== 0) throw new VirtqueueError(`indirect table length ${len} is not a positive multiple of 16`);
+        const n = len / DESC_SIZE;
+        if (n > maxDesc) throw new VirtqueueError(`indirect table of ${n} descriptors > ${maxDesc}`);
+        if (addr < 0) throw new VirtqueueError('indirect table address beyond 2^53');
+        desc = mem.slice(addr, len);
+        tableSize = n;
+        indirect = true;
+        i = 0;
+        count--; // the indirect descriptor itself carries no data
+        continue;
+      }
+      if (addr < 0) throw new VirtqueueError('buffer address beyond 2^53');
+      bytes += len;
+      if (bytes > maxBytes) throw new VirtqueueError(`descriptor chain carries more than ${maxBytes} bytes`);
+      if (flags & VIRTQ_DESC_F_WRITE) {
+        seenWritable = true;
+        if (len > 0) mem.segments(addr, len, chain.writable);
+        chain.writableLen += len;
+      } else {
+        if (seenWritable) throw new VirtqueueError('device-readable descriptor after a device-writable one');
+        if (len > 0) mem.segments(addr, len, chain.readable);
+        chain.readableLen += len;
+      }
+      if (!(flags & VIRTQ_DESC_F_NEXT)) break;
+      if (next >= tableSize) throw new VirtqueueError(`next index ${next} ≥ table size ${tableSize}`);
+      i = next;
+    }
+  } catch (e) {
+    if (e instanceof VirtqueueError || e instanceof GuestMemoryError) chain.error = e.message;
+    else throw e;
+  }
+  return chain;
+}
+
+export interface SplitQueueAddrs {
+  /** Host views of the three parts (already bounds-checked by the caller). */
+  desc: Buffer;
+  avail: Buffer;
+  used: Buffer;
+  /** Guest-physical address of the used ring (for dirty logging). */
+  usedGpa?: number;
+}
+
+/**
+ * One split virtqueue's rings. Index arithmetic is mod 2^16 like the
+ * driver's. Reads of the driver's avail->idx and writes of used->idx go
+ * through Atomics (sequentially consistent: they double as the memory
+ * barriers the virtio spec asks for).
+ */
+export class SplitQueue {
+  readonly size: number;
+  readonly desc: Buffer;
+  private readonly avail: Buffer;
+  private readonly used: Buffer;
+  private readonly avail16: Uint16Array;
+  private readonly used16: Uint16Array;
+  /** Next available-ring slot we will read. */
+  lastAvail = 0;
+  /** Our copy of used->idx. */
+  usedIdx: number;
+  /** used->idx when we last notified the driver. */
+  private signalledUsed: number;
+  private signalledValid = false;
+  eventIdx = false;
+  limits: WalkLimits;
+
+  constructor(
+    readonly mem: GuestMemory,
+    size: number,
+    addrs: SplitQueueAddrs,
+    opts: { eventIdx?: boolean; lastAvail?: number; limits?: WalkLimits } = {},
+  ) {
+    if (!validQueueSize(size)) throw new VirtqueueError(`bad queue size ${size}`);
+    const s = ringSizes(size);
+    if (addrs.desc.length < s.desc || addrs.avail.length < s.avail || addrs.used.length < s.used) {
+      throw new VirtqueueError('ring views are smaller than the queue size needs');
+    }
+    if (addrs.avail.byteOffset % 2 !== 0 || addrs.used.byteOffset % 4 !== 0) {
+      throw new VirtqueueError('misaligned available or used ring');
+    }
+    this.size = size;
+    this.desc = addrs.desc;
+    this.avail = addrs.avail;
+    this.used = addrs.used;
+    this.avail16 = new Uint16Array(addrs.avail.buffer, addrs.avail.byteOffset, 3 + size);
+    this.used16 = new Uint16Array(addrs.used.buffer, addrs.used.byteOffset, 3 + 4 * size);
+    this.eventIdx = opts.eventIdx ?? false;
+    this.lastAvail = (opts.lastAvail ?? 0) & 0xffff;
+    this.limits = opts.limits ?? {};
+    this.usedIdx = Atomics.load(this.used16, 1);
+    this.signalledUsed = this.usedIdx;
+  }
+
+  /** The driver's avail->idx. */
+  availIdx(): number {
+    return Atomics.load(this.avail16, 1);
+  }
+
+  /** The guest's used->idx as stored in guest memory. */
+  guestUsedIdx(): number {
+    return Atomics.load(this.used16, 1);
+  }
+
+  /** Entries the driver made available that we have not taken yet. */
+  pending(): number {
+    const n = (this.availIdx() - this.lastAvail) & 0xffff;
+    if (n > this.size) {
+      throw new VirtqueueError(`available index moved by ${n} > queue size ${this.size}: ring corrupt`);
+    }
+    return n;
+  }
+
+  /** Take the next available head index, or null. Throws VirtqueueError if the ring is corrupt. */
+  popHead(): number | null {
+    if (this.pending() === 0) return null;
+    const head = Atomics.load(this.avail16, 2 + (this.lastAvail % this.size));
+    this.lastAvail = (this.lastAvail + 1) & 0xffff;
+    return head;
+  }
+
+  /** Walk the chain at `head` (see walkChain). */
+  chain(head: number): DescriptorChain {
+    return walkChain(this.mem, this.desc, this.size, head, this.limits);
+  }
+
+  /** Put one element in the used ring and publish it (used->idx += 1). */
+  pushUsed(head: number, len: number): number {
+    const slot = this.usedIdx % this.size;
+    const o = 4 + slot * 8;
+    this.used.writeUInt32LE(head >>> 0, o);
+    this.used.writeUInt32LE(len >>> 0, o + 4);
+    this.usedIdx = (this.usedIdx + 1) & 0xffff;
+    Atomics.store(this.used16, 1, this.usedIdx);
+    return o;
+  }
+
+  /** Byte offsets in the used ring of the idx field and of the avail_event field. */
+  get usedIdxOffset(): number {
+    return 2;
+  }
+  get availEventOffset(): number {
+    return 4 + 8 * this.size;
+  }
+
+  /**
+   * Ask for a kick when more buffers arrive (EVENT_IDX: publish avail_event).
+   * Returns true when buffers arrived meanwhile (the caller should keep going).
+   */
+  armNotification(): boolean {
+    if (this.eventIdx) {
+      Atomics.store(this.used16, 2 + 4 * this.size, this.lastAvail);
+    }
+    return this.availIdx() !== this.lastAvail;
+  }
+
+  /** Whether the driver wants an interrupt for what we used since the last one. */
+  needsNotify(): boolean {
+    const newIdx = this.usedIdx;
+    if (!this.eventIdx) {
+      const flags = Atomics.load(this.avail16, 0);
+      return (flags & VRING_AVAIL_F_NO_INTERRUPT) === 0;
+    }
+    const old = this.signalledUsed;
+    const valid = this.signalledValid;
+    this.signalledUsed = newIdx;
+    this.signalledValid = true;
+    if (!valid) return true;
+    const usedEvent = Atomics.load(this.avail16, 2 + this.size);
+    // vring_need_event: did new_idx pass used_event since old?
+    return ((newIdx - usedEvent - 1) & 0xffff) < ((newIdx - old) & 0xffff);
+  }
+}
