@@ -68,7 +68,10 @@ interface Node {
   value: Buffer;
   perms: Perm[];
   children: Set<string>;
+  /** Seq of the last change of value, permissions or child list. */
   gen: number;
+  /** Seq of the node's creation or last permission change. */
+  pgen: number;
 }
 
 interface ChangeEvent {
@@ -95,10 +98,26 @@ function toBuffer(v: string | Buffer): Buffer {
   return typeof v === 'string' ? Buffer.from(v, 'utf8') : v;
 }
 
-/** An overlay over the live tree; see the header comment. */
+/**
+ * An overlay over the live tree; see the header comment.
+ *
+ * Two kinds of looking are recorded. get() is a full look (value, perms,
+ * children): commit needs the node's `gen` unchanged. peek() only needs the
+ * node to exist (or not) with the same permissions — used for the ancestors
+ * of a node being created and the parent of one being removed — so that
+ * transactions creating siblings under the same parent do not conflict: the
+ * parent's child list is not logged, applyOp derives it from the put/del ops.
+ */
 class View {
   readonly overlay = new Map<string, Node | null>();
+  /** path → gen seen by a full look (-1: absent). */
   readonly observed = new Map<string, number>();
+  /** path → pgen seen by a peek (-1: absent). */
+  readonly observedMeta = new Map<string, number>();
+  /** Overlay nodes whose value or permissions this view set (they become put ops). */
+  readonly changed = new Set<string>();
+  /** Overlay nodes copied only to track their child list in this view. */
+  private readonly childCopies = new Set<string>();
   readonly ownerDelta = new Map<number, number>();
   readonly events: ChangeEvent[] = [];
   stale = false;
@@ -109,21 +128,48 @@ class View {
 
   get(p: string): Node | undefined {
     const o = this.overlay.get(p);
-    if (o !== undefined) return o ?? undefined;
+    if (o !== undefined) {
+      if (o && this.childCopies.has(p) && !this.observed.has(p)) this.observed.set(p, o.gen);
+      return o ?? undefined;
+    }
     const n = this.nodes.get(p);
     if (!this.observed.has(p)) this.observed.set(p, n ? n.gen : -1);
     if (n && n.gen > this.startSeq) this.stale = true;
     return n;
   }
 
-  /** A node of this view that may be changed in place (copied from the live tree on first use). */
+  peek(p: string): Node | undefined {
+    const o = this.overlay.get(p);
+    if (o !== undefined) return o ?? undefined;
+    const n = this.nodes.get(p);
+    if (!this.observed.has(p) && !this.observedMeta.has(p)) this.observedMeta.set(p, n ? n.pgen : -1);
+    if (n && n.pgen > this.startSeq) this.stale = true;
+    return n;
+  }
+
+  private copy(p: string, cur: Node): Node {
+    const c: Node = { value: cur.value, perms: cur.perms, children: new Set(cur.children), gen: cur.gen, pgen: cur.pgen };
+    this.overlay.set(p, c);
+    return c;
+  }
+
+  /** The node, to change its value or permissions in this view. */
   own(p: string): Node {
     const cur = this.get(p);
     if (!cur) throw new StoreError('ENOENT', p);
-    if (this.overlay.get(p) === cur) return cur;
-    const copy: Node = { value: cur.value, perms: cur.perms, children: new Set(cur.children), gen: cur.gen };
-    this.overlay.set(p, copy);
-    return copy;
+    const n = this.overlay.get(p) === cur ? cur : this.copy(p, cur);
+    this.changed.add(p);
+    return n;
+  }
+
+  /** The node, to change only its child list in this view. */
+  ownChildren(p: string): Node {
+    const o = this.overlay.get(p);
+    if (o) return o;
+    const cur = this.peek(p);
+    if (!cur) throw new StoreError('ENOENT', p);
+    this.childCopies.add(p);
+    return this.copy(p, cur);
   }
 
   put(p: string, node: Node): void {
@@ -131,12 +177,16 @@ class View {
     if (prev) this.bump(prev.perms[0].domid, -1);
     this.bump(node.perms[0].domid, 1);
     this.overlay.set(p, node);
+    this.childCopies.delete(p);
+    this.changed.add(p);
   }
 
   del(p: string): void {
     const prev = this.get(p);
     if (prev) this.bump(prev.perms[0].domid, -1);
     this.overlay.set(p, null);
+    this.childCopies.delete(p);
+    this.changed.delete(p);
   }
 
   bump(domid: number, by: number): void {
@@ -397,6 +447,12 @@ export class StoreConnection {
   }
 }
 
+function samePerms(a: readonly Perm[], b: readonly Perm[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i].domid !== b[i].domid || a[i].perm !== b[i].perm) return false;
+  return true;
+}
+
 function checkDomid(domid: number, allowZero: boolean): void {
   if (!Number.isInteger(domid) || domid < (allowZero ? 0 : 1) || domid > DOMID_MAX) {
     throw new StoreError('EINVAL', `bad domain id ${domid}`);
@@ -449,7 +505,7 @@ export class Store {
         if (!Number.isInteger(v) || v < 0) throw new StoreError('EINVAL', `quota ${k} must be a non-negative integer`);
       }
       const store = new Store(wal, dir, quotas, lockPath);
-      store.nodes.set('/', { value: EMPTY, perms: [{ domid: 0, perm: 'n' }], children: new Set(), gen: 0 });
+      store.nodes.set('/', { value: EMPTY, perms: [{ domid: 0, perm: 'n' }], children: new Set(), gen: 0, pgen: 0 });
       store.countOwner(0, 1);
       try {
         if (recovered.snapshot) {
@@ -614,7 +670,7 @@ export class Store {
     for (;;) {
       missing.push(p);
       p = parentOf(p);
-      anc = v.get(p);
+      anc = v.peek(p);
       if (anc) break;
     }
     if (!(accessFor(conn.domid, anc.perms) & ACCESS_WRITE)) {
@@ -630,9 +686,9 @@ export class Store {
     let perms = anc.perms;
     for (let i = missing.length - 1; i >= 0; i--) {
       const mp = missing[i];
-      v.own(parentPath).children.add(baseName(mp));
+      v.ownChildren(parentPath).children.add(baseName(mp));
       perms = ownerPerms(perms, conn.domid);
-      v.put(mp, { value: i === 0 ? value : EMPTY, perms, children: new Set(), gen: 0 });
+      v.put(mp, { value: i === 0 ? value : EMPTY, perms, children: new Set(), gen: 0, pgen: 0 });
       parentPath = mp;
     }
   }
@@ -663,7 +719,7 @@ export class Store {
     const n = v.get(abs);
     const parent = parentOf(abs);
     if (!n) {
-      if (!v.get(parent)) throw new StoreError('ENOENT', `parent of ${p.slice(0, 200)} does not exist`);
+      if (!v.peek(parent)) throw new StoreError('ENOENT', `parent of ${p.slice(0, 200)} does not exist`);
       return;
     }
     if (!(accessFor(conn.domid, n.perms) & ACCESS_WRITE)) throw new StoreError('EACCES', `domain ${conn.domid} may not remove ${p.slice(0, 200)}`);
@@ -676,7 +732,7 @@ export class Store {
       v.del(q);
     };
     drop(abs, n);
-    v.own(parent).children.delete(baseName(abs));
+    v.ownChildren(parent).children.delete(baseName(abs));
     v.events.push({ path: abs, removed: true });
   }
 
@@ -715,9 +771,10 @@ export class Store {
       const n = this.nodes.get(p);
       if ((n ? n.gen : -1) !== g) throw new StoreError('EAGAIN', `node ${p} changed during the transaction`);
     }
-    // Nothing to change (mkdir of an existing node, rm of a missing one, a
-    // read-only transaction): still acknowledge only once what it saw is durable.
-    if (v.overlay.size === 0) return this.wal.barrier();
+    for (const [p, g] of v.observedMeta) {
+      const n = this.nodes.get(p);
+      if ((n ? n.pgen : -1) !== g) throw new StoreError('EAGAIN', `node ${p} was created, removed or re-permissioned during the transaction`);
+    }
     if (conn.domid !== 0) {
       const d = v.ownerDelta.get(conn.domid) ?? 0;
       if (d > 0 && this.ownedBy(conn.domid) + d > this.quotas.maxEntries) {
@@ -726,7 +783,10 @@ export class Store {
     }
     const dels: string[] = [];
     const puts: string[] = [];
-    for (const [p, n] of v.overlay) (n ? puts : dels).push(p);
+    for (const [p, n] of v.overlay) {
+      if (!n) dels.push(p);
+      else if (v.changed.has(p)) puts.push(p);
+    }
     dels.sort((a, b) => depth(b) - depth(a));
     puts.sort((a, b) => depth(a) - depth(b));
     const ops: Op[] = [];
@@ -735,6 +795,9 @@ export class Store {
       const n = v.overlay.get(p)!;
       ops.push({ kind: 'put', path: p, value: n.value, perms: n.perms });
     }
+    // Nothing to change (mkdir of an existing node, rm of a missing one, a
+    // read-only transaction): still acknowledge only once what it saw is durable.
+    if (ops.length === 0) return this.wal.barrier();
     const seq = ++this.seq;
     for (const op of ops) this.applyOp(op, seq);
     const durable = this.wal.append(encodeRecord({ seq, ops }));
@@ -750,6 +813,7 @@ export class Store {
       const n = this.nodes.get(op.path);
       if (n) {
         this.countOwner(n.perms[0].domid, -1);
+        if (!samePerms(n.perms, op.perms)) n.pgen = seq;
         n.value = op.value;
         n.perms = op.perms;
         n.gen = seq;
@@ -758,7 +822,7 @@ export class Store {
         if (!parent) throw new Error(`put of ${op.path} without its parent`);
         parent.children.add(baseName(op.path));
         parent.gen = seq;
-        this.nodes.set(op.path, { value: op.value, perms: op.perms, children: new Set(), gen: seq });
+        this.nodes.set(op.path, { value: op.value, perms: op.perms, children: new Set(), gen: seq, pgen: seq });
       }
       this.countOwner(op.perms[0].domid, 1);
     } else {
