@@ -140,7 +140,7 @@ export class Qcow2Image implements BlockImage {
   private l1Span: [number, number];
   private rtSpan: [number, number];
   private readonly knownMeta = new Set<number>();
-  private readonly zcache = new Map<string, Buffer>();
+  private readonly zcache = new Map<string, Promise<Buffer>>();
   private closed = false;
   private corruptMsg: string | null = null;
   private ready = false;
@@ -518,10 +518,18 @@ export class Qcow2Image implements BlockImage {
     return [off, end];
   }
 
-  private async readCompressed(hi: number, lo: number): Promise<Buffer> {
+  private readCompressed(hi: number, lo: number): Promise<Buffer> {
     const key = `${hi}:${lo}`;
     const hit = this.zcache.get(key);
     if (hit) return hit;
+    const p = this.inflateCluster(hi, lo);
+    this.zcache.set(key, p);
+    p.catch(() => this.zcache.delete(key));
+    if (this.zcache.size > 32) this.zcache.delete(this.zcache.keys().next().value!);
+    return p;
+  }
+
+  private async inflateCluster(hi: number, lo: number): Promise<Buffer> {
     const [off, end] = this.compressedRange(hi, lo);
     const avail = Math.min(end, this.fileSize) - off;
     const src = Buffer.allocUnsafe(avail);
@@ -533,8 +541,6 @@ export class Qcow2Image implements BlockImage {
       throw this.corrupt(`compressed cluster at ${off} does not decompress: ${(err as Error).message}`);
     }
     if (out.length < this.cs) throw this.corrupt(`compressed cluster at ${off} decompresses to ${out.length} bytes, not ${this.cs}`);
-    this.zcache.set(key, out);
-    if (this.zcache.size > 16) this.zcache.delete(this.zcache.keys().next().value!);
     return out;
   }
 
@@ -757,12 +763,17 @@ export class Qcow2Image implements BlockImage {
 
   /** Apply deferred frees (after an fdatasync made the unreferencing durable). */
   private async applyFrees(): Promise<void> {
+    if (!this.deferredFree.length) return;
+    const list = this.deferredFree;
+    this.deferredFree = [];
+    // Requests already running may still read or write those clusters: let
+    // them finish first (without holding the lock they may need).
+    const running = [...this.inflight];
+    if (running.length) {
+      await Promise.allSettled(running);
+      await fdatasync(this.fd); // their unreferencing is durable before the refcounts drop
+    }
     await this.metaLock.run(async () => {
-      if (!this.deferredFree.length) return;
-      const list = this.deferredFree;
-      this.deferredFree = [];
-      // Requests already running may still read or write those clusters.
-      await Promise.allSettled([...this.inflight]);
       const zeroed: number[] = [];
       for (const c of list) {
         const rc = await this.getRef(c);
@@ -965,16 +976,20 @@ export class Qcow2Image implements BlockImage {
     await Promise.all(jobs);
   }
 
-  /** Wait until none of guest clusters [c0, c1] is claimed; false if we had to wait. */
-  private async waitClaims(c0: number, c1: number): Promise<boolean> {
+  /** A claim on one of guest clusters [c0, c1], if any (synchronous: no await between check and claim). */
+  private claimed(c0: number, c1: number): Promise<void> | null {
+    if (this.pending.size === 0) return null;
     for (let c = c0; c <= c1; c++) {
       const p = this.pending.get(c);
-      if (p) {
-        await p;
-        return false;
-      }
+      if (p) return p;
     }
-    return true;
+    return null;
+  }
+
+  /** The cached buffer of table t if it is still the current one. */
+  private current(t: number, l2: Buffer | null): boolean {
+    if (!l2) return this.l1Entry(t) === 0;
+    return this.l2cache.get(t)?.buf === l2;
   }
 
   private claim(c0: number, c1: number): () => void {
@@ -993,7 +1008,12 @@ export class Qcow2Image implements BlockImage {
     const c1 = Math.floor((offset + data.length - 1) / cs);
     for (;;) {
       const l2 = await this.getL2(t);
-      if (!(await this.waitClaims(c0, c1))) continue;
+      const busy = this.claimed(c0, c1);
+      if (busy) {
+        await busy;
+        continue;
+      }
+      if (!this.current(t, l2)) continue;
       // Fast path: every cluster allocated with refcount 1: write in place, no lock.
       if (l2 && this.l1Copied(t)) {
         let ok = true;
@@ -1174,7 +1194,12 @@ export class Qcow2Image implements BlockImage {
     const v3 = this.header.version >= 3;
     for (;;) {
       let l2 = await this.getL2(t);
-      if (!(await this.waitClaims(c0, c1))) continue;
+      const busy = this.claimed(c0, c1);
+      if (busy) {
+        await busy;
+        continue;
+      }
+      if (!this.current(t, l2)) continue;
       if (!l2 && !this.backing) return; // reads zeros already
       if (!v3 && this.backing) {
         // No zero flag in version 2: write zero data.
@@ -1189,6 +1214,7 @@ export class Qcow2Image implements BlockImage {
         try {
           let lo = Infinity;
           let hi = -1;
+          const frees: { kind: Kind; host: number; hi: number; lo: number }[] = [];
           for (let c = c0; c <= c1; c++) {
             const i = c % this.l2Entries;
             const e = this.decode(l2, i);
@@ -1208,9 +1234,10 @@ export class Qcow2Image implements BlockImage {
             l2.writeUInt32BE(nlo, i * 8 + 4);
             lo = Math.min(lo, i);
             hi = Math.max(hi, i);
-            if (drop) this.freeLater(e.hi, e.lo, e.kind, e.host);
+            if (drop) frees.push(e);
           }
           if (hi >= 0) await pwriteAll(this.fd, l2.subarray(lo * 8, (hi + 1) * 8), this.l1Entry(t) + lo * 8);
+          for (const e of frees) this.freeLater(e.hi, e.lo, e.kind, e.host);
         } finally {
           this.unpin(t);
         }

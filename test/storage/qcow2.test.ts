@@ -1,0 +1,286 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Qcow2Image } from '../../src/storage/qcow2.js';
+import { RawImage } from '../../src/storage/raw.js';
+import { openImage } from '../../src/storage/open.js';
+import { ImageError } from '../../src/storage/image.js';
+import { assertCheckClean, assertSameAs, prng, qemuImg, randomOps, readAll, tmpdir } from './helpers.js';
+
+const MiB = 1 << 20;
+
+for (const [clusterBits, size, ops] of [
+  [16, 64 * MiB, 400],
+  [9, 6 * MiB, 300], // tiny clusters: many L2 tables, refcount blocks and refcount table growth
+  [21, 48 * MiB, 120],
+] as const) {
+  test(`qcow2 (cluster_bits ${clusterBits}): random writes, zeroes, discards vs model; qemu-img check + compare`, async (t) => {
+    const dir = tmpdir(t);
+    const file = path.join(dir, 'a.qcow2');
+    const img = await Qcow2Image.create(file, size, { clusterBits });
+    const model = Buffer.alloc(size);
+    const rand = prng(clusterBits * 1000 + 1);
+    await randomOps(img, model, rand, ops, { zeroes: true, concurrent: 6, maxLen: Math.min(size / 4, 300_000) });
+    await img.flush(); // applies deferred frees
+    await randomOps(img, model, rand, ops / 2, { zeroes: true, concurrent: 6, maxLen: 100_000 });
+    assert.ok((await readAll(img)).equals(model), 'read back equals model');
+    await img.close();
+    assertCheckClean(file);
+    assertSameAs(file, 'qcow2', model, dir);
+    // and again through a fresh open (metadata from disk, not cache)
+    const again = await Qcow2Image.open(file, { readOnly: true });
+    assert.ok((await readAll(again)).equals(model));
+    await again.close();
+  });
+}
+
+test('qcow2: backing chain 3 deep (raw base, qemu-img qcow2, our overlays); writes never touch lower layers', async (t) => {
+  const dir = tmpdir(t);
+  const size = 24 * MiB;
+  const rand = prng(42);
+  const base = path.join(dir, 'base.raw');
+  const m0 = Buffer.alloc(size);
+  const rawImg = await RawImage.create(base, size);
+  await randomOps(rawImg, m0, rand, 60);
+  await rawImg.close();
+  // layer 1 made by qemu-img, written by us
+  assert.equal(qemuImg('create', '-q', '-f', 'qcow2', '-b', 'base.raw', '-F', 'raw', path.join(dir, 'l1.qcow2')).status, 0);
+  const l1 = await Qcow2Image.open(path.join(dir, 'l1.qcow2'));
+  assert.equal(l1.backingFile, 'base.raw');
+  const m1 = Buffer.from(m0);
+  await randomOps(l1, m1, rand, 80, { zeroes: true, concurrent: 4 });
+  await l1.close();
+  // layers 2 and 3 by us, with relative backing names
+  const l2 = await Qcow2Image.create(path.join(dir, 'l2.qcow2'), size, { backingFile: 'l1.qcow2' });
+  assert.equal(l2.backingFormat, 'qcow2');
+  const m2 = Buffer.from(m1);
+  await randomOps(l2, m2, rand, 80, { zeroes: true, concurrent: 4 });
+  await l2.close();
+  const sub = path.join(dir, 'sub');
+  fs.mkdirSync(sub);
+  const l3 = await Qcow2Image.create(path.join(sub, 'l3.qcow2'), size + 3 * MiB, { backingFile: '../l2.qcow2', clusterBits: 12 });
+  const m3 = Buffer.concat([m2, Buffer.alloc(3 * MiB)]);
+  // partial-cluster writes everywhere force copy-on-write from the chain
+  await randomOps(l3, m3, rand, 200, { zeroes: true, concurrent: 8, maxLen: 9000 });
+  assert.ok((await readAll(l3)).equals(m3));
+  await l3.close();
+  for (const f of ['l1.qcow2', 'l2.qcow2', 'sub/l3.qcow2']) assertCheckClean(path.join(dir, f));
+  assertSameAs(path.join(sub, 'l3.qcow2'), 'qcow2', m3, dir);
+  assertSameAs(path.join(dir, 'l2.qcow2'), 'qcow2', m2, dir);
+  assertSameAs(path.join(dir, 'l1.qcow2'), 'qcow2', m1, dir);
+  assert.ok(fs.readFileSync(base).equals(m0), 'base untouched');
+});
+
+test('qcow2: compressed clusters written by qemu-img convert -c are read, and overwritten by copy-on-write', async (t) => {
+  const dir = tmpdir(t);
+  const size = 8 * MiB;
+  const model = Buffer.alloc(size);
+  // compressible but not trivial content, with holes
+  for (let off = 0; off < size; off += 4096) {
+    if ((off >> 12) % 7 === 3) continue;
+    model.write(`block ${off} ${'xyz'.repeat((off >> 12) % 50)}`.padEnd(4096, String.fromCharCode(65 + ((off >> 12) % 26))), off, 'latin1');
+  }
+  fs.writeFileSync(path.join(dir, 'src.raw'), model);
+  assert.equal(qemuImg('convert', '-c', '-f', 'raw', '-O', 'qcow2', path.join(dir, 'src.raw'), path.join(dir, 'c.qcow2')).status, 0);
+  const chk = qemuImg('check', path.join(dir, 'c.qcow2')).stdout;
+  const pct = Number(/([\d.]+)% compressed clusters/.exec(chk)?.[1]);
+  assert.ok(pct > 50, `qemu-img produced compressed clusters (${pct}%)`);
+  const ro = await Qcow2Image.open(path.join(dir, 'c.qcow2'), { readOnly: true });
+  assert.ok((await readAll(ro, 12345)).equals(model), 'compressed read');
+  await ro.close();
+  const rw = await Qcow2Image.open(path.join(dir, 'c.qcow2'));
+  await randomOps(rw, model, prng(5), 120, { zeroes: true, concurrent: 4, maxLen: 70_000 });
+  assert.ok((await readAll(rw)).equals(model));
+  await rw.close();
+  assertCheckClean(path.join(dir, 'c.qcow2'));
+  assertSameAs(path.join(dir, 'c.qcow2'), 'qcow2', model, dir);
+});
+
+test('qcow2: zero clusters (zero flag over a backing file, with and without unmap)', async (t) => {
+  const dir = tmpdir(t);
+  const size = 4 * MiB;
+  const base = await Qcow2Image.create(path.join(dir, 'base.qcow2'), size);
+  await base.write(Buffer.alloc(size, 0x5a), 0);
+  await base.close();
+  const top = await Qcow2Image.create(path.join(dir, 'top.qcow2'), size, { backingFile: 'base.qcow2' });
+  const model = Buffer.alloc(size, 0x5a);
+  await top.write(Buffer.alloc(MiB, 0x11), MiB); // allocated in top
+  model.fill(0x11, MiB, 2 * MiB);
+  await top.writeZeroes(0, 256 * 1024, false); // unallocated -> zero flag
+  await top.writeZeroes(MiB, 128 * 1024, false); // allocated -> zero flag keeping the cluster
+  await top.writeZeroes(MiB + 256 * 1024, 128 * 1024, true); // allocated -> zero flag, cluster freed
+  await top.discard(3 * MiB, 100_000); // partial clusters at the end: written as zeros
+  model.fill(0, 0, 256 * 1024);
+  model.fill(0, MiB, MiB + 128 * 1024);
+  model.fill(0, MiB + 256 * 1024, MiB + 384 * 1024);
+  model.fill(0, 3 * MiB, 3 * MiB + 100_000);
+  assert.ok((await readAll(top)).equals(model));
+  // writing into a zero cluster keeps the rest of it zero
+  await top.write(Buffer.from('hello'), 1000);
+  model.write('hello', 1000);
+  assert.ok((await readAll(top)).equals(model));
+  await top.close();
+  assertCheckClean(path.join(dir, 'top.qcow2'));
+  assertSameAs(path.join(dir, 'top.qcow2'), 'qcow2', model, dir);
+  const map = JSON.parse(qemuImg('map', '--output=json', path.join(dir, 'top.qcow2')).stdout) as { start: number; zero: boolean; data: boolean; depth: number }[];
+  const first = map.find((e) => e.start === 0)!;
+  assert.equal(first.depth, 0, 'zero cluster is in the top layer, not read through');
+});
+
+test('qcow2: images made by qemu-img create (with and without backing) are read and written correctly', async (t) => {
+  const dir = tmpdir(t);
+  const size = 16 * MiB;
+  const plain = path.join(dir, 'plain.qcow2');
+  assert.equal(qemuImg('create', '-q', '-f', 'qcow2', plain, String(size)).status, 0);
+  const m = Buffer.alloc(size);
+  const a = await openImage(plain);
+  assert.equal(a.format, 'qcow2');
+  await randomOps(a, m, prng(9), 150, { zeroes: true, concurrent: 4 });
+  await a.close();
+  assertCheckClean(plain);
+  assertSameAs(plain, 'qcow2', m, dir);
+  // qemu writes data into it, we read it
+  assert.equal(qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4096', '-b', 'plain.qcow2', '-F', 'qcow2', path.join(dir, 'ov.qcow2')).status, 0);
+  const ioRun = (await import('node:child_process')).spawnSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x77 1M 1M', '-c', 'write -z 5M 64k', path.join(dir, 'ov.qcow2')]);
+  assert.equal(ioRun.status, 0, String(ioRun.stderr));
+  m.fill(0x77, MiB, 2 * MiB);
+  m.fill(0, 5 * MiB, 5 * MiB + 65536);
+  const b = await openImage(path.join(dir, 'ov.qcow2'));
+  assert.ok((await readAll(b)).equals(m), 'data written by qemu-io read back');
+  await randomOps(b, m, prng(10), 100, { zeroes: true, concurrent: 4, maxLen: 20_000 });
+  await b.close();
+  assertCheckClean(path.join(dir, 'ov.qcow2'));
+  assertSameAs(path.join(dir, 'ov.qcow2'), 'qcow2', m, dir);
+});
+
+test('qcow2: many requests in flight on the same clusters (allocation is serialized, data is right)', async (t) => {
+  const dir = tmpdir(t);
+  const file = path.join(dir, 'c.qcow2');
+  const img = await Qcow2Image.create(file, 8 * MiB, { clusterBits: 16 });
+  const model = Buffer.alloc(8 * MiB);
+  // 512-byte writes scattered over few clusters, all in flight at once
+  const jobs: Promise<void>[] = [];
+  const rand = prng(3);
+  const slots = crypto.randomBytes(0);
+  void slots;
+  const order = [...Array(2048).keys()].sort(() => rand(3) - 1);
+  for (const k of order) {
+    const off = (k % 8) * 65536 * 3 + Math.floor(k / 8) * 512;
+    const b = crypto.randomBytes(512);
+    b.copy(model, off);
+    jobs.push(img.write(b, off));
+    if (k % 5 === 0) jobs.push(img.read(Buffer.alloc(4096), (k % 2000) * 4096));
+  }
+  await Promise.all(jobs);
+  assert.ok((await readAll(img)).equals(model));
+  await img.close();
+  assertCheckClean(file);
+  assertSameAs(file, 'qcow2', model, dir);
+});
+
+test('qcow2: resize grows (moving the L1 table) and shrinks only when allowed', async (t) => {
+  const dir = tmpdir(t);
+  const file = path.join(dir, 'r.qcow2');
+  const img = await Qcow2Image.create(file, 1 * MiB, { clusterBits: 9 });
+  const model = Buffer.alloc(1 * MiB, 0);
+  await img.write(Buffer.alloc(MiB, 3), 0);
+  model.fill(3);
+  await img.resize(20 * MiB); // L1 of 1 MiB image fits one cluster; 20 MiB needs 10
+  const grown = Buffer.concat([model, Buffer.alloc(19 * MiB)]);
+  await img.write(Buffer.alloc(1000, 9), 19 * MiB);
+  grown.fill(9, 19 * MiB, 19 * MiB + 1000);
+  assert.ok((await readAll(img)).equals(grown));
+  await assert.rejects(img.resize(MiB), /allowShrink/);
+  await img.resize(MiB / 2 + 100, { allowShrink: true });
+  assert.equal(img.size, MiB / 2 + 100);
+  await img.resize(2 * MiB); // the tail comes back as zeros
+  const expect = Buffer.alloc(2 * MiB);
+  expect.fill(3, 0, MiB / 2 + 100);
+  assert.ok((await readAll(img)).equals(expect));
+  await img.close();
+  assertCheckClean(file);
+  assertSameAs(file, 'qcow2', expect, dir);
+});
+
+test('qcow2: growing an overlay does not expose the bigger backing file past the old end', async (t) => {
+  const dir = tmpdir(t);
+  const base = await Qcow2Image.create(path.join(dir, 'b.qcow2'), 4 * MiB);
+  await base.write(Buffer.alloc(4 * MiB, 0xee), 0);
+  await base.close();
+  const top = await Qcow2Image.create(path.join(dir, 't.qcow2'), 1 * MiB + 4096, { backingFile: 'b.qcow2' });
+  await top.resize(4 * MiB);
+  const expect = Buffer.alloc(4 * MiB);
+  expect.fill(0xee, 0, MiB + 4096);
+  assert.ok((await readAll(top)).equals(expect));
+  await top.close();
+  assertCheckClean(path.join(dir, 't.qcow2'));
+});
+
+test('qcow2: refuses unknown incompatible features, dirty/corrupt images for writing, loops, bad input', async (t) => {
+  const dir = tmpdir(t);
+  const file = path.join(dir, 'f.qcow2');
+  (await Qcow2Image.create(file, MiB)).close();
+  const patch = (name: string, off: number, bytes: number[]): string => {
+    const p = path.join(dir, name);
+    const b = fs.readFileSync(file);
+    Buffer.from(bytes).copy(b, off);
+    fs.writeFileSync(p, b);
+    return p;
+  };
+  await assert.rejects(Qcow2Image.open(patch('unknown.qcow2', 72, [0, 0, 0, 0, 0, 0, 0, 0x20])), /unsupported incompatible feature bit 5/);
+  await assert.rejects(Qcow2Image.open(patch('extl2.qcow2', 72, [0, 0, 0, 0, 0, 0, 0, 0x10])), /extended L2 entries/);
+  const dirty = patch('dirty.qcow2', 72, [0, 0, 0, 0, 0, 0, 0, 1]);
+  await assert.rejects(Qcow2Image.open(dirty), /dirty/);
+  await (await Qcow2Image.open(dirty, { readOnly: true })).close();
+  await assert.rejects(Qcow2Image.open(patch('corrupt.qcow2', 72, [0, 0, 0, 0, 0, 0, 0, 2])), /corrupt/);
+  await assert.rejects(Qcow2Image.open(patch('v4.qcow2', 4, [0, 0, 0, 4])), /version 4/);
+  await assert.rejects(Qcow2Image.open(patch('crypt.qcow2', 32, [0, 0, 0, 2])), /encrypted/);
+  await assert.rejects(Qcow2Image.open(patch('l1huge.qcow2', 36, [0x7f, 0, 0, 0])), /L1 table size .* absurd/);
+  await assert.rejects(Qcow2Image.open(patch('l1eof.qcow2', 40, [0, 0, 0, 1, 0, 0, 0, 0])), /past the end/);
+  await assert.rejects(Qcow2Image.open(patch('l1unal.qcow2', 40, [0, 0, 0, 0, 0, 0, 2, 0])), /not cluster aligned/);
+  // a loop a -> b -> a
+  const a = path.join(dir, 'a.qcow2');
+  const b = path.join(dir, 'b.qcow2');
+  (await Qcow2Image.create(path.join(dir, 'seed.qcow2'), MiB)).close();
+  await (await Qcow2Image.create(a, MiB, { backingFile: 'seed.qcow2' })).close();
+  await (await Qcow2Image.create(b, MiB, { backingFile: 'a.qcow2' })).close();
+  assert.equal(qemuImg('rebase', '-u', '-f', 'qcow2', '-b', 'b.qcow2', '-F', 'qcow2', a).status, 0);
+  await assert.rejects(Qcow2Image.open(b), (e: unknown) => e instanceof ImageError && /loops/.test(e.message));
+  await assert.rejects(Qcow2Image.open(path.join(dir, 'missing.qcow2')), ImageError);
+  fs.writeFileSync(path.join(dir, 'short.qcow2'), Buffer.from('QFI\xfb', 'latin1'));
+  await assert.rejects(Qcow2Image.open(path.join(dir, 'short.qcow2')), ImageError);
+});
+
+test('qcow2: a used cluster with refcount 0 or overlapping metadata is refused for writing', async (t) => {
+  const dir = tmpdir(t);
+  const file = path.join(dir, 'x.qcow2');
+  const img = await Qcow2Image.create(file, 4 * MiB);
+  await img.write(Buffer.alloc(65536, 1), 0);
+  await img.close();
+  // Find the data cluster through qemu-img map and zero its refcount.
+  const map = JSON.parse(qemuImg('map', '--output=json', file).stdout) as { start: number; offset?: number }[];
+  const host = map.find((e) => e.start === 0)!.offset!;
+  const buf = fs.readFileSync(file);
+  const rtOff = Number(buf.readBigUInt64BE(48));
+  const rb = Number(buf.readBigUInt64BE(rtOff));
+  buf.writeUInt16BE(0, rb + (host / 65536) * 2);
+  const bad = path.join(dir, 'bad.qcow2');
+  fs.writeFileSync(bad, buf);
+  await assert.rejects(Qcow2Image.open(bad), /refcount is 0/);
+  const ro = await Qcow2Image.open(bad, { readOnly: true }); // reading needs no refcounts
+  const b = Buffer.alloc(16);
+  await ro.read(b, 0);
+  assert.equal(b[0], 1);
+  await ro.close();
+  // L2 entry pointing at the L1 table
+  const l1 = Number(buf.readBigUInt64BE(40));
+  const l2 = Number(buf.readBigUInt64BE(l1) & 0x00fffffffffffe00n);
+  const buf2 = fs.readFileSync(file);
+  buf2.writeBigUInt64BE(0x8000000000000000n | BigInt(l1), l2);
+  fs.writeFileSync(bad, buf2);
+  const ro2 = await Qcow2Image.open(bad, { readOnly: true });
+  await assert.rejects(ro2.read(Buffer.alloc(512), 0), /overlaps/);
+  await ro2.close();
+});

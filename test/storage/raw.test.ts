@@ -1,0 +1,43 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { RawImage } from '../../src/storage/raw.js';
+import { ImageError } from '../../src/storage/image.js';
+import { prng, randomOps, readAll, tmpdir } from './helpers.js';
+
+test('raw: create is sparse, random writes/zeroes/discards match a model', async (t) => {
+  const dir = tmpdir(t);
+  const file = path.join(dir, 'disk.raw');
+  const img = await RawImage.create(file, 32 << 20);
+  assert.equal(img.size, 32 << 20);
+  assert.ok(fs.statSync(file).blocks * 512 < 1 << 20, 'new raw file is sparse');
+  const model = Buffer.alloc(img.size);
+  await randomOps(img, model, prng(7), 300, { zeroes: true, concurrent: 8 });
+  await img.flush();
+  assert.ok((await readAll(img)).equals(model));
+  await img.close();
+  assert.ok(fs.readFileSync(file).equals(model));
+});
+
+test('raw: discard punches a hole; bounds and read-only are enforced', async (t) => {
+  const dir = tmpdir(t);
+  const file = path.join(dir, 'disk.raw');
+  const img = await RawImage.create(file, 8 << 20);
+  await img.write(Buffer.alloc(4 << 20, 0xab), 0);
+  await img.flush();
+  const before = await img.allocatedBytes();
+  await img.discard(0, 4 << 20);
+  assert.ok((await img.allocatedBytes()) < before, 'discard released blocks');
+  const b = Buffer.alloc(4096, 1);
+  await img.read(b, 4096);
+  assert.ok(b.every((x) => x === 0));
+  await assert.rejects(img.read(Buffer.alloc(2), (8 << 20) - 1), ImageError);
+  await assert.rejects(img.write(Buffer.alloc(1), -1), ImageError);
+  await img.close();
+  const ro = await RawImage.open(file, { readOnly: true });
+  await assert.rejects(ro.write(Buffer.alloc(1), 0), /read-only/);
+  await ro.close();
+  await assert.rejects(RawImage.create(file, 1), ImageError, 'create refuses to overwrite');
+  await assert.rejects(RawImage.open(path.join(dir, 'nope')), ImageError);
+});
