@@ -232,10 +232,11 @@ export function splitVifString(s: string): { fields: VifFields; issues: SubIssue
   return { fields, issues };
 }
 
-export function vifString(v: { mac?: string; network?: string; model: string; vlan?: number; ip?: string }): string {
+export function vifString(v: { mac?: string; network?: string; bridge?: string; model: string; vlan?: number; ip?: string }): string {
   const parts: string[] = [];
   if (v.mac !== undefined) parts.push(`mac=${v.mac}`);
   if (v.network !== undefined) parts.push(`network=${v.network}`);
+  if (v.bridge !== undefined) parts.push(`bridge=${v.bridge}`);
   parts.push(`model=${v.model}`);
   if (v.vlan !== undefined) parts.push(`vlan=${v.vlan}`);
   if (v.ip !== undefined) parts.push(`ip=${v.ip}`);
