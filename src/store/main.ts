@@ -18,6 +18,7 @@ async function main(): Promise<number> {
         'max-node-size': { type: 'string' },
         'max-watches': { type: 'string' },
         'max-transactions': { type: 'string' },
+        'compact-bytes': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -28,7 +29,7 @@ async function main(): Promise<number> {
   }
   if (args.help) {
     process.stdout.write(
-      'usage: store [--socket PATH] [--data DIR] [--max-entries N] [--max-node-size N] [--max-watches N] [--max-transactions N]\n',
+      'usage: store [--socket PATH] [--data DIR] [--max-entries N] [--max-node-size N] [--max-watches N] [--max-transactions N] [--compact-bytes N]\n',
     );
     return 0;
   }
@@ -50,9 +51,17 @@ async function main(): Promise<number> {
     }
     quotas[key] = Number(v);
   }
+  let compactBytes: number | undefined;
+  if (args['compact-bytes'] !== undefined) {
+    if (!/^\d+$/.test(args['compact-bytes'])) {
+      process.stderr.write('store: --compact-bytes wants a non-negative integer\n');
+      return 2;
+    }
+    compactBytes = Number(args['compact-bytes']);
+  }
   const { mkdirSync } = await import('node:fs');
   mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o700 });
-  const store = await Store.open({ dataDir, quotas });
+  const store = await Store.open({ dataDir, quotas, compactBytes });
   if (store.recoveryNote) process.stderr.write(`store: recovery: ${store.recoveryNote}\n`);
   const server = await serveStore(store, socketPath, { log: (l) => process.stderr.write(`${l}\n`) });
   process.stdout.write(`store: listening on ${socketPath} (data ${dataDir}, ${store.stats().nodes} nodes)\n`);

@@ -294,6 +294,11 @@ function handleConnection(sock: net.Socket, backend: WireBackend, maxQueued: num
 
 let internalErrors = 0;
 
+/** Requests that failed with something other than a StoreError (a bug): answered EIO. */
+export function internalErrorCount(): number {
+  return internalErrors;
+}
+
 function errorReply(e: unknown, _type: number, reqId: number, txId: number): Buffer {
   let name: string;
   if (e instanceof StoreError) name = e.errno;
