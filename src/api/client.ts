@@ -1,0 +1,201 @@
+// The typed client of xvmd's API: what the CLI uses, and what users import
+// (`import { XvmClient } from 'xvm/api'`). HTTP over the daemon's unix socket.
+import http from 'node:http';
+import WebSocket from 'ws';
+import { statePaths } from '../common/paths.js';
+import type { CreateDomainBody, DomainInfo, HostInfo, ImageInfo } from './schema.js';
+
+export class ApiError extends Error {
+  readonly code: string;
+  readonly status: number;
+  readonly details?: unknown;
+  constructor(code: string, status: number, message: string, details?: unknown) {
+    super(message);
+    this.name = 'ApiError';
+    this.code = code;
+    this.status = status;
+    this.details = details;
+  }
+}
+
+export interface ClientOptions {
+  /** The daemon's socket; default from XVM_HOME / the state root. */
+  socketPath?: string;
+  /** Called for every request (the CLI's --verbose). */
+  onRequest?: (method: string, path: string, status: number, ms: number) => void;
+}
+
+export interface ImageProgressLine {
+  step: string;
+  done?: number;
+  total?: number;
+}
+
+export class XvmClient {
+  readonly socketPath: string;
+  private readonly onRequest?: ClientOptions['onRequest'];
+
+  constructor(opts: ClientOptions = {}) {
+    this.socketPath = opts.socketPath ?? statePaths().apiSocket;
+    this.onRequest = opts.onRequest;
+  }
+
+  private unavailable(err: NodeJS.ErrnoException): ApiError {
+    if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
+      return new ApiError('unavailable', 0, `xvmd is not running (no daemon at ${this.socketPath}); start it with 'xvm daemon start'`);
+    }
+    if (err.code === 'EACCES') {
+      return new ApiError('unavailable', 0, `permission denied on ${this.socketPath}: the API socket belongs to the user that runs xvmd`);
+    }
+    return new ApiError('unavailable', 0, `cannot reach xvmd at ${this.socketPath}: ${err.message}`);
+  }
+
+  /** Raw request; resolves with status, headers and body text. */
+  rawRequest(method: string, path: string, body?: unknown, onChunk?: (chunk: string) => void): Promise<{ status: number; body: string }> {
+    const started = Date.now();
+    return new Promise((resolve, reject) => {
+      const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+      const req = http.request(
+        {
+          socketPath: this.socketPath,
+          method,
+          path,
+          headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
+        },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => {
+            text += c;
+            onChunk?.(c);
+          });
+          res.on('end', () => {
+            this.onRequest?.(method, path, res.statusCode ?? 0, Date.now() - started);
+            resolve({ status: res.statusCode ?? 0, body: text });
+          });
+          res.on('error', reject);
+        },
+      );
+      req.on('error', (e) => reject(this.unavailable(e as NodeJS.ErrnoException)));
+      if (payload) req.write(payload);
+      req.end();
+    });
+  }
+
+  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const res = await this.rawRequest(method, path, body);
+    let parsed: unknown;
+    try {
+      parsed = res.body ? JSON.parse(res.body) : undefined;
+    } catch {
+      if (res.status >= 400) throw new ApiError('internal', res.status, res.body);
+      return res.body as unknown as T;
+    }
+    if (res.status >= 400) {
+      const e = (parsed as { error?: { code?: string; message?: string; details?: unknown } })?.error;
+      throw new ApiError(e?.code ?? 'internal', res.status, e?.message ?? `HTTP ${res.status}`, e?.details);
+    }
+    return parsed as T;
+  }
+
+  private d(name: string): string {
+    return `/v1/domains/${encodeURIComponent(name)}`;
+  }
+
+  host(): Promise<HostInfo> {
+    return this.request('GET', '/v1/host');
+  }
+  openapi(): Promise<Record<string, unknown>> {
+    return this.request('GET', '/v1/openapi.json');
+  }
+  listDomains(): Promise<DomainInfo[]> {
+    return this.request('GET', '/v1/domains');
+  }
+  getDomain(name: string): Promise<DomainInfo> {
+    return this.request('GET', this.d(name));
+  }
+  createDomain(body: CreateDomainBody): Promise<DomainInfo> {
+    return this.request('POST', '/v1/domains', body);
+  }
+  undefineDomain(name: string): Promise<{ undefined: string }> {
+    return this.request('DELETE', this.d(name));
+  }
+  start(name: string, opts: { paused?: boolean } = {}): Promise<DomainInfo> {
+    return this.request('POST', `${this.d(name)}/start`, opts);
+  }
+  shutdown(name: string, opts: { wait?: boolean; timeout?: number } = {}): Promise<DomainInfo> {
+    return this.request('POST', `${this.d(name)}/shutdown`, opts);
+  }
+  reboot(name: string, opts: { force?: boolean; wait?: boolean; timeout?: number } = {}): Promise<DomainInfo> {
+    return this.request('POST', `${this.d(name)}/reboot`, opts);
+  }
+  destroy(name: string): Promise<DomainInfo> {
+    return this.request('POST', `${this.d(name)}/destroy`, {});
+  }
+  pause(name: string): Promise<DomainInfo> {
+    return this.request('POST', `${this.d(name)}/pause`, {});
+  }
+  unpause(name: string): Promise<DomainInfo> {
+    return this.request('POST', `${this.d(name)}/unpause`, {});
+  }
+  consoleLog(name: string, bytes = 65536): Promise<string> {
+    return this.request('GET', `${this.d(name)}/log?bytes=${bytes}`);
+  }
+  stopDaemon(): Promise<{ stopping: boolean; pid: number }> {
+    return this.request('POST', '/v1/daemon/stop', {});
+  }
+
+  async imageInfo(): Promise<ImageInfo | null> {
+    try {
+      return await this.request<ImageInfo>('GET', '/v1/images/default');
+    } catch (e) {
+      if (e instanceof ApiError && e.code === 'not_found') return null;
+      throw e;
+    }
+  }
+
+  /** Builds the default guest image in the daemon, reporting progress lines as they come. */
+  async fetchImage(opts: { force?: boolean; onProgress?: (p: ImageProgressLine) => void } = {}): Promise<ImageInfo> {
+    let pending = '';
+    let result: ImageInfo | undefined;
+    let error: ApiError | undefined;
+    const onLine = (line: string) => {
+      if (!line.trim()) return;
+      const msg = JSON.parse(line) as { progress?: ImageProgressLine; done?: boolean; image?: ImageInfo; error?: { code: string; message: string } };
+      if (msg.progress) opts.onProgress?.(msg.progress);
+      if (msg.done && msg.image) result = msg.image;
+      if (msg.error) error = new ApiError(msg.error.code, 500, msg.error.message);
+    };
+    const res = await this.rawRequest('POST', `/v1/images/default?force=${opts.force ? 'true' : 'false'}`, undefined, (chunk) => {
+      pending += chunk;
+      let nl: number;
+      while ((nl = pending.indexOf('\n')) >= 0) {
+        onLine(pending.slice(0, nl));
+        pending = pending.slice(nl + 1);
+      }
+    });
+    onLine(pending);
+    if (res.status >= 400) throw new ApiError('internal', res.status, res.body);
+    if (error) throw error;
+    if (!result) throw new ApiError('internal', res.status, 'image build ended without a result');
+    return result;
+  }
+
+  /** The websocket URL of an API path on the unix socket. */
+  wsUrl(path: string): string {
+    return `ws+unix://${this.socketPath}:${path}`;
+  }
+
+  /**
+   * Opens a domain's serial console: binary messages are console output,
+   * send Buffers to type. `history` bytes of the log are replayed first.
+   */
+  openConsole(name: string, opts: { history?: number } = {}): WebSocket {
+    return new WebSocket(this.wsUrl(`${this.d(name)}/console?history=${opts.history ?? 0}`));
+  }
+
+  /** Domain state changes as they happen. */
+  events(): WebSocket {
+    return new WebSocket(this.wsUrl('/v1/events'));
+  }
+}

@@ -1,0 +1,73 @@
+// The OpenAPI 3.1 document of xvmd's API, generated from the same zod
+// schemas the server validates with (GET /v1/openapi.json serves it).
+import { z } from 'zod';
+import * as s from './schema.js';
+
+interface Route {
+  method: 'get' | 'post' | 'delete';
+  path: string;
+  summary: string;
+  body?: z.ZodType;
+  query?: z.ZodType;
+  response?: z.ZodType;
+  /** Response is not JSON (text, NDJSON stream, websocket upgrade). */
+  produces?: string;
+}
+
+const domain = '/v1/domains/{name}';
+
+export const ROUTES: Route[] = [
+  { method: 'get', path: '/v1/host', summary: 'Host facts: CPUs, memory, accelerator (KVM or TCG, and why), QEMU version, state paths', response: s.hostInfoSchema },
+  { method: 'get', path: '/v1/domains', summary: 'All defined domains with their state', response: z.array(s.domainInfoSchema) },
+  { method: 'post', path: '/v1/domains', summary: 'Define a domain from a configuration (object or xl.cfg text) and, unless start=false, start it', body: s.createDomainBody, response: s.domainInfoSchema },
+  { method: 'get', path: domain, summary: 'One domain (like virsh dominfo)', response: s.domainInfoSchema },
+  { method: 'delete', path: domain, summary: 'Forget a domain that is not running (undefine)' },
+  { method: 'post', path: `${domain}/start`, summary: 'Start a defined domain', body: s.startBody, response: s.domainInfoSchema },
+  { method: 'post', path: `${domain}/shutdown`, summary: 'Graceful shutdown through the ACPI power button; wait=true returns once it is down or fails after timeout seconds', body: s.shutdownBody, response: s.domainInfoSchema },
+  { method: 'post', path: `${domain}/reboot`, summary: 'Reboot through Ctrl-Alt-Del (force=true: hard reset)', body: s.rebootBody, response: s.domainInfoSchema },
+  { method: 'post', path: `${domain}/destroy`, summary: 'Stop the domain at once (pull the plug)', body: s.emptyBody, response: s.domainInfoSchema },
+  { method: 'post', path: `${domain}/pause`, summary: 'Pause all vCPUs', body: s.emptyBody, response: s.domainInfoSchema },
+  { method: 'post', path: `${domain}/unpause`, summary: 'Resume a paused domain', body: s.emptyBody, response: s.domainInfoSchema },
+  { method: 'get', path: `${domain}/console`, summary: 'Websocket: the serial console (binary frames both ways); history=N sends the last N bytes of the log first', query: s.consoleQuery, produces: 'websocket' },
+  { method: 'get', path: `${domain}/log`, summary: 'The last bytes of the console log as text', query: s.logQuery, produces: 'text/plain' },
+  { method: 'get', path: '/v1/events', summary: 'Websocket: every domain state change as a JSON message {type, domain}', produces: 'websocket' },
+  { method: 'get', path: '/v1/images/default', summary: 'The cached default guest image, 404 when not built', response: s.imageInfoSchema },
+  { method: 'post', path: '/v1/images/default', summary: 'Build (or verify) the default guest image; streams NDJSON progress lines, the last one {done:true,image} or {error}', produces: 'application/x-ndjson' },
+  { method: 'post', path: '/v1/daemon/stop', summary: 'Stop xvmd; running domains keep running and are re-adopted at the next start' },
+  { method: 'get', path: '/v1/openapi.json', summary: 'This document' },
+];
+
+function schema(t: z.ZodType): unknown {
+  return z.toJSONSchema(t, { io: 'input', unrepresentable: 'any' });
+}
+
+export function openApiDocument(version: string): Record<string, unknown> {
+  const paths: Record<string, Record<string, unknown>> = {};
+  for (const r of ROUTES) {
+    const op: Record<string, unknown> = { summary: r.summary };
+    const params: unknown[] = [];
+    if (r.path.includes('{name}')) {
+      params.push({ name: 'name', in: 'path', required: true, schema: schema(s.nameParams.shape.name) });
+    }
+    if (r.query instanceof z.ZodObject) {
+      for (const [name, t] of Object.entries(r.query.shape)) {
+        params.push({ name, in: 'query', required: false, schema: schema(t as z.ZodType) });
+      }
+    }
+    if (params.length) op.parameters = params;
+    if (r.body) op.requestBody = { required: false, content: { 'application/json': { schema: schema(r.body) } } };
+    const ok: Record<string, unknown> = { description: 'OK' };
+    if (r.response) ok.content = { 'application/json': { schema: schema(r.response) } };
+    else if (r.produces) ok.content = { [r.produces]: {} };
+    op.responses = {
+      '200': ok,
+      default: { description: 'Error', content: { 'application/json': { schema: schema(s.errorSchema) } } },
+    };
+    (paths[r.path] ??= {})[r.method] = op;
+  }
+  return {
+    openapi: '3.1.0',
+    info: { title: 'xvmd API', version, description: 'The xvm daemon: domains, consoles, images. Served on a unix socket (mode 0600).' },
+    paths,
+  };
+}

@@ -1,0 +1,105 @@
+// The API's request bodies and answers as zod schemas: the server validates
+// with them, the client and CLI take their types from them, and the OpenAPI
+// document is generated from them — one definition for all three.
+import { z } from 'zod';
+
+export const DOMAIN_STATES = ['defined', 'running', 'paused', 'shutdown', 'crashed'] as const;
+
+export const createDomainBody = z
+  .object({
+    /** The configuration as an object (JSON form of the xl.cfg keys). */
+    config: z.record(z.string(), z.unknown()).optional(),
+    /** Or the text of an xl.cfg / JSON file. */
+    configText: z.string().max(1 << 20).optional(),
+    /** File name shown in error messages for configText. */
+    file: z.string().max(4096).optional(),
+    /** Start the domain right after defining it (xm create). */
+    start: z.boolean().default(true),
+    /** Start it paused (xl create -p). */
+    paused: z.boolean().default(false),
+  })
+  .strict()
+  .refine((b) => (b.config === undefined) !== (b.configText === undefined), {
+    message: 'give exactly one of "config" (object) or "configText" (file text)',
+  });
+
+export const startBody = z.object({ paused: z.boolean().default(false) }).strict();
+export const shutdownBody = z
+  .object({ wait: z.boolean().default(false), timeout: z.number().int().min(1).max(3600).default(60) })
+  .strict();
+export const rebootBody = z
+  .object({
+    force: z.boolean().default(false),
+    wait: z.boolean().default(false),
+    timeout: z.number().int().min(1).max(3600).default(60),
+  })
+  .strict();
+export const emptyBody = z.object({}).strict();
+
+export const nameParams = z.object({
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'a domain name: letters, digits, "_", "." and "-", at most 64 characters'),
+});
+
+export const consoleQuery = z.object({
+  /** Bytes of past output to send first (from the console log). */
+  history: z.coerce.number().int().min(0).max(16 << 20).default(0),
+});
+
+export const logQuery = z.object({
+  bytes: z.coerce.number().int().min(1).max(64 << 20).default(64 << 10),
+});
+
+export const domainInfoSchema = z.object({
+  name: z.string(),
+  uuid: z.string(),
+  domid: z.number().int().nullable(),
+  state: z.enum(DOMAIN_STATES),
+  preserved: z.boolean(),
+  memory: z.number().int(),
+  vcpus: z.number().int(),
+  cpuTime: z.number(),
+  rssKiB: z.number(),
+  pid: z.number().int().nullable(),
+  accel: z.enum(['kvm', 'tcg']).nullable(),
+  accelReason: z.string().nullable(),
+  startedAt: z.string().nullable(),
+  readyAt: z.string().nullable(),
+  reboots: z.number().int(),
+  lastExit: z.object({ reason: z.string(), at: z.string() }).nullable(),
+  consoleLog: z.string(),
+  config: z.record(z.string(), z.unknown()),
+});
+
+export const hostInfoSchema = z.object({
+  version: z.string(),
+  hostname: z.string(),
+  cpus: z.number().int(),
+  memoryMiB: z.number().int(),
+  freeMemoryMiB: z.number().int(),
+  accel: z.object({ accel: z.enum(['kvm', 'tcg']), reason: z.string(), cpuFlag: z.boolean(), devKvm: z.boolean() }),
+  qemu: z.object({ binary: z.string(), version: z.string().nullable() }),
+  daemon: z.object({ pid: z.number().int(), startedAt: z.string(), uptimeSec: z.number() }),
+  paths: z.object({ lib: z.string(), run: z.string(), log: z.string(), apiSocket: z.string(), images: z.string() }),
+  domains: z.object({ total: z.number().int(), running: z.number().int() }),
+});
+
+export const imageInfoSchema = z.object({
+  kernel: z.string(),
+  initrd: z.string(),
+  cmdline: z.string(),
+  kernelVersion: z.string(),
+  packageName: z.string(),
+  packageVersion: z.string(),
+  sha256: z.object({ kernel: z.string(), initrd: z.string() }),
+  builtAt: z.string(),
+});
+
+export const errorSchema = z.object({
+  error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }),
+});
+
+export type CreateDomainBody = z.input<typeof createDomainBody>;
+export type DomainInfo = z.infer<typeof domainInfoSchema>;
+export type HostInfo = z.infer<typeof hostInfoSchema>;
+export type ImageInfo = z.infer<typeof imageInfoSchema>;
+export type DomainState = (typeof DOMAIN_STATES)[number];

@@ -1,0 +1,757 @@
+// The domain manager: the state machine of every domain, the QEMU process
+// behind each running one, and the policies (on_poweroff / on_reboot /
+// on_crash) applied when a guest stops.
+//
+//   defined ──start──▶ running ⇄ paused
+//                        │  guest poweroff / destroy ──▶ shutdown
+//                        │  guest panic / QEMU died    ──▶ crashed
+//   shutdown, crashed ──start──▶ running
+//
+// QEMU runs detached from xvmd (own session) and is never stopped by an xvmd
+// restart: on start-up the manager re-adopts every domain whose QEMU is still
+// alive, through its pidfile and QMP socket.
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { XvmError, errorMessage } from '../common/errors.js';
+import type { StatePaths } from '../common/paths.js';
+import { validateDomainConfig, type DomainConfig } from '../config/index.js';
+import { ensureDefaultImage, READY_BANNER } from '../image/index.js';
+import { resolveAccel, type Accel } from '../engine/accel.js';
+import { buildQemuArgs, runtimeFiles, QEMU_BINARY } from '../engine/qemu-args.js';
+import { QmpClient, type QmpEvent } from '../engine/qmp.js';
+import { cpuSeconds, isDomainQemu, pidAlive, readPidFile, rssKiB } from '../engine/process.js';
+import { ConsoleService, makeFifo } from './console.js';
+import { DomainStore, writeFileAtomic, type DomainRecord, type DomainState } from './domain-store.js';
+import type { Logger } from './log.js';
+
+export type { DomainState } from './domain-store.js';
+
+/** What xvmd asked for when it last acted on a running domain. */
+type Intent = 'shutdown' | 'destroy' | 'restart' | undefined;
+
+interface Runtime {
+  domid: number;
+  pid: number;
+  accel: Accel;
+  accelReason: string;
+  startedAt: string;
+  argv: string[];
+  kernel: string;
+  initrd?: string;
+  cmdline: string;
+}
+
+export interface DomainInfo {
+  name: string;
+  uuid: string;
+  domid: number | null;
+  state: DomainState;
+  /** QEMU kept alive after the guest stopped (on_* = preserve). */
+  preserved: boolean;
+  memory: number;
+  vcpus: number;
+  cpuTime: number;
+  rssKiB: number;
+  pid: number | null;
+  accel: Accel | null;
+  accelReason: string | null;
+  startedAt: string | null;
+  /** When the guest printed its ready banner since the last (re)boot, if it did. */
+  readyAt: string | null;
+  reboots: number;
+  lastExit: { reason: string; at: string } | null;
+  consoleLog: string;
+  config: DomainConfig;
+}
+
+const RESTART_WINDOW_MS = 60_000;
+const MAX_RESTARTS_IN_WINDOW = 5;
+
+class Domain {
+  rec: DomainRecord;
+  runtime: Runtime | undefined;
+  qmp: QmpClient | undefined;
+  console: ConsoleService;
+  preserved = false;
+  intent: Intent;
+  readyAt: string | undefined;
+  reboots = 0;
+  lastReset = 0;
+  restarts: number[] = [];
+  /** Tail of console output, searched for the ready banner across chunk edges. */
+  bannerScan = '';
+  /** Serialises lifecycle operations on this domain. */
+  busy: Promise<unknown> = Promise.resolve();
+
+  constructor(rec: DomainRecord, consoleLog: string) {
+    this.rec = rec;
+    this.console = new ConsoleService(consoleLog);
+  }
+  get name(): string {
+    return this.rec.config.name;
+  }
+  get uuid(): string {
+    return this.rec.config.uuid;
+  }
+  get state(): DomainState {
+    return this.rec.status.state;
+  }
+}
+
+export class DomainManager extends EventEmitter {
+  private domains = new Map<string, Domain>();
+  private store: DomainStore;
+  private paths: StatePaths;
+  private log: Logger;
+
+  constructor(paths: StatePaths, log: Logger) {
+    super();
+    this.setMaxListeners(0);
+    this.paths = paths;
+    this.log = log;
+    this.store = new DomainStore(paths.lib);
+  }
+
+  private runDir(uuid: string): string {
+    return path.join(this.paths.run, 'domains', uuid);
+  }
+
+  private consoleLog(name: string): string {
+    return path.join(this.paths.log, 'console', `${name}.log`);
+  }
+
+  /** Loads definitions and re-adopts every domain whose QEMU still runs. */
+  async load(): Promise<void> {
+    const { records, errors } = this.store.loadAll();
+    for (const e of errors) this.log.error('domain definition unreadable, skipped', { error: e });
+    for (const rec of records) {
+      const d = new Domain(rec, this.consoleLog(rec.config.name));
+      this.domains.set(d.name, d);
+      await this.adopt(d);
+    }
+  }
+
+  private async adopt(d: Domain): Promise<void> {
+    const files = runtimeFiles(this.runDir(d.uuid));
+    let runtime: Runtime | undefined;
+    try {
+      runtime = JSON.parse(fs.readFileSync(files.runtime, 'utf8')) as Runtime;
+    } catch {
+      runtime = undefined;
+    }
+    if (!runtime) {
+      if (d.state === 'running' || d.state === 'paused') {
+        this.setState(d, 'crashed', 'its QEMU runtime record was lost while xvmd was not running');
+      }
+      return;
+    }
+    const pid = readPidFile(files.pid) ?? runtime.pid;
+    if (!pidAlive(pid) || !isDomainQemu(pid, d.uuid)) {
+      this.cleanupRuntime(d);
+      if (d.state === 'running' || d.state === 'paused' || d.state === 'shutdown' || d.state === 'crashed') {
+        this.setState(d, 'crashed', 'QEMU exited while xvmd was not running');
+      }
+      return;
+    }
+    d.runtime = { ...runtime, pid };
+    try {
+      d.console.attach(files.consoleOut);
+      this.watchConsole(d);
+      await this.connectQmp(d, files.qmp);
+      d.console.attachInput(files.consoleIn);
+      const status = await d.qmp!.execute<{ status: string; running: boolean }>('query-status');
+      this.log.info('re-adopted running domain', { domain: d.name, pid, status: status.status });
+      await this.reconcileStatus(d, status.status);
+    } catch (e) {
+      this.log.error('could not re-adopt domain', { domain: d.name, error: errorMessage(e) });
+    }
+  }
+
+  /** Maps QEMU's run state to ours after an adoption and applies pending policies. */
+  private async reconcileStatus(d: Domain, status: string): Promise<void> {
+    switch (status) {
+      case 'running':
+        this.setState(d, 'running');
+        break;
+      case 'shutdown':
+        await this.onGuestStop(d, 'poweroff');
+        break;
+      case 'guest-panicked':
+        await this.onGuestStop(d, 'crash');
+        break;
+      default:
+        // paused by the user, or in a preserved shutdown/crash: keep what we recorded
+        if (d.state === 'shutdown' || d.state === 'crashed') d.preserved = true;
+        else this.setState(d, 'paused');
+    }
+  }
+
+  // ---- queries -------------------------------------------------------
+
+  get(name: string): Domain {
+    const d = this.domains.get(name);
+    if (!d) throw new XvmError('not_found', `no domain named '${name}' (see 'xvm list')`);
+    return d;
+  }
+
+  has(name: string): boolean {
+    return this.domains.has(name);
+  }
+
+  list(): DomainInfo[] {
+    return [...this.domains.values()]
+      .sort((a, b) => (a.runtime?.domid ?? Infinity) - (b.runtime?.domid ?? Infinity) || a.name.localeCompare(b.name))
+      .map((d) => this.info(d.name));
+  }
+
+  info(name: string): DomainInfo {
+    const d = this.get(name);
+    const rt = d.runtime;
+    return {
+      name: d.name,
+      uuid: d.uuid,
+      domid: rt?.domid ?? null,
+      state: d.state,
+      preserved: d.preserved,
+      memory: d.rec.config.memory,
+      vcpus: d.rec.config.vcpus,
+      cpuTime: rt ? cpuSeconds(rt.pid) : 0,
+      rssKiB: rt ? rssKiB(rt.pid) : 0,
+      pid: rt?.pid ?? null,
+      accel: rt?.accel ?? null,
+      accelReason: rt?.accelReason ?? null,
+      startedAt: rt?.startedAt ?? null,
+      readyAt: d.readyAt ?? null,
+      reboots: d.reboots,
+      lastExit: d.rec.status.lastExit ?? null,
+      consoleLog: d.console.logFile,
+      config: d.rec.config,
+    };
+  }
+
+  consoleOf(name: string): ConsoleService {
+    return this.get(name).console;
+  }
+
+  // ---- definitions ---------------------------------------------------
+
+  define(input: unknown, source?: string): DomainInfo {
+    const config = validateDomainConfig(input, source);
+    if (this.domains.has(config.name)) {
+      throw new XvmError('conflict', `a domain named '${config.name}' already exists (start it with 'xvm start ${config.name}', or remove it with 'xvm undefine ${config.name}')`);
+    }
+    const uuid = config.uuid ?? crypto.randomUUID();
+    for (const other of this.domains.values()) {
+      if (other.uuid === uuid) throw new XvmError('conflict', `UUID ${uuid} is already used by domain '${other.name}'`);
+    }
+    const rec: DomainRecord = {
+      config: { ...config, uuid },
+      createdAt: new Date().toISOString(),
+      status: { state: 'defined' },
+    };
+    this.store.save(rec);
+    const d = new Domain(rec, this.consoleLog(config.name));
+    this.domains.set(d.name, d);
+    this.log.info('domain defined', { domain: d.name, uuid });
+    this.emitChange(d);
+    return this.info(d.name);
+  }
+
+  undefine(name: string): void {
+    const d = this.get(name);
+    if (d.runtime) {
+      throw new XvmError('conflict', `domain '${name}' is ${d.state}${d.preserved ? ' (preserved)' : ''}; destroy it first ('xvm destroy ${name}')`);
+    }
+    this.store.remove(d.uuid);
+    d.console.close();
+    this.domains.delete(name);
+    this.log.info('domain undefined', { domain: name });
+    this.emit('removed', name);
+  }
+
+  // ---- lifecycle -----------------------------------------------------
+
+  /** Runs `fn` after every earlier lifecycle operation on the domain has finished. */
+  private serial<T>(d: Domain, fn: () => Promise<T>): Promise<T> {
+    const run = d.busy.then(fn, fn);
+    d.busy = run.catch(() => undefined);
+    return run;
+  }
+
+  start(name: string, opts: { paused?: boolean } = {}): Promise<DomainInfo> {
+    const d = this.get(name);
+    return this.serial(d, async () => {
+      if (d.runtime) {
+        throw new XvmError('conflict', `domain '${name}' is already ${d.state}${d.preserved ? ' (preserved: destroy it first)' : ''}`);
+      }
+      await this.launch(d, opts);
+      return this.info(name);
+    });
+  }
+
+  private async resolveBoot(cfg: DomainConfig): Promise<{ kernel: string; initrd?: string; cmdline: string }> {
+    const extra = [cfg.root ? `root=${cfg.root}` : '', cfg.extra ?? ''].filter(Boolean).join(' ');
+    if (cfg.kernel) {
+      for (const [key, file] of [['kernel', cfg.kernel], ['ramdisk', cfg.ramdisk]] as const) {
+        if (file && !fs.existsSync(file)) {
+          throw new XvmError('invalid', `domain '${cfg.name}': ${key} file ${file} does not exist`);
+        }
+      }
+      const cmdline = cfg.cmdline ?? ['console=ttyS0', extra].filter(Boolean).join(' ');
+      return { kernel: cfg.kernel, initrd: cfg.ramdisk, cmdline };
+    }
+    const img = await ensureDefaultImage({ dir: path.join(this.paths.images, 'default') });
+    const cmdline = cfg.cmdline ?? [img.cmdline, `xvm.name=${cfg.name}`, extra].filter(Boolean).join(' ');
+    return { kernel: img.kernel, initrd: cfg.ramdisk ?? img.initrd, cmdline };
+  }
+
+  private async launch(d: Domain, opts: { paused?: boolean } = {}): Promise<void> {
+    const cfg = d.rec.config;
+    if (cfg.type !== 'pv') {
+      throw new XvmError('invalid', `domain '${cfg.name}': type "${cfg.type}" guests are not supported yet (only "pv")`);
+    }
+    if (cfg.disk.length > 0 || cfg.vif.length > 0) {
+      throw new XvmError('invalid', `domain '${cfg.name}': disk and vif devices are parsed but not served yet (the block and network backends are not part of this version); remove them from the configuration`);
+    }
+    const boot = await this.resolveBoot(cfg);
+    const { accel, reason } = resolveAccel(cfg.accel);
+    const runDir = this.runDir(d.uuid);
+    fs.rmSync(runDir, { recursive: true, force: true });
+    fs.mkdirSync(runDir, { recursive: true, mode: 0o700 });
+    const files = runtimeFiles(runDir);
+    if (Buffer.byteLength(files.qmp) > 107) {
+      throw new XvmError('invalid', `the runtime folder ${runDir} is too deep for a unix socket path (108 bytes max): use a shorter XVM_HOME`);
+    }
+    makeFifo(files.consoleIn);
+    makeFifo(files.consoleOut);
+    // Open the console before QEMU exists: not one byte of output is missed.
+    d.console.attach(files.consoleOut);
+    this.watchConsole(d);
+
+    const domid = this.store.nextDomid();
+    const argv = buildQemuArgs({
+      name: cfg.name,
+      uuid: d.uuid,
+      memoryMiB: cfg.memory,
+      vcpus: cfg.vcpus,
+      maxVcpus: cfg.maxvcpus,
+      accel,
+      kernel: boot.kernel,
+      initrd: boot.initrd,
+      cmdline: boot.cmdline,
+      runDir,
+      onReboot: cfg.on_reboot,
+    });
+    if (opts.paused) argv.push('-S');
+    const qemuLog = path.join(this.paths.log, 'qemu', `${cfg.name}.log`);
+    fs.mkdirSync(path.dirname(qemuLog), { recursive: true });
+    const logFd = fs.openSync(qemuLog, 'a', 0o640);
+    fs.writeSync(logFd, `\n${new Date().toISOString()} starting: ${QEMU_BINARY} ${argv.join(' ')}\n`);
+    const child = spawn(QEMU_BINARY, argv, { detached: true, stdio: ['ignore', logFd, logFd] });
+    fs.closeSync(logFd);
+    let exited: string | undefined;
+    let spawnError: Error | undefined;
+    child.on('error', (e) => (spawnError = e));
+    child.on('exit', (code, sig) => (exited = sig ? `signal ${sig}` : `exit code ${code}`));
+    child.unref();
+
+    // Wait for the QMP socket; fail with QEMU's own words if it dies first.
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      if (spawnError) {
+        d.console.detach();
+        throw new XvmError('unavailable', `cannot run ${QEMU_BINARY}: ${spawnError.message} (run scripts/install-deps.sh)`);
+      }
+      if (exited) {
+        d.console.detach();
+        const tail = readTail(qemuLog, 2000).split('\n').filter((l) => l && !l.includes(' starting: ')).slice(-5).join('\n');
+        throw new XvmError('internal', `QEMU for domain '${cfg.name}' exited at start (${exited}):\n${tail}`);
+      }
+      if (fs.existsSync(files.qmp)) {
+        try {
+          await this.connectQmp(d, files.qmp);
+          break;
+        } catch {
+          /* not listening yet */
+        }
+      }
+      if (Date.now() > deadline) {
+        try {
+          process.kill(child.pid!, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+        d.console.detach();
+        throw new XvmError('timeout', `QEMU for domain '${cfg.name}' did not open its monitor within 15 s`);
+      }
+      await sleep(10);
+    }
+    d.runtime = {
+      domid,
+      pid: child.pid!,
+      accel,
+      accelReason: reason,
+      startedAt: new Date().toISOString(),
+      argv,
+      kernel: boot.kernel,
+      initrd: boot.initrd,
+      cmdline: boot.cmdline,
+    };
+    writeFileAtomic(files.runtime, JSON.stringify(d.runtime, null, 2));
+    d.console.attachInput(files.consoleIn);
+    d.preserved = false;
+    d.intent = undefined;
+    d.readyAt = undefined;
+    d.bannerScan = '';
+    d.console.mark(`domain ${cfg.name} started (id ${domid}, ${accel})`);
+    this.setState(d, opts.paused ? 'paused' : 'running');
+    this.log.info('domain started', { domain: cfg.name, domid, pid: child.pid, accel });
+  }
+
+  private watchConsole(d: Domain): void {
+    d.console.removeAllListeners('data');
+    d.console.on('data', (chunk: Buffer) => {
+      if (d.readyAt) return;
+      d.bannerScan = (d.bannerScan + chunk.toString('latin1')).slice(-4096);
+      if (d.bannerScan.includes(READY_BANNER)) {
+        d.readyAt = new Date().toISOString();
+        d.bannerScan = '';
+        this.emitChange(d);
+      }
+    });
+  }
+
+  private async connectQmp(d: Domain, socket: string): Promise<void> {
+    const qmp = await QmpClient.connect(socket, 3000);
+    d.qmp = qmp;
+    qmp.on('event', (ev: QmpEvent) => {
+      this.onQmpEvent(d, ev).catch((e) => this.log.error('handling QEMU event failed', { domain: d.name, event: ev.event, error: errorMessage(e) }));
+    });
+    qmp.on('close', () => {
+      if (d.qmp === qmp) {
+        d.qmp = undefined;
+        this.onQemuGone(d).catch((e) => this.log.error('cleanup after QEMU exit failed', { domain: d.name, error: errorMessage(e) }));
+      }
+    });
+  }
+
+  private async onQmpEvent(d: Domain, ev: QmpEvent): Promise<void> {
+    this.log.debug('qemu event', { domain: d.name, event: ev.event, data: ev.data });
+    switch (ev.event) {
+      case 'STOP':
+        if (d.state === 'running') this.setState(d, 'paused');
+        break;
+      case 'RESUME':
+        if (d.state === 'paused') this.setState(d, 'running');
+        break;
+      case 'RESET':
+        // One reboot can reset the machine more than once (kernel, then BIOS): count it once.
+        if (Date.now() - d.lastReset < 3000) {
+          d.lastReset = Date.now();
+          break;
+        }
+        d.lastReset = Date.now();
+        d.reboots++;
+        d.readyAt = undefined;
+        d.bannerScan = '';
+        d.console.mark(`domain ${d.name} is rebooting`);
+        this.emitChange(d);
+        break;
+      case 'SHUTDOWN': {
+        const reason = String(ev.data?.reason ?? '');
+        if (reason === 'guest-shutdown') await this.onGuestStop(d, 'poweroff');
+        else if (reason === 'guest-reset') await this.onGuestStop(d, 'reboot');
+        // host-qmp-quit etc.: our own doing, handled when QEMU is gone
+        break;
+      }
+      case 'GUEST_PANICKED':
+        await this.onGuestStop(d, 'crash');
+        break;
+    }
+  }
+
+  /** The guest powered off, asked to reboot (on_reboot != restart), or panicked: apply its policy. */
+  private async onGuestStop(d: Domain, why: 'poweroff' | 'reboot' | 'crash'): Promise<void> {
+    const cfg = d.rec.config;
+    const words =
+      why === 'poweroff' && d.intent === 'shutdown'
+        ? 'shut down (xvm shutdown)'
+        : { poweroff: 'the guest powered off', reboot: 'the guest rebooted', crash: 'the guest kernel panicked' }[why];
+    let policy = why === 'poweroff' ? cfg.on_poweroff : why === 'reboot' ? cfg.on_reboot : cfg.on_crash;
+    // A shutdown the user asked for ends the domain, whatever on_poweroff says.
+    if (why === 'poweroff' && d.intent === 'shutdown') policy = 'destroy';
+    const stopped: DomainState = why === 'crash' ? 'crashed' : 'shutdown';
+    d.console.mark(`${words}; ${{ destroy: 'destroying the domain', restart: 'restarting it', preserve: 'keeping it (preserve)' }[policy]}`);
+    this.log.info('guest stopped', { domain: d.name, why, policy });
+    if (policy === 'preserve') {
+      d.preserved = true;
+      this.setState(d, stopped, words + ' (preserved)');
+      return;
+    }
+    if (policy === 'restart' && !this.restartAllowed(d)) {
+      policy = 'destroy';
+      d.console.mark(`restarted more than ${MAX_RESTARTS_IN_WINDOW} times in ${RESTART_WINDOW_MS / 1000} s: giving up`);
+    }
+    d.intent = policy === 'restart' ? 'restart' : 'destroy';
+    this.pendingStop.set(d.name, { state: stopped, reason: words });
+    await this.quit(d);
+  }
+
+  private pendingStop = new Map<string, { state: DomainState; reason: string }>();
+
+  private restartAllowed(d: Domain): boolean {
+    const now = Date.now();
+    d.restarts = d.restarts.filter((t) => now - t < RESTART_WINDOW_MS);
+    d.restarts.push(now);
+    return d.restarts.length <= MAX_RESTARTS_IN_WINDOW;
+  }
+
+  /** Asks QEMU to quit; SIGKILL if it does not go within a few seconds. */
+  private async quit(d: Domain): Promise<void> {
+    const pid = d.runtime?.pid;
+    try {
+      await d.qmp?.execute('quit', undefined, 3000);
+    } catch {
+      /* it may close before answering */
+    }
+    if (pid && !(await waitFor(() => !pidAlive(pid), 5000))) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+      await waitFor(() => !pidAlive(pid), 5000);
+    }
+    // The QMP close handler does the bookkeeping; when QMP was already gone, do it here.
+    if (!d.qmp && d.runtime) await this.onQemuGone(d);
+  }
+
+  /** QEMU's monitor closed: wait for the process to go, then settle the domain's state. */
+  private async onQemuGone(d: Domain): Promise<void> {
+    const rt = d.runtime;
+    if (!rt) return;
+    await waitFor(() => !pidAlive(rt.pid), 5000);
+    if (pidAlive(rt.pid)) {
+      // Monitor gone but the process lingers: it is unusable, end it.
+      try {
+        process.kill(rt.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    if (d.runtime !== rt) return; // settled by someone else meanwhile
+    d.runtime = undefined;
+    d.qmp = undefined;
+    d.preserved = false;
+    d.console.detach();
+    this.cleanupRuntime(d);
+    const intent = d.intent;
+    d.intent = undefined;
+    const pending = this.pendingStop.get(d.name);
+    this.pendingStop.delete(d.name);
+    if (intent === 'restart') {
+      this.setState(d, pending?.state ?? 'shutdown', pending?.reason ?? 'restarting');
+      try {
+        await this.launch(d);
+      } catch (e) {
+        this.setState(d, 'crashed', `restart failed: ${errorMessage(e)}`);
+      }
+      return;
+    }
+    if (pending) {
+      this.setState(d, pending.state, pending.reason);
+    } else if (intent === 'destroy') {
+      this.setState(d, 'shutdown', 'destroyed');
+    } else if (intent === 'shutdown') {
+      this.setState(d, 'shutdown', 'shut down');
+    } else {
+      const reason = 'QEMU exited unexpectedly (see ' + path.join(this.paths.log, 'qemu', `${d.name}.log`) + ')';
+      d.console.mark(reason);
+      this.log.error('domain crashed', { domain: d.name, reason });
+      if (d.rec.config.on_crash === 'restart' && this.restartAllowed(d)) {
+        this.setState(d, 'crashed', reason);
+        try {
+          await this.launch(d);
+        } catch (e) {
+          this.setState(d, 'crashed', `restart failed: ${errorMessage(e)}`);
+        }
+      } else {
+        this.setState(d, 'crashed', reason);
+      }
+    }
+  }
+
+  private cleanupRuntime(d: Domain): void {
+    fs.rmSync(this.runDir(d.uuid), { recursive: true, force: true });
+  }
+
+  private requireRunning(d: Domain, verb: string, allowed: DomainState[] = ['running', 'paused']): QmpClient {
+    if (!d.runtime || !d.qmp || !allowed.includes(d.state) || d.preserved) {
+      const st = d.preserved ? `${d.state} (preserved)` : d.state;
+      throw new XvmError('conflict', `cannot ${verb} domain '${d.name}': it is ${st}`);
+    }
+    return d.qmp;
+  }
+
+  pause(name: string): Promise<DomainInfo> {
+    const d = this.get(name);
+    return this.serial(d, async () => {
+      const qmp = this.requireRunning(d, 'pause', ['running']);
+      await qmp.execute('stop');
+      this.setState(d, 'paused');
+      return this.info(name);
+    });
+  }
+
+  unpause(name: string): Promise<DomainInfo> {
+    const d = this.get(name);
+    return this.serial(d, async () => {
+      const qmp = this.requireRunning(d, 'unpause', ['paused']);
+      await qmp.execute('cont');
+      this.setState(d, 'running');
+      return this.info(name);
+    });
+  }
+
+  /** Graceful shutdown through the ACPI power button; with `wait`, returns once the domain is down. */
+  async shutdown(name: string, opts: { wait?: boolean; timeoutSec?: number } = {}): Promise<DomainInfo> {
+    const d = this.get(name);
+    await this.serial(d, async () => {
+      const qmp = this.requireRunning(d, 'shut down', ['running']);
+      d.intent = 'shutdown';
+      await qmp.execute('system_powerdown');
+      d.console.mark('ACPI power button pressed (xvm shutdown)');
+    });
+    if (opts.wait) {
+      const timeout = (opts.timeoutSec ?? 60) * 1000;
+      const ok = await this.waitForState(d, ['shutdown', 'crashed', 'defined'], timeout);
+      if (!ok) {
+        throw new XvmError('timeout', `domain '${name}' did not shut down within ${timeout / 1000} s after the ACPI power button; the guest may ignore it: use 'xvm destroy ${name}'`);
+      }
+    }
+    return this.info(name);
+  }
+
+  /** Reboot: Ctrl-Alt-Del to the guest (graceful), or a hard reset with `force`. */
+  async reboot(name: string, opts: { force?: boolean; wait?: boolean; timeoutSec?: number } = {}): Promise<DomainInfo> {
+    const d = this.get(name);
+    const before = d.reboots;
+    await this.serial(d, async () => {
+      const qmp = this.requireRunning(d, 'reboot', ['running']);
+      if (opts.force) {
+        await qmp.execute('system_reset');
+      } else {
+        await qmp.execute('send-key', {
+          keys: [
+            { type: 'qcode', data: 'ctrl' },
+            { type: 'qcode', data: 'alt' },
+            { type: 'qcode', data: 'delete' },
+          ],
+        });
+        d.console.mark('Ctrl-Alt-Del sent (xvm reboot)');
+      }
+    });
+    if (opts.wait) {
+      const timeout = (opts.timeoutSec ?? 60) * 1000;
+      const ok = await waitForEvent(this, () => d.reboots > before || !d.runtime, timeout);
+      if (!ok) throw new XvmError('timeout', `domain '${name}' did not reboot within ${timeout / 1000} s; the guest may ignore Ctrl-Alt-Del: use 'xvm reboot --force ${name}'`);
+    }
+    return this.info(name);
+  }
+
+  destroy(name: string): Promise<DomainInfo> {
+    const d = this.get(name);
+    return this.serial(d, async () => {
+      if (!d.runtime) throw new XvmError('conflict', `domain '${name}' is not running (it is ${d.state})`);
+      d.intent = 'destroy';
+      if (d.preserved) {
+        this.pendingStop.set(d.name, { state: d.state, reason: d.rec.status.lastExit?.reason ?? 'destroyed' });
+      }
+      await this.quit(d);
+      return this.info(name);
+    });
+  }
+
+  private waitForState(d: Domain, states: DomainState[], timeoutMs: number): Promise<boolean> {
+    return waitForEvent(this, () => states.includes(d.state) && !d.runtime, timeoutMs);
+  }
+
+  private setState(d: Domain, state: DomainState, reason?: string): void {
+    const changed = d.rec.status.state !== state || reason !== undefined;
+    d.rec.status.state = state;
+    if (reason !== undefined) d.rec.status.lastExit = { reason, at: new Date().toISOString() };
+    if (changed && this.domains.get(d.name) === d) {
+      try {
+        this.store.save(d.rec);
+      } catch (e) {
+        this.log.error('could not save domain status', { domain: d.name, error: errorMessage(e) });
+      }
+    }
+    this.emitChange(d);
+  }
+
+  private emitChange(d: Domain): void {
+    if (this.domains.get(d.name) !== d) return;
+    this.emit('change', this.info(d.name));
+  }
+
+  /** Detaches from every domain without stopping any (xvmd shutting down). */
+  close(): void {
+    for (const d of this.domains.values()) {
+      const qmp = d.qmp;
+      d.qmp = undefined; // so the close handler does not treat this as QEMU exiting
+      qmp?.close();
+      d.console.close();
+    }
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+async function waitFor(cond: () => boolean, timeoutMs: number, stepMs = 20): Promise<boolean> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) return false;
+    await sleep(stepMs);
+  }
+  return true;
+}
+
+/** Waits until `cond` holds, re-checking on every 'change' the manager emits. */
+function waitForEvent(em: EventEmitter, cond: () => boolean, timeoutMs: number): Promise<boolean> {
+  if (cond()) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const onChange = () => {
+      if (cond()) done(true);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    const done = (v: boolean) => {
+      clearTimeout(timer);
+      em.off('change', onChange);
+      resolve(v);
+    };
+    em.on('change', onChange);
+  });
+}
+
+function readTail(file: string, bytes: number): string {
+  try {
+    const fd = fs.openSync(file, 'r');
+    try {
+      const size = fs.fstatSync(fd).size;
+      const n = Math.min(size, bytes);
+      const b = Buffer.alloc(n);
+      fs.readSync(fd, b, 0, n, size - n);
+      return b.toString('utf8');
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return '';
+  }
+}

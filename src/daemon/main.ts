@@ -1,0 +1,84 @@
+// xvmd: the daemon. Loads domain definitions, re-adopts running domains,
+// serves the API on a unix socket, and leaves every guest running when it
+// stops.
+import fs from 'node:fs';
+import { statePaths } from '../common/paths.js';
+import { errorMessage } from '../common/errors.js';
+import { pidAlive } from '../engine/process.js';
+import { DomainManager } from './domains.js';
+import { Logger, type Level } from './log.js';
+import { buildServer, listenUnix } from './server.js';
+import { VERSION } from './version.js';
+
+function usage(): never {
+  process.stderr.write('usage: xvmd [--foreground] [--log-level debug|info|warn|error]\n');
+  process.exit(2);
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  let foreground = false;
+  let level: Level = (process.env.XVM_LOG_LEVEL as Level) || 'info';
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === '--foreground' || a === '-f') foreground = true;
+    else if (a === '--log-level') level = (args[++i] as Level) ?? usage();
+    else if (a === '--help' || a === '-h') usage();
+    else {
+      process.stderr.write(`xvmd: unknown argument '${a}'\n`);
+      usage();
+    }
+  }
+  const paths = statePaths();
+  for (const dir of [paths.lib, paths.run, paths.log]) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+
+  // One daemon per state root.
+  try {
+    const other = Number(fs.readFileSync(paths.daemonPid, 'utf8').trim());
+    if (other && other !== process.pid && pidAlive(other)) {
+      process.stderr.write(`xvmd: already running (pid ${other}) for ${paths.run}\n`);
+      process.exit(1);
+    }
+  } catch {
+    /* no pidfile */
+  }
+  fs.writeFileSync(paths.daemonPid, `${process.pid}\n`);
+
+  const log = new Logger({ file: `${paths.log}/xvmd.log`, level, stderr: foreground });
+  log.info('xvmd starting', { version: VERSION, pid: process.pid, lib: paths.lib, run: paths.run });
+  const domains = new DomainManager(paths, log);
+  await domains.load();
+
+  let stopping = false;
+  const stop = async (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info('xvmd stopping; domains keep running', { why });
+    domains.close();
+    await app.close().catch(() => undefined);
+    fs.rmSync(paths.apiSocket, { force: true });
+    try {
+      if (Number(fs.readFileSync(paths.daemonPid, 'utf8').trim()) === process.pid) fs.rmSync(paths.daemonPid);
+    } catch {
+      /* gone */
+    }
+    process.exit(0);
+  };
+  const app = await buildServer({ paths, domains, log, startedAt: new Date(), onStop: () => void stop('API request') });
+  await listenUnix(app, paths.apiSocket);
+  log.info('xvmd ready', { socket: paths.apiSocket });
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGHUP', () => undefined);
+  process.on('uncaughtException', (e) => {
+    log.error('uncaught exception', { error: errorMessage(e), stack: (e as Error).stack });
+  });
+  process.on('unhandledRejection', (e) => {
+    log.error('unhandled rejection', { error: errorMessage(e) });
+  });
+}
+
+main().catch((e) => {
+  process.stderr.write(`xvmd: ${errorMessage(e)}\n`);
+  process.exit(1);
+});

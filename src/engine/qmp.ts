@@ -1,0 +1,142 @@
+// A small QMP client (docs/interop/qmp-spec.txt): greeting, capabilities
+// negotiation, commands matched to replies by id, asynchronous events.
+import net from 'node:net';
+import { EventEmitter } from 'node:events';
+import { XvmError } from '../common/errors.js';
+
+export interface QmpEvent {
+  event: string;
+  data?: Record<string, unknown>;
+  timestamp?: { seconds: number; microseconds: number };
+}
+
+interface Pending {
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+  command: string;
+}
+
+export class QmpClient extends EventEmitter {
+  private sock: net.Socket;
+  private buf = '';
+  private nextId = 1;
+  private pending = new Map<string, Pending>();
+  private closed = false;
+
+  private constructor(sock: net.Socket) {
+    super();
+    this.sock = sock;
+  }
+
+  /** Connects and negotiates capabilities; rejects if the socket is not a QMP server. */
+  static connect(socketPath: string, timeoutMs = 5000): Promise<QmpClient> {
+    return new Promise((resolve, reject) => {
+      const sock = net.createConnection(socketPath);
+      const client = new QmpClient(sock);
+      let greeted = false;
+      const timer = setTimeout(() => {
+        sock.destroy();
+        reject(new XvmError('timeout', `QMP at ${socketPath} did not greet within ${timeoutMs} ms`));
+      }, timeoutMs);
+      sock.once('error', (err) => {
+        clearTimeout(timer);
+        if (!greeted) reject(err);
+      });
+      client.once('greeting', () => {
+        greeted = true;
+        client
+          .execute('qmp_capabilities')
+          .then(() => {
+            clearTimeout(timer);
+            resolve(client);
+          })
+          .catch((e) => {
+            clearTimeout(timer);
+            reject(e);
+          });
+      });
+      sock.on('data', (d) => client.onData(d));
+      sock.on('close', () => client.onClose());
+      sock.on('error', () => {
+        /* reported through 'close' */
+      });
+    });
+  }
+
+  private onData(d: Buffer): void {
+    this.buf += d.toString('utf8');
+    let nl: number;
+    while ((nl = this.buf.indexOf('\n')) >= 0) {
+      const line = this.buf.slice(0, nl).trim();
+      this.buf = this.buf.slice(nl + 1);
+      if (!line) continue;
+      let msg: Record<string, unknown>;
+      try {
+        msg = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      if ('QMP' in msg) {
+        this.emit('greeting', msg.QMP);
+      } else if ('event' in msg) {
+        this.emit('event', msg as unknown as QmpEvent);
+      } else if ('id' in msg) {
+        const p = this.pending.get(String(msg.id));
+        if (!p) continue;
+        this.pending.delete(String(msg.id));
+        if ('error' in msg) {
+          const e = msg.error as { class?: string; desc?: string };
+          p.reject(new XvmError('internal', `QEMU refused ${p.command}: ${e.desc ?? e.class ?? 'error'}`));
+        } else {
+          p.resolve(msg.return);
+        }
+      }
+    }
+  }
+
+  private onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const p of this.pending.values()) {
+      p.reject(new XvmError('unavailable', `QEMU closed its monitor while ${p.command} was pending`));
+    }
+    this.pending.clear();
+    this.emit('close');
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  execute<T = unknown>(command: string, args?: Record<string, unknown>, timeoutMs = 30000): Promise<T> {
+    if (this.closed) {
+      return Promise.reject(new XvmError('unavailable', `QEMU monitor is closed (command ${command})`));
+    }
+    const id = String(this.nextId++);
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        if (this.pending.delete(id)) {
+          reject(new XvmError('timeout', `QEMU did not answer ${command} within ${timeoutMs} ms`));
+        }
+      }, timeoutMs);
+      this.pending.set(id, {
+        command,
+        resolve: (v) => {
+          clearTimeout(timer);
+          resolve(v as T);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      const msg: Record<string, unknown> = { execute: command, id };
+      if (args) msg.arguments = args;
+      this.sock.write(JSON.stringify(msg) + '\n');
+    });
+  }
+
+  close(): void {
+    this.sock.destroy();
+  }
+}
