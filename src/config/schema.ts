@@ -297,7 +297,9 @@ export const vifSpecSchema = z.object({
   mac: z
     .string()
     .regex(MAC_RE)
-    .refine((m) => (parseInt(m.slice(0, 2), 16) & 1) === 0, { message: 'is a multicast address; a NIC needs a unicast one (first byte even)' })
+    .refine((m) => (parseInt(m.slice(0, 2), 16) & 1) === 0, {
+      error: (iss) => `${String(iss.input)} is a multicast address; a NIC needs a unicast one (first byte even)`,
+    })
     .refine((m) => m !== '00:00:00:00:00:00', { message: 'must not be all zero' })
     .optional()
     .meta({ description: ALLOWED['vif.mac'] }),

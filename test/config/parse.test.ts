@@ -194,3 +194,25 @@ test('JSON Schema for the API: input accepts the convenience forms, output is th
   // JSON-serialisable (it goes into the OpenAPI document)
   assert.doesNotThrow(() => JSON.stringify(input));
 });
+
+test('the examples in docs/config.md parse', async () => {
+  const { readFile } = await import('node:fs/promises');
+  const { fileURLToPath } = await import('node:url');
+  const doc = await readFile(fileURLToPath(new URL('../../../docs/config.md', import.meta.url)), 'utf8');
+  const blocks = [...doc.matchAll(/```(\w*)\n([\s\S]*?)```/g)];
+  const xl = blocks.find((b) => b[1] === '' && b[2].includes('name    = "web-1"'));
+  const json = blocks.find((b) => b[1] === 'json');
+  assert.ok(xl && json, 'examples found');
+  const a = parseDomainConfigText(xl[2], 'web-1.cfg');
+  assert.equal(a.memory, 512);
+  assert.equal(a.disk.length, 2);
+  assert.equal(a.autostart, true);
+  const b = parseDomainConfigText(json[2], 'web-1.json');
+  assert.equal(b.memory, 1024);
+  assert.equal(b.disk[0].vol, 'default/web-1');
+  // every disk example line is a valid disk string
+  const disks = blocks.find((x) => x[2].includes("'phy:/dev/sdb,xvdc,w'"));
+  assert.ok(disks);
+  const { parseDiskSpec } = await import('../../src/config/index.js');
+  for (const m of disks[2].matchAll(/^'([^']*)'/gm)) assert.doesNotThrow(() => parseDiskSpec(m[1]), m[1]);
+});
