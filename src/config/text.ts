@@ -402,7 +402,11 @@ export function displayPath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const p of path) {
     if (typeof p === 'number') out += `[${p}]`;
-    else out += (out ? '.' : '') + String(p);
+    else {
+      let k = String(p);
+      if (k.length > 64) k = k.slice(0, 60) + '…';
+      out += (out ? '.' : '') + k;
+    }
   }
   return out;
 }

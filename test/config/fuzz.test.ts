@@ -62,7 +62,9 @@ function extreme(g: Gen, i: number): string {
     case 6: return `name = "x"\n${'#'.repeat(100_000)}\nmemory = 0x${'f'.repeat(g.int(1, 40))}\n`;
     case 7: return `name = "x"\ndisk = [ "vdev=xvda, target=${','.repeat(g.int(1, 100_000))}" ]\n`;
     case 8: return `name = "x"\nvif = [ "${'mac=00:16:3e:00:00:01,'.repeat(g.int(1, 5000))}" ]\n`;
-    default: return Array.from({ length: g.int(1, 2000) }, () => g.pick(TOKENS)).join(g.pick(['', ' ', '\n']));
+    default:
+      if (i % 20 === 9) return `{"name": "x", "${'k'.repeat(g.int(100, 200_000))}": 1}`; // huge JSON key
+      return Array.from({ length: g.int(1, 2000) }, () => g.pick(TOKENS)).join(g.pick(['', ' ', '\n']));
   }
 }
 
