@@ -2,11 +2,12 @@
 // ring the driver fills and the used ring the device fills, all in guest
 // memory. This file walks them defensively: the guest is not trusted.
 //
-//   - a chain longer than the queue size (covers loops) is an error
+//   - a chain that visits more descriptors than its table holds (a loop) is
+//     an error; so is one longer than queue size + 1024 in all
 //   - descriptor indices ≥ queue size, addresses outside guest memory,
 //     device-readable after device-writable descriptors, nested or chained
 //     indirect tables, indirect tables whose length is not a multiple of 16
-//     or longer than the queue size: all errors
+//     or longer than 1024 entries: all errors
 //   - an available index that moved by more than the queue size stops the
 //     queue (the ring is corrupt) instead of spinning
 import { GuestMemory, GuestMemoryError, readAddr, type Segment } from './memory.js';
@@ -46,9 +47,14 @@ export function validQueueSize(n: number): boolean {
   return Number.isInteger(n) && n > 0 && n <= MAX_QUEUE_SIZE && (n & (n - 1)) === 0;
 }
 
+/** Largest indirect table accepted (QEMU's VIRTQUEUE_MAX_SIZE). */
+export const MAX_INDIRECT = 1024;
+
 export interface WalkLimits {
-  /** Most descriptors in one chain, direct + indirect (default: queue size). */
+  /** Most descriptors in one chain, direct + indirect (default: queue size + MAX_INDIRECT). */
   maxDescriptors?: number;
+  /** Most entries in an indirect table (default MAX_INDIRECT). */
+  maxIndirect?: number;
   /** Most bytes in one chain (default 256 MiB). */
   maxBytes?: number;
 }
@@ -65,9 +71,12 @@ export function walkChain(
   limits: WalkLimits = {},
 ): DescriptorChain {
   const chain: DescriptorChain = { head, readable: [], writable: [], readableLen: 0, writableLen: 0 };
-  const maxDesc = limits.maxDescriptors ?? size;
+  const maxIndirect = limits.maxIndirect ?? MAX_INDIRECT;
+  const maxDesc = limits.maxDescriptors ?? size + maxIndirect;
   const maxBytes = limits.maxBytes ?? 256 * 1024 * 1024;
   let count = 0;
+  // Loops: a chain cannot visit more descriptors than its table holds.
+  let inTable = 0;
   let bytes = 0;
   let seenWritable = false;
   try {
@@ -77,7 +86,8 @@ export function walkChain(
     let i = head;
     let indirect = false;
     for (;;) {
-      if (++count > maxDesc) throw new VirtqueueError(`descriptor chain longer than ${maxDesc} (loop?)`);
+      if (++inTable > tableSize) throw new VirtqueueError(`descriptor chain longer than its table of ${tableSize} (loop?)`);
+      if (++count > maxDesc) throw new VirtqueueError(`descriptor chain longer than ${maxDesc}`);
       const o = i * DESC_SIZE;
       const addr = readAddr(desc, o);
       const len = desc.readUInt32LE(o + 8);
@@ -88,12 +98,13 @@ export function walkChain(
         if (flags & VIRTQ_DESC_F_NEXT) throw new VirtqueueError('indirect descriptor with NEXT set');
         if (len === 0 || len % DESC_SIZE !== 0) throw new VirtqueueError(`indirect table length ${len} is not a positive multiple of 16`);
         const n = len / DESC_SIZE;
-        if (n > maxDesc) throw new VirtqueueError(`indirect table of ${n} descriptors > ${maxDesc}`);
+        if (n > maxIndirect) throw new VirtqueueError(`indirect table of ${n} descriptors > ${maxIndirect}`);
         if (addr < 0) throw new VirtqueueError('indirect table address beyond 2^53');
         desc = mem.slice(addr, len);
         tableSize = n;
         indirect = true;
         i = 0;
+        inTable = 0;
         count--; // the indirect descriptor itself carries no data
         continue;
       }

@@ -11,6 +11,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { VhostUserBackend } from '../../vhost/index.js';
 import { BlkDevice } from './device.js';
 import { openImage } from './open-image.js';
+import { delayedImage } from './io/fault.js';
 
 function intArg(min: number, max: number) {
   return (v: string): number => {
@@ -35,7 +36,9 @@ async function main(): Promise<void> {
   const o = cmd.opts<{ socket: string; image: string; format?: string; readonly: boolean; queues: number; serial: string; metrics?: string }>();
   if (o.format !== undefined && o.format !== 'raw' && o.format !== 'qcow2') throw new Error(`--format must be raw or qcow2, not ${o.format}`);
 
-  const image = await openImage(o.image, { format: o.format as 'raw' | 'qcow2' | undefined, readOnly: o.readonly });
+  let image = await openImage(o.image, { format: o.format as 'raw' | 'qcow2' | undefined, readOnly: o.readonly });
+  const delay = Number(process.env.XVM_BLK_FAULT_DELAY_MS ?? 0);
+  if (delay > 0) image = delayedImage(image, delay);
   const log = (m: string) => process.stderr.write(`xvm-blk[${process.pid}]: ${m}\n`);
   const device = new BlkDevice({ image, numQueues: o.queues, readOnly: o.readonly, serial: o.serial, log });
   const backend = new VhostUserBackend(device, { socketPath: o.socket, log });
