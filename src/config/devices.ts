@@ -68,7 +68,6 @@ export function splitDiskString(s: string): { fields: DiskFields; issues: SubIss
   }
   const POSITIONAL: (keyof DiskFields)[] = ['target', 'format', 'vdev', 'access'];
   let pos = 0;
-  let first = true;
   while (pos <= s.length) {
     const comma = s.indexOf(',', pos);
     let tok = (comma < 0 ? s.slice(pos) : s.slice(pos, comma)).replace(/^\s+/, '');
@@ -104,7 +103,7 @@ export function splitDiskString(s: string): { fields: DiskFields; issues: SubIss
     } else {
       let value = tok;
       let slot = POSITIONAL.find((p) => !given.has(p));
-      if (first && slot === 'target') {
+      if (slot === 'target') {
         // deprecated prefixes: phy:/dev/sdb, file:/img, tap:aio:/img, raw:/img, qcow2:/img
         for (;;) {
           const m = /^([a-z0-9]+):/.exec(value);
@@ -141,7 +140,6 @@ export function splitDiskString(s: string): { fields: DiskFields; issues: SubIss
         set(slot, value, 'positionally');
       }
     }
-    first = false;
     pos = next;
   }
   if (fields.access !== undefined) {

@@ -23,7 +23,7 @@ import {
 // used as the description in the JSON Schema. Keys are issue paths with the
 // list indices left out.
 export const ALLOWED: Record<string, string> = {
-  name: '1 to 64 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit; "Domain-0" is reserved',
+  name: '1 to 64 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit, not all digits; "Domain-0" is reserved',
   uuid: 'an RFC 4122 UUID such as "6f2a9c3e-8d1b-4c5e-9a7f-0123456789ab"',
   type: '"pv" (direct kernel boot, virtio devices; "pvh" is an alias) or "hvm" (firmware boot, emulated devices)',
   memory: 'an integer number of MiB from 32 to 1048576, or a string with a unit such as "512M" or "2G"',
@@ -401,6 +401,7 @@ export const domainConfigSchema = z
       .string()
       .regex(NAME_RE)
       .refine((n) => n.toLowerCase() !== 'domain-0', { message: '"Domain-0" is reserved for the control domain' })
+      .refine((n) => !/^[0-9]+$/.test(n), { message: 'a name of digits only would be taken for a domain id' })
       .meta(d('name')),
     uuid: lowerCase(UUID_RE, 'an RFC 4122 UUID')
       .refine((u) => u !== '00000000-0000-0000-0000-000000000000', { message: 'the nil UUID is not allowed' })

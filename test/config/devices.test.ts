@@ -48,6 +48,7 @@ test('disk string forms', () => {
   assert.deepEqual(fields(parseDiskSpec('qcow2:/img/a.qcow2,xvde,w')), {
     target: '/img/a.qcow2', vdev: 'xvde', access: 'rw', format: 'qcow2', devtype: 'disk',
   });
+  assert.deepEqual(fields(parseDiskSpec('format=raw, phy:/dev/sdb, xvdc')), { target: '/dev/sdb', vdev: 'xvdc', access: 'rw', format: 'raw', devtype: 'disk' });
   assert.deepEqual(fields(parseDiskSpec('vol=tank/web-root,vda,rw')), { vol: 'tank/web-root', vdev: 'vda', access: 'rw', devtype: 'disk' });
   assert.deepEqual(fields(parseDiskSpec('vdev=sdb, vol=tank/x, format=qcow2')), {
     vol: 'tank/x', vdev: 'sdb', access: 'rw', format: 'qcow2', devtype: 'disk',

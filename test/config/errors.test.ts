@@ -82,6 +82,7 @@ test('unknown keys: suggestion and the list of known keys', () => {
 test('value errors name the key and what is allowed', () => {
   one(`name = "has space"\n`, 1, 'name', /"has space" is not allowed \(allowed: 1 to 64 characters/);
   one(`name = "domain-0"\n`, 1, 'name', /reserved for the control domain/);
+  one(`name = "42"\n`, 1, 'name', /digits only would be taken for a domain id/);
   one(`# no name\nmemory = 512\n`, undefined as unknown as number, 'name', /is required \(allowed: /);
   one(`${N}memory = "512"\n`, 2, 'memory', /got the string "512": write the number without quotes, or add a unit such as "512M"/);
   one(`${N}vcpus = "2"\n`, 2, 'vcpus', /expected an integer, got the string "2": write the number without quotes/);

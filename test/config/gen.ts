@@ -55,7 +55,7 @@ function letters(g: Gen, n: number): string {
 export function randomInput(g: Gen): Record<string, unknown> {
   const c: Record<string, unknown> = {};
   c.name = g.pick(ALNUM) + g.str(ALNUM + '_.-', 0, 20);
-  if (c.name === 'Domain-0') c.name = 'dom0x';
+  if (/^domain-0$/i.test(c.name as string) || /^[0-9]+$/.test(c.name as string)) c.name = `d${c.name as string}`;
   if (g.bool(0.3)) {
     const h = (n: number) => g.str('0123456789abcdefABCDEF', n, n);
     c.uuid = `${h(8)}-${h(4)}-${h(4)}-${h(4)}-1${h(11)}`;
