@@ -145,6 +145,7 @@ export class Qcow2Image implements BlockImage {
   private corruptMsg: string | null = null;
   private ready = false;
   private reserveTop = 0;
+  private reserveBatch = 8;
   private bgFlush: Promise<void> | null = null;
   /** Stats for tests and info. */
   readonly stats = { leaksRepaired: 0, reservations: 0 };
@@ -589,7 +590,11 @@ export class Qcow2Image implements BlockImage {
       await this.createRefblock(r);
       b = (await this.refblock(r))!;
     }
-    const [s, e] = setRefcount(b, c % this.refEntries, this.refOrder, v);
+    this.setRefIn(r, b, c % this.refEntries, v);
+  }
+
+  private setRefIn(r: number, b: Buffer, i: number, v: number): void {
+    const [s, e] = setRefcount(b, i, this.refOrder, v);
     const d = this.refDirty.get(r);
     this.refDirty.set(r, d ? [Math.min(d[0], s), Math.max(d[1], e)] : [s, e]);
   }
@@ -702,24 +707,29 @@ export class Qcow2Image implements BlockImage {
 
   /** Reserve at least n free clusters: refcount 1 on disk, then a barrier. */
   private async reserve(n: number): Promise<void> {
-    const want = Math.max(n, 16, Math.floor((8 << 20) / this.cs));
+    // Batches grow while allocation continues (fewer barriers for big
+    // writes), capped at 8 MiB worth of clusters (the most a crash leaks).
+    const cap = Math.max(16, Math.floor((8 << 20) / this.cs));
+    this.reserveBatch = Math.min(cap, Math.max(16, this.reserveBatch * 2));
+    const want = Math.max(n, this.reserveBatch);
     const got: number[] = [];
     let c = this.allocHint;
     while (got.length < want) {
-      if (!this.reservedSet.has(c) && !this.isFixedMeta(c)) {
-        let rc = await this.getRef(c);
-        if (rc === 0 && (await this.refblock(Math.floor(c / this.refEntries))) === null) {
-          await this.createRefblock(Math.floor(c / this.refEntries));
-          rc = await this.getRef(c);
-        }
-        if (rc === 0) {
-          await this.setRef(c, 1);
-          got.push(c);
-          this.reservedSet.add(c);
-          this.reserveTop = Math.max(this.reserveTop, c + 1);
-        }
+      const r = Math.floor(c / this.refEntries);
+      let b = await this.refblock(r);
+      if (!b) {
+        await this.createRefblock(r);
+        b = (await this.refblock(r))!;
       }
-      c++;
+      const base = r * this.refEntries;
+      for (let i = c - base; i < this.refEntries && got.length < want; i++, c++) {
+        if (this.reservedSet.has(c) || this.isFixedMeta(c)) continue;
+        if (getRefcount(b, i, this.refOrder) !== 0) continue;
+        this.setRefIn(r, b, i, 1);
+        got.push(c);
+        this.reservedSet.add(c);
+        this.reserveTop = Math.max(this.reserveTop, c + 1);
+      }
     }
     await this.writeRefs();
     const end = (got[got.length - 1] + 1) * this.cs;
@@ -753,7 +763,16 @@ export class Qcow2Image implements BlockImage {
 
   private async truncateTail(): Promise<void> {
     let last = Math.ceil(this.fileSize / this.cs) - 1;
-    while (last > 0 && (await this.getRef(last)) === 0) last--;
+    while (last > 0) {
+      const r = Math.floor(last / this.refEntries);
+      const b = await this.refblock(r);
+      if (!b) {
+        last = r * this.refEntries - 1;
+        continue;
+      }
+      while (last >= r * this.refEntries && last > 0 && getRefcount(b, last - r * this.refEntries, this.refOrder) === 0) last--;
+      if (last >= r * this.refEntries) break;
+    }
     const end = (last + 1) * this.cs;
     if (end < this.fileSize) {
       await ftruncate(this.fd, end);

@@ -6,8 +6,8 @@ import os from 'node:os';
 import path from 'node:path';
 import type { BlockImage } from '../../src/storage/image.js';
 
-export function tmpdir(t: { after: (fn: () => void) => void }, prefix = 'xvm-storage-'): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+export function tmpdir(t: { after: (fn: () => void) => void }, prefix = 'xvm-storage-', base = os.tmpdir()): string {
+  const dir = fs.mkdtempSync(path.join(base, prefix));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
