@@ -3,7 +3,7 @@
 import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { StoreError, isXsErrno } from './errors.js';
-import { XS, FrameDecoder, encodeMessage, encodeStrings, type Message } from './wire.js';
+import { XS, XS_NAMES, FrameDecoder, encodeMessage, encodeStrings, type Message } from './wire.js';
 
 export interface ClientEvents {
   watch: [path: string, token: string];
@@ -11,8 +11,24 @@ export interface ClientEvents {
   error: [Error];
 }
 
+const DESCRIBE: Record<string, string> = {
+  ENOENT: 'no such node',
+  EACCES: 'permission denied',
+  EINVAL: 'invalid argument',
+  EEXIST: 'already exists',
+  EAGAIN: 'transaction conflict, try again',
+  EQUOTA: 'quota exceeded',
+  E2BIG: 'too big',
+  ENOSYS: 'not supported',
+  EBUSY: 'busy',
+  EIO: 'I/O error in the store',
+  EPERM: 'operation not permitted',
+  ENOSPC: 'no space',
+};
+
 interface Pending {
   type: number;
+  what: string;
   resolve: (m: Message) => void;
   reject: (e: Error) => void;
 }
@@ -81,7 +97,8 @@ export class StoreClient extends EventEmitter<ClientEvents> {
     this.pending.delete(m.reqId);
     if (m.type === XS.ERROR) {
       const name = m.payload.toString('latin1').replace(/\0.*$/s, '');
-      p.reject(new StoreError(isXsErrno(name) ? name : 'EIO', name));
+      const errno = isXsErrno(name) ? name : 'EIO';
+      p.reject(new StoreError(errno, `${p.what}: ${DESCRIBE[errno] ?? name}`));
       return;
     }
     p.resolve(m);
@@ -93,7 +110,10 @@ export class StoreClient extends EventEmitter<ClientEvents> {
     const reqId = this.nextReq;
     this.nextReq = this.nextReq >= 0x7fffffff ? 1 : this.nextReq + 1;
     return new Promise((resolve, reject) => {
-      this.pending.set(reqId, { type, resolve, reject });
+      const z = payload.indexOf(0);
+      const arg = payload.toString('utf8', 0, z < 0 ? Math.min(payload.length, 200) : Math.min(z, 200));
+      const what = `${XS_NAMES[type] ?? `type ${type}`}${arg ? ` ${arg}` : ''}`;
+      this.pending.set(reqId, { type, what, resolve, reject });
       this.sock.write(encodeMessage(type, reqId, txId, payload));
     });
   }
