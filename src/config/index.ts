@@ -265,10 +265,14 @@ function vifOut(v: VifSpec): string {
 
 const ORDER = DOMAIN_KEYS;
 
-/** Write a DomainConfig back as xl.cfg text; parseDomainConfigText() reads it back unchanged. */
+/**
+ * Write a DomainConfig back as xl.cfg text; parseDomainConfigText() reads it
+ * back unchanged. Throws ConfigError if `cfg` is not valid.
+ */
 export function formatDomainConfig(cfg: DomainConfig): string {
+  // Normalise (and check) first, so that what is written always reads back.
+  const rec = validateDomainConfig(cfg) as unknown as Record<string, unknown>;
   const lines: string[] = [];
-  const rec = cfg as unknown as Record<string, unknown>;
   for (const key of ORDER) {
     const v = rec[key];
     if (v === undefined) continue;
@@ -288,10 +292,21 @@ export function formatDomainConfig(cfg: DomainConfig): string {
 }
 
 /**
- * JSON Schema (draft 2020-12, as OpenAPI 3.1 uses) of a domain
- * configuration: 'input' (default) is what the API accepts, 'output' the
- * normalised form it returns.
+ * JSON Schema of a domain configuration: 'input' (default) is what the API
+ * accepts, 'output' the normalised form it returns. Draft 2020-12 by
+ * default (OpenAPI 3.1); 'draft-07' suits Ajv's default (fastify route
+ * schemas), 'openapi-3.0' an OpenAPI 3.0 document.
  */
-export function domainConfigJsonSchema(io: 'input' | 'output' = 'input'): object {
-  return z.toJSONSchema(domainConfigSchema, { io, unrepresentable: 'any' });
+export function domainConfigJsonSchema(
+  io: 'input' | 'output' = 'input',
+  target: 'draft-2020-12' | 'draft-07' | 'openapi-3.0' = 'draft-2020-12',
+): object {
+  const id = `${io}/${target}`;
+  let js = jsonSchemas.get(id);
+  if (!js) {
+    js = z.toJSONSchema(domainConfigSchema, { io, target, unrepresentable: 'any' }) as object;
+    jsonSchemas.set(id, js);
+  }
+  return structuredClone(js);
 }
+const jsonSchemas = new Map<string, object>();

@@ -216,3 +216,14 @@ test('the examples in docs/config.md parse', async () => {
   const { parseDiskSpec } = await import('../../src/config/index.js');
   for (const m of disks[2].matchAll(/^'([^']*)'/gm)) assert.doesNotThrow(() => parseDiskSpec(m[1]), m[1]);
 });
+
+test('JSON Schema targets: draft-07 and OpenAPI 3.0 as well', () => {
+  const d7 = domainConfigJsonSchema('input', 'draft-07') as { $schema?: string; properties: object };
+  assert.equal(d7.$schema, 'http://json-schema.org/draft-07/schema#');
+  const oa = domainConfigJsonSchema('output', 'openapi-3.0') as { $schema?: string; properties: Record<string, unknown> };
+  assert.equal(oa.$schema, undefined);
+  assert.ok(oa.properties.disk);
+  // callers get their own copy
+  (d7.properties as Record<string, unknown>).x = 1;
+  assert.equal((domainConfigJsonSchema('input', 'draft-07') as { properties: Record<string, unknown> }).properties.x, undefined);
+});

@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  ConfigError,
   formatDomainConfig,
   parseDomainConfigText,
   validateDomainConfig,
@@ -74,4 +75,9 @@ test('1000 generated configurations round-trip', { timeout: 120_000 }, () => {
     }
     roundTrip(cfg, `#${i}`);
   }
+});
+
+test('formatDomainConfig refuses an invalid config instead of writing a file that cannot be read', () => {
+  const cfg = parseDomainConfigText('name = "ok"\n');
+  assert.throws(() => formatDomainConfig({ ...cfg, memory: 1 }), (e: unknown) => e instanceof ConfigError && /memory/.test(e.message));
 });
