@@ -282,6 +282,10 @@ export class Wal {
   private queueBytes = 0;
   private waiters: Waiter[] = [];
   private flushing: Promise<void> | null = null;
+  private readonly inflight = new Set<Promise<void>>();
+  private lastAck: Promise<void> = Promise.resolve();
+  /** fdatasyncs allowed to overlap (see flushLoop). */
+  readonly maxSyncs = 3;
   private failed: Error | null = null;
   private closed = false;
   private source: SnapshotSource | null = null;
@@ -392,13 +396,27 @@ export class Wal {
     return this.failed;
   }
 
+  /**
+   * Group commit. Records queued while a batch is being written or synced
+   * form the next batch. Batch writes are serialized (appends land in order);
+   * up to `maxSyncs` fdatasyncs may overlap, so a batch does not wait for the
+   * previous one's sync to finish before its own starts. A batch is
+   * acknowledged only after its own sync returned and every earlier batch was
+   * acknowledged (a sync covers everything written before it was issued).
+   */
   private async flushLoop(): Promise<void> {
     try {
       while (this.queue.length > 0 && !this.failed) {
         // Let requests that arrived in the same tick join this batch.
         await new Promise<void>((r) => setImmediate(r));
         if (this.source && this.walBytes + this.queueBytes > this.compactBytes && this.walBytes > this.snapBytes) {
+          await Promise.all(this.inflight);
+          if (this.failed) return;
           await this.compact();
+          continue;
+        }
+        if (this.inflight.size >= this.maxSyncs) {
+          await Promise.race(this.inflight);
           continue;
         }
         const batch = this.queue;
@@ -407,24 +425,44 @@ export class Wal {
         this.waiters = [];
         const bytes = this.queueBytes;
         this.queueBytes = 0;
+        const data = batch.length === 1 ? batch[0] : Buffer.concat(batch, bytes);
         try {
-          const data = batch.length === 1 ? batch[0] : Buffer.concat(batch, bytes);
           let off = 0;
           while (off < data.length) {
             const { bytesWritten } = await this.fh.write(data, off, data.length - off);
             off += bytesWritten;
           }
-          if (!this.noSync) await this.fh.datasync();
-          this.stats.syncs++;
           this.walBytes += bytes;
         } catch (e) {
           this.fail(e as Error, waiters);
           return;
         }
-        for (const w of waiters) w.resolve();
+        const prev = this.lastAck;
+        const sync = this.noSync ? Promise.resolve() : this.fh.datasync();
+        this.stats.syncs++;
+        const done: Promise<void> = (async () => {
+          try {
+            await sync;
+            await prev;
+          } catch (e) {
+            this.fail(e as Error, waiters);
+            return;
+          }
+          if (this.failed) {
+            const err = new StoreError('EIO', `store log write failed: ${this.failed.message}`);
+            for (const w of waiters) w.reject(err);
+            return;
+          }
+          for (const w of waiters) w.resolve();
+        })();
+        this.lastAck = done;
+        this.inflight.add(done);
+        void done.finally(() => this.inflight.delete(done));
       }
+      await Promise.all(this.inflight);
     } finally {
       this.flushing = null;
+      if (this.queue.length > 0 && !this.failed) this.flushing = this.flushLoop();
     }
   }
 
