@@ -251,3 +251,44 @@ test('vhost-user message flow: negotiation, memory, rings, inflight, dirty log, 
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('CONFIGURE_MEM_SLOTS: ADD_MEM_REG / REM_MEM_REG, GET_MAX_MEM_SLOTS', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvm-vu-'));
+  const sock = path.join(dir, 'vu.sock');
+  const be = new VhostUserBackend(new EchoDevice(), { socketPath: sock, log: () => undefined });
+  be.listen();
+  const fdA = memfdCreate('a', 1 << 16);
+  const fdB = memfdCreate('b', 1 << 16);
+  const fe = new FrontEnd(connectUnix(sock));
+  try {
+    const pf = (await fe.call(Req.GET_PROTOCOL_FEATURES)).readBigUInt64LE(0);
+    assert.ok(pf & bit(PF.CONFIGURE_MEM_SLOTS));
+    fe.send(Req.SET_PROTOCOL_FEATURES, u64(pf));
+    assert.ok((await fe.call(Req.GET_MAX_MEM_SLOTS)).readBigUInt64LE(0) >= 8n);
+    const reg = (gpa: number, uva: number) => {
+      const b = Buffer.alloc(40);
+      b.writeBigUInt64LE(BigInt(gpa), 8);
+      b.writeBigUInt64LE(1n << 16n, 16);
+      b.writeBigUInt64LE(BigInt(uva), 24);
+      return b;
+    };
+    assert.equal(await fe.acked(Req.ADD_MEM_REG, reg(0, 0x10000000), [fdA]), 0n);
+    assert.equal(await fe.acked(Req.ADD_MEM_REG, reg(0x10000, 0x20000000), [fdB]), 0n);
+    assert.equal(await fe.acked(Req.ADD_MEM_REG, reg(0x8000, 0x30000000), [fdB]), 1n, 'overlapping region refused');
+    assert.equal(be.memory?.regionList.length, 2);
+    // a buffer spanning both regions is reachable as two segments
+    const segs: { gpa: number; buf: Buffer }[] = [];
+    be.memory!.segments(0xff00, 0x200, segs);
+    assert.equal(segs.length, 2);
+    assert.equal(await fe.acked(Req.REM_MEM_REG, reg(0, 0x10000000)), 0n);
+    assert.equal(be.memory?.regionList.length, 1);
+    assert.throws(() => be.memory!.slice(0x100, 4), /not in guest memory/);
+    assert.equal(await fe.acked(Req.REM_MEM_REG, reg(0x40000, 0)), 1n, 'removing an unknown region fails');
+  } finally {
+    closeQuiet(fe.fd);
+    await be.close();
+    closeQuiet(fdA);
+    closeQuiet(fdB);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

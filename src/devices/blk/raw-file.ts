@@ -1,11 +1,13 @@
-// A minimal raw-file BlockImage for the block backend's own tests and as a
-// fallback: pread/pwrite (vectored) on one fd, fdatasync for flush, zeros
-// written for discard / write-zeroes. The storage layer (src/storage) owns
-// the real raw and qcow2 implementations.
+// The block backend's raw-file image: vectored pread/pwrite (one preadv /
+// pwritev per guest request, straight between the file and guest memory),
+// fdatasync for flush, hole punching / zero ranges for discard and
+// write-zeroes. Regular files only; block devices and qcow2 go through the
+// storage layer (src/storage), which owns image formats.
 import fs from 'node:fs';
 import type { BlockImage } from '../../storage/image.js';
 import { ImageError } from '../../storage/image.js';
 import type { VectoredImage } from './io/engine.js';
+import { FallocateError, punchHole, zeroRange } from '../../sys/fallocate.js';
 
 const ZERO_CHUNK = 1024 * 1024;
 let zeros: Buffer | null = null;
@@ -102,8 +104,28 @@ export class RawFileImage implements BlockImage, VectoredImage {
     return this.writeZeroes(offset, length, true);
   }
 
-  async writeZeroes(offset: number, length: number, _unmap: boolean): Promise<void> {
+  private canPunch = true;
+  private canZeroRange = true;
+
+  async writeZeroes(offset: number, length: number, unmap: boolean): Promise<void> {
     this.check(offset, length, true);
+    if (length === 0) return;
+    if (unmap && this.canPunch) {
+      try {
+        return punchHole(this.fd, offset, length);
+      } catch (e) {
+        if (!(e instanceof FallocateError) || !e.unsupported) throw e;
+        this.canPunch = false;
+      }
+    }
+    if (this.canZeroRange) {
+      try {
+        return zeroRange(this.fd, offset, length);
+      } catch (e) {
+        if (!(e instanceof FallocateError) || !e.unsupported) throw e;
+        this.canZeroRange = false;
+      }
+    }
     zeros ??= Buffer.alloc(ZERO_CHUNK);
     for (let o = 0; o < length; o += ZERO_CHUNK) {
       const n = Math.min(ZERO_CHUNK, length - o);
