@@ -83,6 +83,7 @@ class Domain {
   restarts: number[] = [];
   /** Tail of console output, searched for the ready banner across chunk edges. */
   bannerScan = '';
+  bannerWatch: ((chunk: Buffer) => void) | undefined;
   /** Serialises lifecycle operations on this domain. */
   busy: Promise<unknown> = Promise.resolve();
 
@@ -411,9 +412,10 @@ export class DomainManager extends EventEmitter {
     this.log.info('domain started', { domain: cfg.name, domid, pid: child.pid, accel });
   }
 
+  /** Notes when the guest prints its ready banner (once per boot). Idempotent. */
   private watchConsole(d: Domain): void {
-    d.console.removeAllListeners('data');
-    d.console.on('data', (chunk: Buffer) => {
+    if (d.bannerWatch) return;
+    d.bannerWatch = (chunk: Buffer) => {
       if (d.readyAt) return;
       d.bannerScan = (d.bannerScan + chunk.toString('latin1')).slice(-4096);
       if (d.bannerScan.includes(READY_BANNER)) {
@@ -421,7 +423,8 @@ export class DomainManager extends EventEmitter {
         d.bannerScan = '';
         this.emitChange(d);
       }
-    });
+    };
+    d.console.on('data', d.bannerWatch);
   }
 
   private async connectQmp(d: Domain, socket: string): Promise<void> {
@@ -525,8 +528,9 @@ export class DomainManager extends EventEmitter {
       }
       await waitFor(() => !pidAlive(pid), 5000);
     }
-    // The QMP close handler does the bookkeeping; when QMP was already gone, do it here.
-    if (!d.qmp && d.runtime) await this.onQemuGone(d);
+    // Settle the state now rather than when the monitor's close event comes
+    // (onQemuGone runs once per QEMU run, whoever calls it first).
+    if (d.runtime) await this.onQemuGone(d);
   }
 
   /** QEMU's monitor closed: wait for the process to go, then settle the domain's state. */
