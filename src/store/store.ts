@@ -973,21 +973,36 @@ export class Store {
   }
 }
 
-// One process per data directory: a lock file holding the owner's pid.
+// One process per data directory: a lock file holding the owner's pid and
+// its start time (from /proc), so a stale lock whose pid was reused by an
+// unrelated process after a reboot is still recognised as stale.
+function procStart(pid: number): string | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
 function takeLock(lockPath: string): void {
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       const fd = fs.openSync(lockPath, 'wx', 0o600);
-      fs.writeSync(fd, `${process.pid}\n`);
+      fs.writeSync(fd, `${process.pid} ${procStart(process.pid) ?? '-'}\n`);
       fs.closeSync(fd);
       return;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const pid = Number.parseInt(fs.readFileSync(lockPath, 'utf8'), 10);
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
-        throw new StoreError('EBUSY', `store data directory ${path.dirname(lockPath)} is in use by process ${pid}`);
-      }
+      const [pidStr, start] = fs.readFileSync(lockPath, 'utf8').trim().split(' ');
+      const pid = Number.parseInt(pidStr, 10);
       if (pid === process.pid) throw new StoreError('EBUSY', `store data directory ${path.dirname(lockPath)} is already open in this process`);
+      if (Number.isInteger(pid) && pid > 0 && alive(pid)) {
+        const now = procStart(pid);
+        if (!start || start === '-' || now === null || now === start) {
+          throw new StoreError('EBUSY', `store data directory ${path.dirname(lockPath)} is in use by process ${pid}`);
+        }
+      }
       fs.rmSync(lockPath, { force: true }); // stale: its process is gone
     }
   }

@@ -347,3 +347,24 @@ test('durability: reopen replays the log; compaction writes a snapshot; a torn t
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('lock: a second open is refused; a stale lock (dead pid, or pid reused by another process) is taken over', async () => {
+  const dir = tmpDir();
+  try {
+    const s = await Store.open({ dataDir: dir });
+    await assert.rejects(Store.open({ dataDir: dir }), (e: unknown) => e instanceof StoreError && e.errno === 'EBUSY');
+    await s.close();
+    const lock = path.join(dir, 'lock');
+    // pid 1 is alive but started at a different time than recorded: stale.
+    fs.writeFileSync(lock, '1 999999999999\n');
+    let s2 = await Store.open({ dataDir: dir });
+    await s2.close();
+    // A pid that does not exist: stale.
+    fs.writeFileSync(lock, '4194300 5\n');
+    s2 = await Store.open({ dataDir: dir });
+    await s2.close();
+    assert.equal(fs.existsSync(lock), false, 'close releases the lock');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
