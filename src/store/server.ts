@@ -133,10 +133,22 @@ export async function serveBackend(backend: WireBackend, socketPath: string, opt
   server.maxConnections = 4096;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(socketPath, () => {
-      server.off('error', reject);
-      resolve();
-    });
+    // The socket file is created inside listen(): a umask of 177 makes it 0600
+    // from the start (the chmod below covers threads where umask can't be set).
+    let oldMask: number | null = null;
+    try {
+      oldMask = process.umask(0o177);
+    } catch {
+      oldMask = null;
+    }
+    try {
+      server.listen(socketPath, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    } finally {
+      if (oldMask !== null) process.umask(oldMask);
+    }
   });
   fs.chmodSync(socketPath, 0o600);
   server.on('error', (e) => log(`store: server error: ${e.message}`));

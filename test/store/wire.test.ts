@@ -1,6 +1,7 @@
 // Every xs_wire operation over the socket, with its error replies.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { StoreError, XS, type XsErrno } from '../../src/store/index.js';
 import { encodeMessage, encodeStrings } from '../../src/store/wire.js';
 import { serve, type Served, until } from './helpers.js';
@@ -15,6 +16,10 @@ after(async () => {
 
 const rejectsWith = (p: Promise<unknown>, name: XsErrno): Promise<void> =>
   assert.rejects(p, (e: unknown) => e instanceof StoreError && e.errno === name, `expected ${name}`);
+
+test('the socket is mode 0600', () => {
+  assert.equal(fs.statSync(sv.socketPath).mode & 0o777, 0o600);
+});
 
 test('READ / WRITE / MKDIR / RM / DIRECTORY and their errors', async () => {
   const c = await sv.client();
