@@ -146,6 +146,9 @@ export class Qcow2Image implements BlockImage {
   private ready = false;
   private reserveTop = 0;
   private reserveBatch = 8;
+  private refilling: Promise<void> | null = null;
+  /** Free host clusters known to read as zeros (fresh file space, punched holes). */
+  private readonly zeroHosts = new Set<number>();
   private bgFlush: Promise<void> | null = null;
   /** Stats for tests and info. */
   readonly stats = { leaksRepaired: 0, reservations: 0 };
@@ -339,6 +342,7 @@ export class Qcow2Image implements BlockImage {
       if (!this.readOnly && !this.corruptMsg) {
         await this.waitInflight();
         if (this.bgFlush) await this.bgFlush.catch(() => {});
+        if (this.refilling) await this.refilling;
         await this.flush();
         await this.metaLock.run(async () => {
           await this.releaseReservation();
@@ -708,8 +712,9 @@ export class Qcow2Image implements BlockImage {
   /** Reserve at least n free clusters: refcount 1 on disk, then a barrier. */
   private async reserve(n: number): Promise<void> {
     // Batches grow while allocation continues (fewer barriers for big
-    // writes), capped at 8 MiB worth of clusters (the most a crash leaks).
-    const cap = Math.max(16, Math.floor((8 << 20) / this.cs));
+    // writes), capped at 64 MiB worth of clusters (the most a crash leaks;
+    // the next read-write open gives leaks back).
+    const cap = Math.max(16, Math.floor((64 << 20) / this.cs));
     this.reserveBatch = Math.min(cap, Math.max(16, this.reserveBatch * 2));
     const want = Math.max(n, this.reserveBatch);
     const got: number[] = [];
@@ -733,15 +738,39 @@ export class Qcow2Image implements BlockImage {
     }
     await this.writeRefs();
     const end = (got[got.length - 1] + 1) * this.cs;
+    const eofCluster = Math.ceil(this.fileSize / this.cs);
     if (end > this.fileSize) {
       await ftruncate(this.fd, end);
       this.fileSize = end;
     }
+    for (const x of got) if (x >= eofCluster) this.zeroHosts.add(x);
     await fdatasync(this.fd);
     this.allocHint = c;
     this.reserved.push(...got);
     this.reserved.sort((a, b) => a - b);
     this.stats.reservations++;
+  }
+
+  /**
+   * n clusters from the reservation. Taking is synchronous when the
+   * reservation has enough (no lock: writers never wait on a refill's
+   * fdatasync then); a refill starts in the background at half empty.
+   */
+  private async takeClusters(n: number): Promise<number[]> {
+    if (this.reserved.length >= n) {
+      const out = this.reserved.splice(0, n);
+      for (const c of out) this.reservedSet.delete(c);
+      if (!this.refilling && this.reserved.length < this.reserveBatch / 2) {
+        this.refilling = this.metaLock
+          .run(() => (this.reserved.length < this.reserveBatch / 2 ? this.reserve(0) : Promise.resolve()))
+          .catch(() => {}) // a failing refill is reported by the next take that needs it
+          .finally(() => {
+            this.refilling = null;
+          });
+      }
+      return out;
+    }
+    return this.metaLock.run(() => this.takeClustersLocked(n));
   }
 
   private async takeClustersLocked(n: number): Promise<number[]> {
@@ -810,6 +839,7 @@ export class Qcow2Image implements BlockImage {
         while (j < zeroed.length && zeroed[j] === zeroed[j - 1] + 1) j++;
         try {
           punchHole(this.fd, zeroed[i] * this.cs, (j - i) * this.cs);
+          for (let k = i; k < j; k++) this.zeroHosts.add(zeroed[k]);
         } catch {
           /* best effort */
         }
@@ -1076,6 +1106,7 @@ export class Qcow2Image implements BlockImage {
       if (again) return again;
       if (t >= this.header.l1Size) throw this.corrupt(`L1 index ${t} beyond the L1 table`);
       const [c] = await this.takeClustersLocked(1);
+      this.zeroHosts.delete(c);
       const off = c * this.cs;
       const b = Buffer.alloc(this.cs);
       await pwriteAll(this.fd, b, off);
@@ -1118,7 +1149,7 @@ export class Qcow2Image implements BlockImage {
     try {
       const end = offset + data.length;
       const inPlace: Promise<void>[] = [];
-      const alloc: { c: number; buf: Uint8Array; old: { kind: Kind; host: number; hi: number; lo: number } }[] = [];
+      const alloc: { c: number; part: Uint8Array; inOff: number; whole: boolean; old: { kind: Kind; host: number; hi: number; lo: number } }[] = [];
       for (let c = c0; c <= c1; c++) {
         const e = this.decode(l2, c % this.l2Entries);
         const s = Math.max(offset, c * cs);
@@ -1128,23 +1159,38 @@ export class Qcow2Image implements BlockImage {
           inPlace.push(pwriteAll(this.fd, part, e.host + (s - c * cs)));
           continue;
         }
-        let buf: Uint8Array;
-        if (s === c * cs && en === (c + 1) * cs) buf = part;
-        else {
-          const b = Buffer.allocUnsafe(cs);
-          await this.currentCluster(c, e, b);
-          b.set(part, s - c * cs);
-          buf = b;
-        }
-        alloc.push({ c, buf, old: e });
+        alloc.push({ c, part, inOff: s - c * cs, whole: s === c * cs && en === (c + 1) * cs, old: e });
       }
       if (alloc.length) {
-        const hosts = await this.metaLock.run(() => this.takeClustersLocked(alloc.length));
-        // Data first, in runs of contiguous host clusters.
+        const hosts = await this.takeClusters(alloc.length);
+        // Data first. A partial cluster whose other bytes read as zeros, on a
+        // host cluster known to be zero (fresh file space or a punched
+        // hole), needs only its own bytes written; others get a full
+        // cluster: their current content (copy-on-write) plus the new bytes.
+        const bufs: Uint8Array[] = [];
+        for (let k = 0; k < alloc.length; k++) {
+          const a = alloc[k];
+          const zeroRest =
+            a.old.kind === Kind.Zero || (a.old.kind === Kind.Unalloc && (!this.backing || this.backing.size <= a.c * cs));
+          if (a.whole) bufs.push(a.part);
+          else if (zeroRest && this.zeroHosts.has(hosts[k])) bufs.push(a.part);
+          else {
+            const b = Buffer.allocUnsafe(cs);
+            await this.currentCluster(a.c, a.old, b);
+            b.set(a.part, a.inOff);
+            bufs.push(b);
+          }
+          this.zeroHosts.delete(hosts[k]);
+        }
         for (let i = 0; i < alloc.length; ) {
+          if (bufs[i].length !== cs) {
+            inPlace.push(pwriteAll(this.fd, bufs[i], hosts[i] * cs + alloc[i].inOff));
+            i++;
+            continue;
+          }
           let j = i + 1;
-          while (j < alloc.length && hosts[j] === hosts[j - 1] + 1) j++;
-          inPlace.push(writeRun(this.fd, alloc.slice(i, j).map((a) => a.buf), hosts[i] * cs));
+          while (j < alloc.length && hosts[j] === hosts[j - 1] + 1 && bufs[j].length === cs) j++;
+          inPlace.push(writeRun(this.fd, bufs.slice(i, j), hosts[i] * cs));
           i = j;
         }
         await Promise.all(inPlace);

@@ -284,3 +284,47 @@ test('qcow2: a used cluster with refcount 0 or overlapping metadata is refused f
   await assert.rejects(ro2.read(Buffer.alloc(512), 0), /overlaps/);
   await ro2.close();
 });
+
+test('qcow2: every refcount width (1..64 bits), ours and qemu-img\'s, and version 2 images', async (t) => {
+  const dir = tmpdir(t);
+  const size = 3 * MiB;
+  for (const order of [0, 3, 5, 6]) {
+    const file = path.join(dir, `o${order}.qcow2`);
+    const img = await Qcow2Image.create(file, size, { clusterBits: 10, refcountOrder: order });
+    const model = Buffer.alloc(size);
+    await randomOps(img, model, prng(order + 100), 80, { zeroes: true, concurrent: 4, maxLen: 40_000 });
+    await img.close();
+    assertCheckClean(file);
+    assertSameAs(file, 'qcow2', model, dir);
+  }
+  for (const opts of ['refcount_bits=1,cluster_size=4096', 'refcount_bits=64', 'compat=0.10', 'compat=0.10,cluster_size=1024', 'lazy_refcounts=on']) {
+    const file = path.join(dir, `q-${opts.replace(/[=,.]/g, '_')}.qcow2`);
+    assert.equal(qemuImg('create', '-q', '-f', 'qcow2', '-o', opts, file, String(size)).status, 0);
+    const img = await Qcow2Image.open(file);
+    const model = Buffer.alloc(size);
+    await randomOps(img, model, prng(opts.length), 80, { zeroes: true, concurrent: 4, maxLen: 40_000 });
+    assert.ok((await readAll(img)).equals(model), opts);
+    await img.close();
+    assertCheckClean(file);
+    assertSameAs(file, 'qcow2', model, dir);
+  }
+});
+
+test('qcow2: discarded clusters are reused after flush and the file does not grow', async (t) => {
+  const dir = tmpdir(t);
+  const file = path.join(dir, 'reuse.qcow2');
+  const img = await Qcow2Image.create(file, 32 * MiB);
+  for (let round = 0; round < 5; round++) {
+    await img.write(Buffer.alloc(8 * MiB, round + 1), round * MiB);
+    await img.discard(round * MiB, 8 * MiB);
+    await img.flush();
+  }
+  await img.write(Buffer.alloc(8 * MiB, 9), 0);
+  await img.close();
+  assertCheckClean(file);
+  const st = fs.statSync(file);
+  assert.ok(st.size < 10 * MiB, `file size ${st.size} stays near 8 MiB of data`);
+  const model = Buffer.alloc(32 * MiB);
+  model.fill(9, 0, 8 * MiB);
+  assertSameAs(file, 'qcow2', model, dir);
+});
