@@ -10,3 +10,5 @@ export type { Perm, PermLetter } from './perms.js';
 export { parsePerm, formatPerm } from './perms.js';
 export { XS } from './wire.js';
 export { defaultStoreLocations } from './locations.js';
+export { layout, createDomainEntry, removeDomainEntry, listDomains } from './layout.js';
+export type { DomainEntry } from './layout.js';
