@@ -1004,6 +1004,24 @@ export class Qcow2Image implements BlockImage {
     if (n < dst.length) dst.fill(0, n);
   }
 
+  /** Vectored read: each segment lands directly in its buffer. */
+  async readv(bufs: Uint8Array[], offset: number): Promise<void> {
+    const total = bufs.reduce((a, b) => a + b.length, 0);
+    this.checkRequest(offset, total, false);
+    const jobs: Promise<void>[] = [];
+    let pos = offset;
+    for (const b of bufs) {
+      if (b.length) jobs.push(this.track(this.readImpl(b, pos)));
+      pos += b.length;
+    }
+    await Promise.all(jobs);
+  }
+
+  /** Vectored write: gathered into one buffer so allocation sees the whole request. */
+  async writev(bufs: Uint8Array[], offset: number): Promise<void> {
+    await this.write(bufs.length === 1 ? bufs[0] : Buffer.concat(bufs), offset);
+  }
+
   // ------------------------------------------------------------------
   // writes
 

@@ -41,3 +41,18 @@ test('raw: discard punches a hole; bounds and read-only are enforced', async (t)
   await assert.rejects(RawImage.create(file, 1), ImageError, 'create refuses to overwrite');
   await assert.rejects(RawImage.open(path.join(dir, 'nope')), ImageError);
 });
+
+test('raw and qcow2: vectored reads and writes (readv/writev) for the block backend', async (t) => {
+  const dir = tmpdir(t);
+  const { Qcow2Image } = await import('../../src/storage/qcow2.js');
+  const imgs = [await RawImage.create(path.join(dir, 'v.raw'), 4 << 20), await Qcow2Image.create(path.join(dir, 'v.qcow2'), 4 << 20, { clusterBits: 12 })];
+  for (const img of imgs) {
+    const segs = [Buffer.alloc(100, 1), Buffer.alloc(5000, 2), Buffer.alloc(0), Buffer.alloc(70_000, 3)];
+    await img.writev(segs, 12345);
+    const out = [Buffer.alloc(6000), Buffer.alloc(69_100)];
+    await img.readv(out, 12345);
+    assert.ok(Buffer.concat(out).equals(Buffer.concat(segs)), img.format);
+    await assert.rejects(img.readv([Buffer.alloc(10)], (4 << 20) - 5), ImageError);
+    await img.close();
+  }
+});
