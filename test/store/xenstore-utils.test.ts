@@ -64,6 +64,16 @@ test('xenstore-write / -read / -exists / -list / -ls / -rm', async () => {
   assert.notEqual(r.code, 0);
 });
 
+test('xenstore-list of a directory past 4096 bytes (libxenstore falls back to DIRECTORY_PART)', async () => {
+  const names = Array.from({ length: 400 }, (_, i) => `child-with-a-long-name-${String(i).padStart(4, '0')}`);
+  await sv.store.transaction((tx) => {
+    for (const n of names) tx.write(`/biglist/${n}`, n);
+  });
+  const r = await xs('xenstore-list', ['/biglist']);
+  assert.equal(r.code, 0, r.err);
+  assert.deepEqual(r.out.trim().split('\n'), names);
+});
+
 test('xenstore-chmod and xenstore-ls -p', async () => {
   await sv.store.write('/perm/node', 'v');
   let r = await xs('xenstore-chmod', ['/perm/node', 'n1', 'r2', 'b3']);
