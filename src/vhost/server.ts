@@ -310,6 +310,7 @@ export class VhostUserBackend extends EventEmitter implements VringHost {
           const m = mapShared(fd, size, off);
           this.log?.close();
           this.log = new DirtyLog(m.buf, () => m.unmap());
+          this.say(`dirty log attached (${size} bytes, covers ${size * 8 * 4} KiB of guest memory)`);
         } finally {
           closeQuiet(fd);
         }
