@@ -41,6 +41,15 @@ export async function openImage(file: string, opts: OpenImageOptions = {}): Prom
 }
 
 setBackingOpener(async (file: string, format: string | null, chain: string[]): Promise<BlockImage> => {
+  // A backing file named in an image header must be an image file, not a
+  // host device (an untrusted image could otherwise read /dev/sda).
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch (err) {
+    throw new ImageError(`backing file ${file}: ${(err as Error).message}`);
+  }
+  if (!st.isFile()) throw new ImageError(`backing file ${file} is not a regular file`);
   if (format !== null && format !== 'raw' && format !== 'qcow2') throw new ImageError(`unsupported backing format ${format}`);
   const fmt = (format as ImageFormat | null) ?? probeFormat(file);
   if (fmt === 'raw') return RawImage.open(file, { readOnly: true });

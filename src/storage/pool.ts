@@ -128,6 +128,12 @@ export interface ImportOptions {
   sourceFormat?: ImageFormat;
   /** Called as data is copied (bytes done, total bytes). */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Follow backing files outside the source's directory. Off by default: an
+   * image from elsewhere could name any host file as its backing file and
+   * import would copy that file's contents into the volume.
+   */
+  allowExternalBacking?: boolean;
 }
 
 export interface SnapshotResult {
@@ -599,6 +605,7 @@ export class Storage {
     validateName('volume', name);
     const src = path.resolve(source);
     if (!fs.existsSync(src)) throw new XvmError('not_found', `no such file: ${src}`);
+    if (!opts.allowExternalBacking) await checkChainInside(src, opts.sourceFormat);
     let input: BlockImage;
     try {
       input = await openImage(src, { readOnly: true, format: opts.sourceFormat });
@@ -730,6 +737,38 @@ export class Storage {
       for (const f of dropped) fs.rmSync(path.join(p.path, f), { force: true });
       return { snapshot, active: full, destroyed: newer };
     });
+  }
+}
+
+/** Refuse a qcow2 whose backing chain leaves the directory of `src`. */
+async function checkChainInside(src: string, format?: ImageFormat): Promise<void> {
+  const root = fs.realpathSync(path.dirname(src));
+  let file = src;
+  let fmt: ImageFormat = format ?? probeFormat(src);
+  for (let depth = 0; fmt === 'qcow2'; depth++) {
+    if (depth > 64) throw new XvmError('invalid', `${src}: backing chain too deep`);
+    let img: Qcow2Image;
+    try {
+      img = await Qcow2Image.open(file, { readOnly: true, openBacking: false });
+    } catch (err) {
+      throw imageErr(err);
+    }
+    const name = img.backingFile;
+    const bfmt = img.backingFormat;
+    await img.close();
+    if (!name) return;
+    const next = path.resolve(path.dirname(file), name);
+    let real: string;
+    try {
+      real = fs.realpathSync(next);
+    } catch {
+      throw new XvmError('invalid', `${file}: backing file ${next} does not exist`);
+    }
+    if (!real.startsWith(root + path.sep)) {
+      throw new XvmError('invalid', `${file}: backing file ${real} is outside ${root}; import it from there or pass allowExternalBacking`);
+    }
+    file = real;
+    fmt = bfmt === 'raw' || bfmt === 'qcow2' ? bfmt : probeFormat(real);
   }
 }
 

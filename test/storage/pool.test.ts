@@ -239,4 +239,18 @@ test('volumes: import raw and qcow2 (with a backing chain) with progress', async
   fs.writeFileSync(path.join(home, 'bad.qcow2'), Buffer.concat([Buffer.from('QFI\xfb\0\0\0\x09', 'latin1'), Buffer.alloc(200)]));
   await assert.rejects(st.importVolume('default', 'bad', path.join(home, 'bad.qcow2')), rejectsWith('invalid', /version 9/));
   assert.ok(!fs.existsSync(path.join(path.dirname(a.path), 'bad.qcow2')));
+  // an image naming a host file outside its directory as backing is refused
+  const sub = path.join(home, 'sub');
+  fs.mkdirSync(sub);
+  assert.equal(qemuImg('create', '-q', '-f', 'qcow2', '-b', path.join(home, 'src.raw'), '-F', 'raw', path.join(sub, 'evil.qcow2')).status, 0);
+  await assert.rejects(st.importVolume('default', 'evil', path.join(sub, 'evil.qcow2')), rejectsWith('invalid', /outside/));
+  const ok = await st.importVolume('default', 'evil', path.join(sub, 'evil.qcow2'), { allowExternalBacking: true });
+  assert.equal(ok.size, data.length);
+});
+
+test('images: a backing file that is not a regular file (a host device) is refused', async (t) => {
+  const { home } = storage(t);
+  const f = path.join(home, 'dev.qcow2');
+  assert.equal(qemuImg('create', '-q', '-f', 'qcow2', '-u', '-b', '/dev/null', '-F', 'raw', f, '1M').status, 0);
+  await assert.rejects(openImage(f, { readOnly: true }), /not a regular file/);
 });

@@ -328,3 +328,74 @@ test('qcow2: discarded clusters are reused after flush and the file does not gro
   model.fill(9, 0, 8 * MiB);
   assertSameAs(file, 'qcow2', model, dir);
 });
+
+test('qcow2: stress — 16 requests in flight sharing clusters, with flushes (frees reused) and reads racing', async (t) => {
+  const dir = tmpdir(t);
+  const file = path.join(dir, 's.qcow2');
+  const base = path.join(dir, 'sb.qcow2');
+  const size = 4 * MiB;
+  const b = await Qcow2Image.create(base, size, { clusterBits: 12 });
+  const model = Buffer.alloc(size);
+  for (let i = 0; i < size; i += 4096) model.fill((i >> 12) & 0xff, i, i + 4096);
+  await b.write(model, 0);
+  await b.close();
+  const img = await Qcow2Image.create(file, size, { clusterBits: 12, backingFile: 'sb.qcow2' });
+  const rand = prng(77);
+  for (let round = 0; round < 60; round++) {
+    const jobs: Promise<void>[] = [];
+    const used: [number, number][] = [];
+    for (let k = 0; k < 16; k++) {
+      const len = 1 + rand(20_000);
+      const off = rand(size - len);
+      if (used.some(([a, e]) => off < e && a < off + len)) continue;
+      used.push([off, off + len]);
+      const op = rand(6);
+      if (op === 0) {
+        jobs.push(img.discard(off, len));
+        model.fill(0, off, off + len);
+      } else if (op === 1) {
+        jobs.push(img.writeZeroes(off, len, rand(2) === 0));
+        model.fill(0, off, off + len);
+      } else {
+        const data = Buffer.alloc(len, rand(256));
+        data.copy(model, off);
+        jobs.push(img.write(data, off));
+      }
+    }
+    // reads of untouched ranges must see the model while the others run
+    for (let k = 0; k < 4; k++) {
+      const len = 1 + rand(8000);
+      const off = rand(size - len);
+      if (used.some(([a, e]) => off < e && a < off + len)) continue;
+      const expect = Buffer.from(model.subarray(off, off + len));
+      const got = Buffer.alloc(len);
+      jobs.push(img.read(got, off).then(() => assert.ok(got.equals(expect), `racing read at ${off}+${len} in round ${round}`)));
+    }
+    if (rand(3) === 0) jobs.push(img.flush());
+    await Promise.all(jobs);
+  }
+  assert.ok((await readAll(img)).equals(model));
+  await img.close();
+  assertCheckClean(file);
+  assertSameAs(file, 'qcow2', model, dir);
+});
+
+test('qcow2: huge virtual size (4 TiB): writes at the far end, multi-cluster L1', async (t) => {
+  const dir = tmpdir(t);
+  const file = path.join(dir, 'big.qcow2');
+  const size = 4 * 2 ** 40;
+  const img = await Qcow2Image.create(file, size);
+  const data = Buffer.alloc(200_000, 0x3c);
+  await img.write(data, size - data.length);
+  await img.write(data, 2 ** 40 + 12345);
+  const back = Buffer.alloc(data.length);
+  await img.read(back, size - data.length);
+  assert.ok(back.equals(data));
+  await img.close();
+  assertCheckClean(file);
+  assert.ok(fs.statSync(file).size < 4 * MiB);
+  const again = await Qcow2Image.open(file, { readOnly: true });
+  await again.read(back, 2 ** 40 + 12345);
+  assert.ok(back.equals(data));
+  await again.close();
+});
