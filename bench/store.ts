@@ -2,7 +2,8 @@
 // and 64 clients over the unix socket, p50/p99 latency, against a plain
 // in-memory Map behind the same socket server, in the same run.
 //
-//   node dist/bench/store.js [--seconds S] [--json FILE]
+//   node dist/bench/store.js [--seconds S] [--clients 1,8,64] [--json FILE]
+//   (or benchStore(args) from bench/run.ts)
 //
 // The server runs in a child process (one JS thread: "one core"; fdatasync
 // runs on libuv's pool), the clients in this process.
@@ -10,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { StoreClient } from '../src/store/client.js';
 import { XS, encodeStrings } from '../src/store/wire.js';
@@ -182,8 +183,10 @@ function startChild(kind: Kind, socketPath: string, dataDir: string): Promise<{ 
   });
 }
 
-async function main(): Promise<void> {
+/** Entry for `npm run bench -- store [--seconds S] [--clients 1,8,64] [--json FILE]`. */
+export async function benchStore(args: string[]): Promise<void> {
   const { values } = parseArgs({
+    args,
     options: {
       serve: { type: 'string' },
       socket: { type: 'string' },
@@ -269,7 +272,10 @@ async function main(): Promise<void> {
   if (values.json) fs.writeFileSync(values.json, JSON.stringify({ seconds, results, servers }, null, 2) + '\n');
 }
 
-main().catch((e) => {
-  process.stderr.write(`bench: ${(e as Error).stack ?? e}\n`);
-  process.exit(1);
-});
+// Run directly (also how the server child is started): node dist/bench/store.js …
+if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+  benchStore(process.argv.slice(2)).catch((e) => {
+    process.stderr.write(`bench: ${(e as Error).stack ?? e}\n`);
+    process.exit(1);
+  });
+}
