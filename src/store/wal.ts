@@ -459,7 +459,6 @@ export class Wal {
         this.inflight.add(done);
         void done.finally(() => this.inflight.delete(done));
       }
-      await Promise.all(this.inflight);
     } finally {
       this.flushing = null;
       if (this.queue.length > 0 && !this.failed) this.flushing = this.flushLoop();
@@ -501,7 +500,9 @@ export class Wal {
 
   /** Force a compaction now (used at clean shutdown and by tests). */
   async compactNow(): Promise<void> {
-    while (this.flushing) await this.flushing;
+    // Re-check after each wait: a record appended meanwhile restarts the flusher.
+    do await this.idle();
+    while (this.flushing || this.inflight.size > 0);
     if (!this.source || this.failed) return;
     this.flushing = this.compact().finally(() => {
       this.flushing = null;
@@ -523,8 +524,16 @@ export class Wal {
     return { walBytes: this.walBytes, snapBytes: this.snapBytes };
   }
 
+  /** Wait until nothing is queued, being written or being synced. */
+  private async idle(): Promise<void> {
+    while (this.flushing || this.inflight.size > 0) {
+      if (this.flushing) await this.flushing;
+      await Promise.all(this.inflight);
+    }
+  }
+
   async close(): Promise<void> {
-    while (this.flushing) await this.flushing;
+    await this.idle();
     this.closed = true;
     await this.fh.close();
   }

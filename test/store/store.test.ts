@@ -368,3 +368,25 @@ test('lock: a second open is refused; a stale lock (dead pid, or pid reused by a
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('compaction while writes are in flight loses nothing', async () => {
+  const dir = tmpDir();
+  try {
+    let s = await Store.open({ dataDir: dir });
+    const ps: Promise<void>[] = [];
+    for (let i = 0; i < 300; i++) {
+      ps.push(s.write(`/c/${i}`, String(i)));
+      if (i === 100 || i === 200) ps.push(s.compact());
+    }
+    await Promise.all(ps);
+    await s.transaction((tx) => tx.write('/c/after', 'x'));
+    assert.ok(s.stats().compactions >= 2);
+    await s.close();
+    s = await Store.open({ dataDir: dir });
+    for (let i = 0; i < 300; i++) assert.equal(s.read(`/c/${i}`), String(i));
+    assert.equal(s.read('/c/after'), 'x');
+    await s.close();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
