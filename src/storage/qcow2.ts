@@ -45,6 +45,7 @@ import {
   setRefcount,
 } from './qcow2-format.js';
 import { punchHole } from '../sys/fallocate.js';
+import { tryLockExclusive } from '../sys/flock.js';
 
 export interface Qcow2CreateOptions {
   /** Backing file name as stored in the image (relative names resolve against the new image's directory). */
@@ -277,6 +278,7 @@ export class Qcow2Image implements BlockImage {
     }
     let img: Qcow2Image | null = null;
     try {
+      if (!readOnly && !tryLockExclusive(fd)) throw new ImageError('image is in use by another writer (locked)');
       const st = await fstat(fd);
       const fileSize = st.isBlockDevice() ? blockDeviceSize(st) : st.size;
       const head = Buffer.alloc(Math.min(HEADER_PROBE_BYTES, fileSize));

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import { BlockImage, ImageError } from './image.js';
 import { blockDeviceSize, closeFd, fdatasync, fstat, preadFull, pwriteAll } from './io.js';
 import { FallocateError, punchHole, zeroRange } from '../sys/fallocate.js';
+import { tryLockExclusive } from '../sys/flock.js';
 
 export interface RawOpenOptions {
   readOnly?: boolean;
@@ -33,6 +34,7 @@ export class RawImage implements BlockImage {
       throw new ImageError(`cannot open ${path}: ${(err as Error).message}`);
     }
     try {
+      if (!readOnly && !tryLockExclusive(fd)) throw new ImageError(`${path}: image is in use by another writer (locked)`);
       const st = await fstat(fd);
       let size: number;
       if (st.isBlockDevice()) size = blockDeviceSize(st);

@@ -221,7 +221,7 @@ test('qcow2: growing an overlay does not expose the bigger backing file past the
 test('qcow2: refuses unknown incompatible features, dirty/corrupt images for writing, loops, bad input', async (t) => {
   const dir = tmpdir(t);
   const file = path.join(dir, 'f.qcow2');
-  (await Qcow2Image.create(file, MiB)).close();
+  await (await Qcow2Image.create(file, MiB)).close();
   const patch = (name: string, off: number, bytes: number[]): string => {
     const p = path.join(dir, name);
     const b = fs.readFileSync(file);
@@ -243,7 +243,7 @@ test('qcow2: refuses unknown incompatible features, dirty/corrupt images for wri
   // a loop a -> b -> a
   const a = path.join(dir, 'a.qcow2');
   const b = path.join(dir, 'b.qcow2');
-  (await Qcow2Image.create(path.join(dir, 'seed.qcow2'), MiB)).close();
+  await (await Qcow2Image.create(path.join(dir, "seed.qcow2"), MiB)).close();
   await (await Qcow2Image.create(a, MiB, { backingFile: 'seed.qcow2' })).close();
   await (await Qcow2Image.create(b, MiB, { backingFile: 'a.qcow2' })).close();
   assert.equal(qemuImg('rebase', '-u', '-f', 'qcow2', '-b', 'b.qcow2', '-F', 'qcow2', a).status, 0);
@@ -398,4 +398,21 @@ test('qcow2: huge virtual size (4 TiB): writes at the far end, multi-cluster L1'
   await again.read(back, 2 ** 40 + 12345);
   assert.ok(back.equals(data));
   await again.close();
+});
+
+test('images: one read-write user at a time (flock); readers are not blocked', async (t) => {
+  const dir = tmpdir(t);
+  const q = path.join(dir, 'l.qcow2');
+  const r = path.join(dir, 'l.raw');
+  const a = await Qcow2Image.create(q, MiB);
+  const b = await RawImage.create(r, MiB);
+  await assert.rejects(Qcow2Image.open(q), /in use by another writer/);
+  await assert.rejects(RawImage.open(r), /in use by another writer/);
+  const ro = await openImage(q, { readOnly: true });
+  await ro.read(Buffer.alloc(512), 0);
+  await ro.close();
+  await a.close();
+  await b.close();
+  await (await Qcow2Image.open(q)).close();
+  await (await RawImage.open(r)).close();
 });
