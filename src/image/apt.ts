@@ -11,7 +11,7 @@ export const UPDATE_HINT = 'run apt-get update';
 export interface AptPackage {
   name: string;
   version: string;
-  /** Size of the .deb in bytes, from the package lists (0 if unknown). */
+  /** Size of the .deb in bytes, from the package lists (0: not looked up). */
   size: number;
   /** SHA256 of the .deb from the package lists, if apt has it. */
   sha256?: string;
@@ -91,12 +91,11 @@ async function aptCache(args: string[]): Promise<string> {
   return r.code === 0 ? r.stdout.toString('utf8') : '';
 }
 
-async function candidate(name: string): Promise<string | null> {
-  return parseCandidate(await aptCache(['policy', name]));
-}
-
-async function show(name: string, version: string): Promise<Map<string, string>> {
-  return parseStanza(await aptCache(['show', '--no-all-versions', `${name}=${version}`]));
+// apt-cache rebuilds its whole cache on every call when Dir::Cache::pkgcache
+// is "" (Docker's apt config does that): about a second of CPU each, so
+// the calls are kept few. `show --no-all-versions` prints the candidate.
+async function show(name: string, version?: string): Promise<Map<string, string>> {
+  return parseStanza(await aptCache(['show', '--no-all-versions', version ? `${name}=${version}` : name]));
 }
 
 function noCandidate(name: string): XvmError {
@@ -106,13 +105,17 @@ function noCandidate(name: string): XvmError {
   );
 }
 
-/** Describes the candidate version of a package (no download). */
+function toPackage(name: string, f: Map<string, string>): AptPackage {
+  const version = f.get('Version');
+  if (!version || f.get('Package') !== name) throw noCandidate(name);
+  return { name, version, size: Number(f.get('Size') ?? 0) || 0, sha256: f.get('SHA256') };
+}
+
+/** Describes a package's candidate (or the given version); no download. */
 export async function resolvePackage(name: string, version?: string): Promise<AptPackage> {
-  const v = version ?? (await candidate(name));
-  if (!v) throw noCandidate(name);
-  const f = await show(name, v);
-  if (f.size === 0) throw noCandidate(`${name}=${v}`);
-  return { name, version: v, size: Number(f.get('Size') ?? 0) || 0, sha256: f.get('SHA256') };
+  const pkg = toPackage(name, await show(name, version));
+  if (version && pkg.version !== version) throw noCandidate(`${name}=${version}`);
+  return pkg;
 }
 
 /**
@@ -120,19 +123,17 @@ export async function resolvePackage(name: string, version?: string): Promise<Ap
  * pulls in, and that package's version (never hard-coded).
  */
 export async function resolveKernelPackage(meta: string): Promise<KernelPackage> {
-  const metaVersion = await candidate(meta);
-  if (!metaVersion) throw noCandidate(meta);
-  const metaFields = await show(meta, metaVersion);
+  const metaFields = await show(meta);
+  const metaVersion = toPackage(meta, metaFields).version;
   const dep = kernelDependency(metaFields.get('Depends') ?? '');
   if (!dep) {
     throw new XvmError('unavailable', `${meta} ${metaVersion} depends on no linux-image-<version> package; ${UPDATE_HINT}`);
   }
-  // The metapackage pins its kernel with (= version); otherwise use the
-  // kernel package's own candidate.
-  const version = dep.op === '=' && dep.version ? dep.version : await candidate(dep.name);
-  if (!version) throw noCandidate(dep.name);
-  const pkg = await resolvePackage(dep.name, version);
-  return { ...pkg, meta, metaVersion };
+  // The metapackage pins its kernel with (= version): that is the version
+  // (size and checksum are looked up only when it has to be downloaded).
+  // Otherwise, the kernel package's own candidate.
+  if (dep.op === '=' && dep.version) return { name: dep.name, version: dep.version, size: 0, meta, metaVersion };
+  return { ...(await resolvePackage(dep.name)), meta, metaVersion };
 }
 
 /** Reads Package and Version from a .deb's control file; null if unreadable. */

@@ -267,7 +267,10 @@ async function findHostBusybox(): Promise<string | null> {
   return null;
 }
 
-/** A cached .deb of name=version in debsDir, verified against apt's SHA256 if known. */
+/**
+ * A cached .deb of name=version in debsDir (its control file says so), also
+ * checked against apt's SHA256 when that is known.
+ */
 async function cachedDeb(debsDir: string, name: string, version: string, sha256?: string): Promise<string | null> {
   const names = await fs.readdir(debsDir).catch(() => [] as string[]);
   for (const n of names) {
@@ -291,6 +294,8 @@ async function obtainDeb(
 ): Promise<string> {
   const hit = await cachedDeb(debsDir, pkg.name, pkg.version, pkg.sha256);
   if (hit) return hit;
+  // Size (progress) and SHA256 (verification) from the package lists.
+  if (!pkg.size || !pkg.sha256) pkg = await resolvePackage(pkg.name, pkg.version);
   progress({ step: `download ${pkg.name} ${pkg.version}`, done: 0, total: pkg.size });
   const deb = await downloadPackage(pkg, debsDir, (done, total) =>
     progress({ step: `download ${pkg.name} ${pkg.version}`, done, total }),
