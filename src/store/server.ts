@@ -48,11 +48,14 @@ export interface WireBackend {
   open(): WireSession;
 }
 
-/** The Store as a wire backend: every socket connection acts as domain 0. */
-export function storeBackend(store: Store): WireBackend {
+/**
+ * The Store as a wire backend: every socket connection acts as domain
+ * `domid` (0, the control domain, by default — as xenstored's socket).
+ */
+export function storeBackend(store: Store, domid = 0): WireBackend {
   return {
     open(): WireSession {
-      const c: StoreConnection = store.connect(0);
+      const c: StoreConnection = store.connect(domid);
       const txOf = (id: number): { tx?: Transaction } => (id === 0 ? {} : { tx: c.transactionById(id) });
       return {
         read: (p, tx) => c.readBuffer(p, txOf(tx)),
@@ -88,6 +91,12 @@ export function storeBackend(store: Store): WireBackend {
 }
 
 export interface ServerOptions {
+  /**
+   * Domain the socket's clients act as (default 0). A socket for an
+   * introduced domain N gives a process exactly domain N's view: its
+   * permissions, its quotas, relative paths under /local/domain/N.
+   */
+  domid?: number;
   /** Replies + events queued for one client before it is dropped as too slow (default 16 MiB). */
   maxQueuedBytes?: number;
   /** Requests of one connection in flight before reading from it pauses (default 1024). */
@@ -111,7 +120,7 @@ type Reply = Buffer | Promise<Buffer>;
 
 /** Serve `store` over xs_wire on a unix socket (mode 0600). */
 export function serveStore(store: Store, socketPath: string, opts: ServerOptions = {}): Promise<StoreServer> {
-  return serveBackend(storeBackend(store), socketPath, opts);
+  return serveBackend(storeBackend(store, opts.domid ?? 0), socketPath, opts);
 }
 
 export async function serveBackend(backend: WireBackend, socketPath: string, opts: ServerOptions = {}): Promise<StoreServer> {

@@ -218,3 +218,34 @@ test('pipelined requests on one connection are answered in order', async () => {
   await Promise.all(ps);
   assert.deepEqual(order, Array.from({ length: 200 }, (_, i) => i));
 });
+
+test('a socket served as domain N: permissions refuse the foreign domain over the wire', async () => {
+  const { serveStore, StoreClient } = await import('../../src/store/index.js');
+  const path = await import('node:path');
+  sv.store.introduceDomain(5);
+  await sv.store.mkdir('/local/domain/5');
+  await sv.store.setPerms('/local/domain/5', ['n0', 'r5']);
+  await sv.store.write('/local/domain/5/name', 'five'); // inherits n0 r5
+  await sv.store.mkdir('/local/domain/5/data');
+  await sv.store.setPerms('/local/domain/5/data', ['n5']);
+  await sv.store.write('/secret', 'dom0 only');
+  const sock5 = path.join(sv.dir, 'dom5.sock');
+  const srv5 = await serveStore(sv.store, sock5, { domid: 5 });
+  const c5 = await StoreClient.connect(sock5);
+  try {
+    await rejectsWith(c5.read('/secret'), 'EACCES');
+    await rejectsWith(c5.write('/secret', 'x'), 'EACCES');
+    await rejectsWith(c5.write('/local/domain/5/name', 'x'), 'EACCES');
+    await rejectsWith(c5.setPerms('/local/domain/5/data', ['b6']), 'EPERM');
+    await rejectsWith(c5.introduce(6), 'EACCES');
+    await rejectsWith(c5.directory('/'), 'EACCES');
+    await c5.write('data/x', 'mine'); // relative to /local/domain/5
+    assert.equal(sv.store.read('/local/domain/5/data/x'), 'mine');
+    assert.deepEqual(sv.store.getPerms('/local/domain/5/data/x'), [{ perm: 'n', domid: 5 }]);
+    assert.equal(await c5.read('/local/domain/5/name'), 'five');
+  } finally {
+    c5.close();
+    await srv5.close();
+    sv.store.releaseDomain(5);
+  }
+});
