@@ -45,7 +45,8 @@ export interface WireSession {
 }
 
 export interface WireBackend {
-  open(): WireSession;
+  /** A session for a new connection; `onGone` is called if the backend ends it (its domain was released). */
+  open(onGone?: () => void): WireSession;
 }
 
 /**
@@ -54,8 +55,9 @@ export interface WireBackend {
  */
 export function storeBackend(store: Store, domid = 0): WireBackend {
   return {
-    open(): WireSession {
+    open(onGone?: () => void): WireSession {
       const c: StoreConnection = store.connect(domid);
+      if (onGone) c.onClose = onGone;
       const txOf = (id: number): { tx?: Transaction } => (id === 0 ? {} : { tx: c.transactionById(id) });
       return {
         read: (p, tx) => c.readBuffer(p, txOf(tx)),
@@ -194,7 +196,7 @@ async function clearStaleSocket(socketPath: string): Promise<void> {
 }
 
 function handleConnection(sock: net.Socket, backend: WireBackend, maxQueued: number, maxInFlight: number, log: (l: string) => void): void {
-  const session = backend.open();
+  const session = backend.open(() => kill('its domain was released'));
   const decoder = new FrameDecoder();
   // Replies in request order. A slot holds ready bytes, or null while its
   // request (a write waiting to be durable) is pending.
