@@ -1,9 +1,17 @@
 // The typed client of xvmd's API: what the CLI uses, and what users import
 // (`import { XvmClient } from 'xvm/api'`). HTTP over the daemon's unix socket.
 import http from 'node:http';
-import WebSocket from 'ws';
+import { createRequire } from 'node:module';
+import type WebSocket from 'ws';
 import { statePaths } from '../common/paths.js';
 import type { CreateDomainBody, DomainInfo, HostInfo, ImageInfo } from './schema.js';
+
+// ws is loaded on first use: most CLI verbs never open a websocket, and
+// every module loaded is start-up time for a short-lived command.
+const requireLazy = createRequire(import.meta.url);
+function wsClass(): typeof WebSocket {
+  return requireLazy('ws') as typeof WebSocket;
+}
 
 export class ApiError extends Error {
   readonly code: string;
@@ -191,11 +199,11 @@ export class XvmClient {
    * send Buffers to type. `history` bytes of the log are replayed first.
    */
   openConsole(name: string, opts: { history?: number } = {}): WebSocket {
-    return new WebSocket(this.wsUrl(`${this.d(name)}/console?history=${opts.history ?? 0}`));
+    return new (wsClass())(this.wsUrl(`${this.d(name)}/console?history=${opts.history ?? 0}`));
   }
 
   /** Domain state changes as they happen. */
   events(): WebSocket {
-    return new WebSocket(this.wsUrl('/v1/events'));
+    return new (wsClass())(this.wsUrl('/v1/events'));
   }
 }

@@ -5,7 +5,6 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import type { XvmClient } from '../api/client.js';
 import type { DomainInfo, HostInfo } from '../api/schema.js';
-import { ConfigError, parseDomainConfigText } from '../config/index.js';
 import { action, client, CliError, keyValues, printJson, sleep, table } from './context.js';
 import { progress } from './progress.js';
 import { attachConsole } from './console.js';
@@ -47,7 +46,7 @@ function absolutize(cfg: Record<string, unknown>): void {
 }
 
 /** Builds the configuration object from a file and/or options and KEY=VALUE overrides. */
-export function buildConfig(file: string | undefined, opts: { name?: string; memory?: string; vcpus?: string; extra?: string }, overrides: string[]): Record<string, unknown> {
+export async function buildConfig(file: string | undefined, opts: { name?: string; memory?: string; vcpus?: string; extra?: string }, overrides: string[]): Promise<Record<string, unknown>> {
   let cfg: Record<string, unknown> = {};
   if (file) {
     let text: string;
@@ -56,6 +55,8 @@ export function buildConfig(file: string | undefined, opts: { name?: string; mem
     } catch (e) {
       throw new CliError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
     }
+    // The parser (zod) loads only when a file is given: --name alone needs none of it.
+    const { ConfigError, parseDomainConfigText } = await import('../config/index.js');
     try {
       cfg = { ...parseDomainConfigText(text, file) } as Record<string, unknown>;
     } catch (e) {
@@ -186,7 +187,7 @@ export function registerDomainCommands(program: Command): void {
           overrides = [file, ...overrides];
           file = undefined;
         }
-        const cfg = buildConfig(file, opts, overrides);
+        const cfg = await buildConfig(file, opts, overrides);
         const c = client();
         if (!cfg.kernel) await ensureImage(c);
         let d = await c.createDomain({ config: cfg, start: true, paused: !!opts.paused });
@@ -203,7 +204,7 @@ export function registerDomainCommands(program: Command): void {
         overrides = [file, ...overrides];
         file = undefined;
       }
-      const cfg = buildConfig(file, opts, overrides);
+      const cfg = await buildConfig(file, opts, overrides);
       const d = await client().createDomain({ config: cfg, start: false });
       if (opts.json) printJson(d);
       else say(`Defined domain ${d.name} (uuid ${d.uuid})`);

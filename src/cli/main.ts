@@ -7,6 +7,8 @@ import { registerDomainCommands } from './domains.js';
 import { registerConsoleCommands } from './console.js';
 import { registerImageCommands } from './image.js';
 import { VERSION } from '../daemon/version.js';
+import { registerStoreCommands } from './store.js';
+import { statePaths } from '../common/paths.js';
 
 const program = new Command();
 program
@@ -22,6 +24,7 @@ registerDaemonCommands(program);
 registerDomainCommands(program);
 registerConsoleCommands(program);
 registerImageCommands(program);
+registerStoreCommands(program, () => process.env.XENSTORED_PATH ?? `${statePaths().run}/xenstored.sock`);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof CommanderError) {

@@ -18,7 +18,8 @@ import { EventEmitter } from 'node:events';
 import { XvmError, errorMessage } from '../common/errors.js';
 import type { StatePaths } from '../common/paths.js';
 import { validateDomainConfig, type DomainConfig } from '../config/index.js';
-import { ensureDefaultImage, READY_BANNER } from '../image/index.js';
+import { READY_BANNER } from '../image/index.js';
+import { DefaultImageCache } from './image-cache.js';
 import { resolveAccel, type Accel } from '../engine/accel.js';
 import { buildQemuArgs, runtimeFiles, QEMU_BINARY } from '../engine/qemu-args.js';
 import { QmpClient, type QmpEvent } from '../engine/qmp.js';
@@ -107,6 +108,7 @@ export class DomainManager extends EventEmitter {
   private store: DomainStore;
   private paths: StatePaths;
   private log: Logger;
+  readonly images: DefaultImageCache;
 
   constructor(paths: StatePaths, log: Logger) {
     super();
@@ -114,6 +116,7 @@ export class DomainManager extends EventEmitter {
     this.paths = paths;
     this.log = log;
     this.store = new DomainStore(paths.lib);
+    this.images = new DefaultImageCache(paths.images);
   }
 
   private runDir(uuid: string): string {
@@ -304,7 +307,7 @@ export class DomainManager extends EventEmitter {
       const cmdline = cfg.cmdline ?? ['console=ttyS0', extra].filter(Boolean).join(' ');
       return { kernel: cfg.kernel, initrd: cfg.ramdisk, cmdline };
     }
-    const img = await ensureDefaultImage({ dir: path.join(this.paths.images, 'default') });
+    const img = await this.images.getOrBuild();
     const cmdline = cfg.cmdline ?? [img.cmdline, `xvm.name=${cfg.name}`, extra].filter(Boolean).join(' ');
     return { kernel: img.kernel, initrd: cfg.ramdisk ?? img.initrd, cmdline };
   }

@@ -15,11 +15,9 @@ import { openApiDocument } from '../api/openapi.js';
 import { ConfigError } from '../config/index.js';
 import { detectAccel } from '../engine/accel.js';
 import { QEMU_BINARY } from '../engine/qemu-args.js';
-import { ensureDefaultImage, readDefaultImage } from '../image/index.js';
 import type { DomainManager } from './domains.js';
 import type { Logger } from './log.js';
 import { VERSION } from './version.js';
-import path from 'node:path';
 
 export interface ServerDeps {
   paths: StatePaths;
@@ -217,7 +215,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   });
 
   app.get('/v1/images/default', async () => {
-    const img = await readDefaultImage(path.join(paths.images, 'default'));
+    const img = await domains.images.get();
     if (!img) throw new XvmError('not_found', "the default guest image is not built yet (run 'xvm image fetch')");
     return img;
   });
@@ -229,8 +227,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     const out = reply.raw;
     out.writeHead(200, { 'content-type': 'application/x-ndjson' });
     try {
-      const image = await ensureDefaultImage({
-        dir: path.join(paths.images, 'default'),
+      const image = await domains.images.fetch({
         force: q.force,
         onProgress: (p) => out.write(JSON.stringify({ progress: p }) + '\n'),
       });

@@ -1,0 +1,15 @@
+// npm run bench -- NAME [args]: runs one benchmark. Each prints its baseline
+// (measured in the same run) and the ratio.
+const benches: Record<string, () => Promise<(args: string[]) => Promise<void>>> = {
+  boot: async () => (await import('./boot.js')).benchBoot,
+};
+
+const [name, ...args] = process.argv.slice(2);
+if (!name || !benches[name]) {
+  console.error(`usage: npm run bench -- <${Object.keys(benches).join('|')}> [options]`);
+  process.exit(2);
+}
+(await benches[name]!())(args).catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});
