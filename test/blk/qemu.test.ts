@@ -4,6 +4,7 @@
 // with requests in flight and restarted, and the guest's I/O completes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -38,7 +39,7 @@ function sumOf(out: string): string {
   return m[1];
 }
 
-test('guest I/O through the vhost-user block backend: 2 queues, pattern + checksum, discard, serial, read-only disk', { timeout: 300_000 }, async () => {
+test('guest I/O through the vhost-user block backend: 2 queues, pattern + checksum, discard, serial, read-only disk, qcow2', { timeout: 300_000 }, async () => {
   const img = await guestImage();
   const dir = makeDir();
   const rw = path.join(dir, 'rw.raw');
@@ -48,14 +49,23 @@ test('guest I/O through the vhost-user block backend: 2 queues, pattern + checks
   makeImage(rw, 64 * MiB, (b) => host.copy(b, 40 * MiB));
   makeImage(ro, 8 * MiB, (b) => host.copy(b, 0));
   const roBefore = md5(fs.readFileSync(ro));
+  const q = path.join(dir, 'q.qcow2');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', q, '32M']);
   const mfile = path.join(dir, 'metrics.json');
   let a: Backend | undefined;
   let b: Backend | undefined;
+  let c: Backend | undefined;
   let g: Guest | undefined;
   try {
     a = await Backend.start(['--socket', path.join(dir, 'rw.sock'), '--image', rw, '--queues', '2', '--serial', 'xvm-disk-7', '--metrics', mfile]);
     b = await Backend.start(['--socket', path.join(dir, 'ro.sock'), '--image', ro, '--readonly']);
-    g = await Guest.boot(img, [...vhostDisk('d0', path.join(dir, 'rw.sock'), 2), ...vhostDisk('d1', path.join(dir, 'ro.sock'), 1)], { smp: 2 });
+    c = await Backend.start(['--socket', path.join(dir, 'q.sock'), '--image', q]);
+    assert.match(c.out, /format=qcow2/);
+    g = await Guest.boot(
+      img,
+      [...vhostDisk('d0', path.join(dir, 'rw.sock'), 2), ...vhostDisk('d1', path.join(dir, 'ro.sock'), 1), ...vhostDisk('d2', path.join(dir, 'q.sock'), 1)],
+      { smp: 2 },
+    );
 
     assert.equal((await g.run('cat /sys/block/vda/size')).out.match(/^(\d+)\s*$/m)?.[1], String((64 * MiB) / 512));
     assert.match((await g.run('cat /sys/block/vda/serial')).out, /xvm-disk-7/);
@@ -92,6 +102,12 @@ test('guest I/O through the vhost-user block backend: 2 queues, pattern + checks
     r = await g.run('dd if=/dev/vdb bs=1M count=1 iflag=direct 2>/dev/null | md5sum');
     assert.equal(sumOf(r.out), md5(host));
 
+    // qcow2 through the storage layer: the guest writes a pattern at 5 MiB
+    r = await g.run('dd if=/tmp/p of=/dev/vdc bs=1M count=3 seek=5 oflag=direct conv=fsync 2>/dev/null; dd if=/dev/vdc bs=1M skip=5 count=3 iflag=direct 2>/dev/null | md5sum');
+    const qsum = sumOf(r.out);
+    r = await g.run('dd if=/tmp/p bs=1M count=3 2>/dev/null | md5sum');
+    assert.equal(qsum, sumOf(r.out));
+
     const m = await metrics(a, mfile);
     assert.ok(m.device.flushRequests > 0, 'flushes reached the backend');
     assert.ok(m.device.discardRequests > 0, 'discard reached the backend');
@@ -106,10 +122,18 @@ test('guest I/O through the vhost-user block backend: 2 queues, pattern + checks
     assert.ok(disk.subarray(20 * MiB, 21 * MiB).every((x) => x === 0), 'discarded range is zero');
     assert.equal(md5(disk.subarray(40 * MiB, 41 * MiB)), md5(host), 'untouched data intact');
     assert.equal(md5(fs.readFileSync(ro)), roBefore, 'read-only image unchanged');
+    await c.kill('SIGTERM');
+    execFileSync('qemu-img', ['check', '-q', q]);
+    const qraw = path.join(dir, 'q.raw');
+    execFileSync('qemu-img', ['convert', '-O', 'raw', q, qraw]);
+    const qdisk = fs.readFileSync(qraw);
+    assert.equal(md5(qdisk.subarray(5 * MiB, 8 * MiB)), qsum, 'qemu-img reads the guest pattern from the qcow2');
+    assert.ok(qdisk.subarray(0, 5 * MiB).every((x) => x === 0), 'the rest of the qcow2 reads as zeros');
   } finally {
     await g?.poweroff();
     await a?.kill('SIGTERM');
     await b?.kill('SIGTERM');
+    await c?.kill('SIGTERM');
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
