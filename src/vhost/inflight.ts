@@ -51,6 +51,11 @@ export class InflightQueue {
     this.buf[o] = 1;
   }
 
+  /** A request taken by mistake went back to the available ring. */
+  cancel(head: number): void {
+    this.buf[HEADER + head * ENTRY] = 0;
+  }
+
   /** Before publishing `head` in the used ring. */
   preComplete(head: number): void {
     const o = HEADER + head * ENTRY;

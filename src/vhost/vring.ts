@@ -221,7 +221,39 @@ export class Vring {
     this.stats.popped++;
     this.inFlight++;
     (chain as DescriptorChain & { gen?: number }).gen = this.generation;
+    if (resubmitted) (chain as DescriptorChain & { resubmitted?: boolean }).resubmitted = true;
     return chain;
+  }
+
+  /** Whether the driver has made buffers available that pop() would return. */
+  hasAvailable(): boolean {
+    const q = this.queue;
+    if (q === null || !this.started || this.broken || this.paused) return false;
+    if (this.resubmit.length > 0) return true;
+    try {
+      return q.pending() > 0;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Put back the chain returned by the latest pop() (e.g. a received packet
+   * did not fit): the next pop() returns it again. Only for the most recent
+   * pop, before it was completed.
+   */
+  unpop(chain: DescriptorChain): void {
+    const c = chain as DescriptorChain & { gen?: number; resubmitted?: boolean };
+    if (c.gen !== this.generation || this.queue === null) return;
+    this.inFlight--;
+    this.stats.popped--;
+    if (c.resubmitted) {
+      this.resubmit.unshift(chain.head);
+      this.stats.resubmitted--;
+      return;
+    }
+    this.queue.lastAvail = (this.queue.lastAvail - 1) & 0xffff;
+    this.inflight?.cancel(chain.head);
   }
 
   /**
