@@ -2,6 +2,7 @@
 // (measured in the same run) and the ratio.
 const benches: Record<string, () => Promise<(args: string[]) => Promise<void>>> = {
   boot: async () => (await import('./boot.js')).benchBoot,
+  store: async () => (await import('./store.js')).benchStore,
 };
 
 const [name, ...args] = process.argv.slice(2);

@@ -68,6 +68,32 @@ export interface DomainInfo {
   config: DomainConfig;
 }
 
+/** What a device provider (disks, NICs) gets to know about a domain. */
+export interface DeviceContext {
+  name: string;
+  uuid: string;
+  config: DomainConfig;
+  /** The domain's runtime folder (sockets, pidfiles); emptied at every start. */
+  runDir: string;
+  log: Logger;
+}
+
+/**
+ * Device providers serve a domain's `disk` / `vif` entries with their own
+ * backends (vhost-user processes, switch ports) and tell QEMU how to reach
+ * them. Each lives in its own module and is registered by xvmd's main.
+ */
+export interface DeviceProvider {
+  /** Which config key it serves. */
+  readonly kind: 'disk' | 'vif';
+  /** Before QEMU starts: start backends; returns QEMU arguments. Throw XvmError on bad config. */
+  prepare(ctx: DeviceContext): Promise<string[]>;
+  /** After an xvmd restart, for a domain whose QEMU still runs: take the backends back. */
+  adopt(ctx: DeviceContext): Promise<void>;
+  /** After QEMU is gone (any reason) or a failed start: stop backends, free resources. */
+  release(ctx: DeviceContext): Promise<void>;
+}
+
 const RESTART_WINDOW_MS = 60_000;
 const MAX_RESTARTS_IN_WINDOW = 5;
 
@@ -109,6 +135,7 @@ export class DomainManager extends EventEmitter {
   private paths: StatePaths;
   private log: Logger;
   readonly images: DefaultImageCache;
+  private providers: DeviceProvider[] = [];
 
   constructor(paths: StatePaths, log: Logger) {
     super();
@@ -117,6 +144,21 @@ export class DomainManager extends EventEmitter {
     this.log = log;
     this.store = new DomainStore(paths.lib);
     this.images = new DefaultImageCache(paths.images);
+  }
+
+  /** Registers the backend provider of a device kind (see DeviceProvider). */
+  addProvider(p: DeviceProvider): void {
+    this.providers.push(p);
+  }
+
+  private deviceContext(d: Domain): DeviceContext {
+    return { name: d.name, uuid: d.uuid, config: d.rec.config, runDir: this.runDir(d.uuid), log: this.log };
+  }
+
+  private async releaseDevices(d: Domain): Promise<void> {
+    for (const p of this.providers) {
+      await p.release(this.deviceContext(d)).catch((e) => this.log.error('releasing devices failed', { domain: d.name, kind: p.kind, error: errorMessage(e) }));
+    }
   }
 
   private runDir(uuid: string): string {
@@ -154,6 +196,7 @@ export class DomainManager extends EventEmitter {
     }
     const pid = readPidFile(files.pid) ?? runtime.pid;
     if (!pidAlive(pid) || !isDomainQemu(pid, d.uuid)) {
+      await this.releaseDevices(d);
       this.cleanupRuntime(d);
       if (d.state === 'running' || d.state === 'paused' || d.state === 'shutdown' || d.state === 'crashed') {
         this.setState(d, 'crashed', 'QEMU exited while xvmd was not running');
@@ -166,6 +209,7 @@ export class DomainManager extends EventEmitter {
       this.watchConsole(d);
       await this.connectQmp(d, files.qmp);
       d.console.attachInput(files.consoleIn);
+      for (const p of this.providers) await p.adopt(this.deviceContext(d));
       const status = await d.qmp!.execute<{ status: string; running: boolean }>('query-status');
       this.log.info('re-adopted running domain', { domain: d.name, pid, status: status.status });
       await this.reconcileStatus(d, status.status);
@@ -317,8 +361,10 @@ export class DomainManager extends EventEmitter {
     if (cfg.type !== 'pv') {
       throw new XvmError('invalid', `domain '${cfg.name}': type "${cfg.type}" guests are not supported yet (only "pv")`);
     }
-    if (cfg.disk.length > 0 || cfg.vif.length > 0) {
-      throw new XvmError('invalid', `domain '${cfg.name}': disk and vif devices are parsed but not served yet (the block and network backends are not part of this version); remove them from the configuration`);
+    for (const kind of ['disk', 'vif'] as const) {
+      if (cfg[kind].length > 0 && !this.providers.some((p) => p.kind === kind)) {
+        throw new XvmError('invalid', `domain '${cfg.name}': ${kind} devices are parsed but not served yet in this version; remove the ${kind} entries from the configuration`);
+      }
     }
     const boot = await this.resolveBoot(cfg);
     const { accel, reason } = resolveAccel(cfg.accel);
@@ -335,6 +381,15 @@ export class DomainManager extends EventEmitter {
     d.console.attach(files.consoleOut);
     this.watchConsole(d);
 
+    const deviceArgs: string[] = [];
+    try {
+      for (const p of this.providers) deviceArgs.push(...(await p.prepare(this.deviceContext(d))));
+    } catch (e) {
+      d.console.detach();
+      await this.releaseDevices(d);
+      throw e;
+    }
+
     const domid = this.store.nextDomid();
     const argv = buildQemuArgs({
       name: cfg.name,
@@ -348,6 +403,7 @@ export class DomainManager extends EventEmitter {
       cmdline: boot.cmdline,
       runDir,
       onReboot: cfg.on_reboot,
+      extraArgs: deviceArgs,
     });
     if (opts.paused) argv.push('-S');
     const qemuLog = path.join(this.paths.log, 'qemu', `${cfg.name}.log`);
@@ -367,10 +423,12 @@ export class DomainManager extends EventEmitter {
     for (;;) {
       if (spawnError) {
         d.console.detach();
+        await this.releaseDevices(d);
         throw new XvmError('unavailable', `cannot run ${QEMU_BINARY}: ${spawnError.message} (run scripts/install-deps.sh)`);
       }
       if (exited) {
         d.console.detach();
+        await this.releaseDevices(d);
         const tail = readTail(qemuLog, 2000).split('\n').filter((l) => l && !l.includes(' starting: ')).slice(-5).join('\n');
         throw new XvmError('internal', `QEMU for domain '${cfg.name}' exited at start (${exited}):\n${tail}`);
       }
@@ -389,6 +447,7 @@ export class DomainManager extends EventEmitter {
           /* gone */
         }
         d.console.detach();
+        await this.releaseDevices(d);
         throw new XvmError('timeout', `QEMU for domain '${cfg.name}' did not open its monitor within 15 s`);
       }
       await sleep(10);
@@ -554,6 +613,7 @@ export class DomainManager extends EventEmitter {
     d.qmp = undefined;
     d.preserved = false;
     d.console.detach();
+    await this.releaseDevices(d);
     this.cleanupRuntime(d);
     const intent = d.intent;
     d.intent = undefined;
