@@ -27,7 +27,8 @@ for p in "${want[@]}"; do
 done
 
 # apt needs its lists both to install and for 'xvm image fetch' to find the kernel.
-lists_ok() { apt-cache policy linux-image-cloud-amd64 2>/dev/null | grep -q 'Candidate: [0-9]'; }
+# (no 'grep -q' on a pipe: with pipefail, apt-cache's SIGPIPE would fail the test)
+lists_ok() { local p; p=$(apt-cache policy linux-image-cloud-amd64 2>/dev/null); [[ "$p" == *"Candidate: "[0-9]* ]]; }
 if [[ ${#missing[@]} -gt 0 ]] || ! lists_ok; then
   echo "install-deps: refreshing apt package lists" >&2
   $SUDO apt-get update -qq
