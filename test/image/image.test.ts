@@ -19,7 +19,8 @@ import {
   type GuestImage,
   type ImageProgress,
 } from '../../src/image/index.js';
-import { parseCandidate, parseDepends, kernelDependency, parseStanza } from '../../src/image/apt.js';
+import { parseCandidate, parseDepends, kernelDependency, parseStanza, resolveKernelPackage } from '../../src/image/apt.js';
+import { run } from '../../src/image/exec.js';
 import {
   GUEST_MODULES,
   modinfoDepends,
@@ -73,6 +74,26 @@ describe('image: apt output parsing', () => {
     assert.equal(f.get('Package'), 'p');
     assert.equal(f.get('Description'), 'x\nmore');
     assert.equal(parseStanza('').size, 0);
+  });
+});
+
+describe('image: clear errors', () => {
+  test('a package apt does not know: "run apt-get update"', async () => {
+    await assert.rejects(resolveKernelPackage('xvm-no-such-kernel-metapackage'), (e: unknown) => {
+      assert.ok(e instanceof XvmError);
+      assert.equal(e.code, 'unavailable');
+      assert.match(e.message, /xvm-no-such-kernel-metapackage.*run apt-get update/);
+      return true;
+    });
+  });
+
+  test('a missing host tool: "run scripts/install-deps.sh"', async () => {
+    await assert.rejects(run('xvm-no-such-tool', []), (e: unknown) => {
+      assert.ok(e instanceof XvmError);
+      assert.equal(e.code, 'unavailable');
+      assert.match(e.message, /xvm-no-such-tool not found: run scripts\/install-deps\.sh/);
+      return true;
+    });
   });
 });
 
@@ -540,8 +561,10 @@ describe('image: booting the default guest under QEMU (TCG)', () => {
 
   test('QMP: ctrl-alt-delete reboots (banner again); system_powerdown powers off', { timeout: 10 * 60_000 }, async () => {
     const sockPath = path.join(tmp, 'qmp.sock');
-    const g = new Guest(qemuArgs(img, '', ['-qmp', `unix:${sockPath},server=on,wait=off`]));
+    // An unusable xvm.name is refused and the default name used.
+    const g = new Guest(qemuArgs(img, 'xvm.name=no/slash', ['-qmp', `unix:${sockPath},server=on,wait=off`]));
     guests.push(g);
+    await g.waitFor("xvm: ignoring invalid xvm.name='no/slash', using xvm-guest");
     await g.waitFor(`${READY_BANNER} name=xvm-guest `);
     await g.waitFor('xvm-guest:/# ');
     const q = await qmp(sockPath);
