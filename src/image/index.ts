@@ -56,7 +56,7 @@ export const INITRD_COMPRESSION: Compression = 'gzip';
  * module list, the command line and the compression, so editing the init
  * scripts rebuilds cached images by itself.
  */
-export const BUILDER_VERSION = 1;
+export const BUILDER_VERSION = 2;
 
 export interface GuestImage {
   kernel: string;

@@ -89,9 +89,14 @@ async function walk(dir: string, rel = ''): Promise<string[]> {
   return out;
 }
 
-/** The uncompressed newc archive of `stage` (owned by root) plus /dev/console. */
-export async function archiveTree(stage: string): Promise<Buffer> {
+/**
+ * The uncompressed newc archive of `stage` (owned by root) plus /dev/console.
+ * Every entry's mtime is set to `mtime` first (with cpio --reproducible: the
+ * same inputs give the same bytes on every host).
+ */
+export async function archiveTree(stage: string, mtime = new Date(0)): Promise<Buffer> {
   const names = await walk(stage);
+  for (const n of names) await fs.lutimes(path.join(stage, n), mtime, mtime);
   const input = names.join('\0') + '\0';
   const r = await runOk('cpio', ['-o', '-H', 'newc', '-R', '0:0', '--null', '--quiet', '--reproducible'], {
     cwd: stage,

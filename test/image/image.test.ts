@@ -316,6 +316,7 @@ describe('image: build from apt, cache, rebuild', () => {
     assert.notEqual(rebuilt.builtAt, img.builtAt);
     assert.equal(rebuilt.packageVersion, img.packageVersion);
     assert.equal(rebuilt.sha256.kernel, img.sha256.kernel);
+    assert.equal(rebuilt.sha256.initrd, img.sha256.initrd, 'the initramfs build is reproducible');
     assert.equal(sha256(rebuilt.initrd), rebuilt.sha256.initrd);
     assert.ok(!steps.some((s) => s.step.startsWith('download')), 'no download: the .deb was cached');
     assert.ok(steps.some((s) => s.step === 'initramfs'));
