@@ -315,9 +315,22 @@ async function pruneDebs(debsDir: string, keep: string[]): Promise<void> {
   }
 }
 
+/** Leftovers of builds that were killed (only called while holding the lock). */
+async function removeLeftovers(dir: string, debsDir: string): Promise<void> {
+  for (const [d, prefix] of [
+    [dir, '.build-'],
+    [debsDir, '.download-'],
+  ] as const) {
+    for (const n of await fs.readdir(d).catch(() => [] as string[])) {
+      if (n.startsWith(prefix)) await fs.rm(path.join(d, n), { recursive: true, force: true });
+    }
+  }
+}
+
 async function build(dir: string, kpkg: KernelPackage, progress: (p: ImageProgress) => void): Promise<Manifest> {
   const debsDir = path.join(dir, DEBS_DIR);
   await fs.mkdir(debsDir, { recursive: true });
+  await removeLeftovers(dir, debsDir);
   const work = await fs.mkdtemp(path.join(dir, '.build-'));
   try {
     const kernelDeb = await obtainDeb(debsDir, kpkg, progress);

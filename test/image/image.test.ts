@@ -306,6 +306,10 @@ describe('image: build from apt, cache, rebuild', () => {
     tmpDirs.push(d);
     await fs.cp(imageDir, d, { recursive: true, filter: (src) => !path.basename(src).startsWith('.') || src === imageDir });
 
+    // leftovers of a killed build are cleaned up by the next one
+    await fs.mkdir(path.join(d, '.build-killed', 'pkg'), { recursive: true });
+    await fs.mkdir(path.join(d, 'debs', '.download-killed'), { recursive: true });
+
     // corrupt the initrd
     const fh = await fs.open(path.join(d, 'initrd.img'), 'r+');
     await fh.write(Buffer.from('XX'), 0, 2, 100);
@@ -320,6 +324,8 @@ describe('image: build from apt, cache, rebuild', () => {
     assert.equal(sha256(rebuilt.initrd), rebuilt.sha256.initrd);
     assert.ok(!steps.some((s) => s.step.startsWith('download')), 'no download: the .deb was cached');
     assert.ok(steps.some((s) => s.step === 'initramfs'));
+    assert.ok(!(await fs.readdir(d)).includes('.build-killed'));
+    assert.ok(!(await fs.readdir(path.join(d, 'debs'))).includes('.download-killed'));
 
     // a manifest from another builder version
     const mf = path.join(d, 'manifest.json');
