@@ -443,7 +443,9 @@ export async function ensureDefaultImage(opts: {
       /* a progress callback must not break the build */
     }
   };
-  await fs.mkdir(dir, { recursive: true });
+  await fs.mkdir(dir, { recursive: true }).catch((e: unknown) => {
+    throw new XvmError('unavailable', `cannot create the image directory ${dir}: ${errorMessage(e)}`);
+  });
   const bVersion = await builderVersion();
 
   progress({ step: 'resolve' });
