@@ -542,6 +542,9 @@ describe('image: booting the default guest under QEMU (TCG)', () => {
 
     assert.equal((await g.sh('cat /mnt/vda/hello.txt')).trim(), 'hello from the host');
     assert.match(await g.sh('ls /dev/input'), /event\d/);
+    // button.ko gave the ACPI power button an input device; pvpanic-mmio bound QEMU's pvpanic
+    assert.match(await g.sh('cat /sys/class/input/event*/device/name'), /Power Button/);
+    assert.match(await g.sh('ls /sys/bus/platform/drivers/pvpanic-mmio/'), /QEMU0001:00/);
     assert.equal((await g.sh('hostname')).trim(), 'web1');
     assert.equal((await g.sh('cat /proc/sys/kernel/sysrq')).trim(), '1');
     assert.match(await g.sh('mount'), /devtmpfs on \/dev .*\n[^]*tmpfs on \/tmp /);
