@@ -238,6 +238,17 @@ function writeJsonAtomic(file: string, data: unknown): void {
     fs.closeSync(fd);
   }
   fs.renameSync(tmp, file);
+  // make the rename itself durable
+  try {
+    const dfd = fs.openSync(path.dirname(file), 'r');
+    try {
+      fs.fsyncSync(dfd);
+    } finally {
+      fs.closeSync(dfd);
+    }
+  } catch {
+    /* some file systems refuse fsync on directories */
+  }
 }
 
 function readJson<T>(file: string, empty: T, what: string): T {

@@ -441,9 +441,16 @@ export class Qcow2Image implements BlockImage {
     return (this.l1.readUInt32BE(t * 8) & COPIED_HI) !== 0;
   }
 
-  private async getL2(t: number): Promise<Buffer | null> {
+  /**
+   * The L2 table for L1 index t (null when there is none). With `pin`, the
+   * table is pinned in the cache (not evicted until unpin) from this very
+   * call, so every change made through the returned buffer is the one later
+   * lookups see.
+   */
+  private async getL2(t: number, pin = false): Promise<Buffer | null> {
     const slot = this.l2cache.get(t);
     if (slot) {
+      if (pin) slot.pins++;
       if (slot.buf) {
         this.l2cache.delete(t);
         this.l2cache.set(t, slot);
@@ -453,7 +460,7 @@ export class Qcow2Image implements BlockImage {
     }
     const off = this.l1Entry(t);
     if (off === 0) return null;
-    const s: L2Slot = { buf: null, loading: null, pins: 0 };
+    const s: L2Slot = { buf: null, loading: null, pins: pin ? 1 : 0 };
     s.loading = (async () => {
       const b = Buffer.allocUnsafe(this.cs);
       await this.readMeta(b, off, `L2 table ${t}`);
@@ -465,7 +472,7 @@ export class Qcow2Image implements BlockImage {
       s.buf = b;
       s.loading = null;
       this.knownMeta.add(off / this.cs);
-      this.evictL2();
+      this.evictL2(t);
       return b;
     } catch (err) {
       if (this.l2cache.get(t) === s) this.l2cache.delete(t);
@@ -473,18 +480,15 @@ export class Qcow2Image implements BlockImage {
     }
   }
 
-  private evictL2(): void {
+  /** Drop least recently used, unpinned tables over the limit (never `keep`, the one being handed out). */
+  private evictL2(keep: number): void {
     if (this.l2cache.size <= this.l2CacheMax) return;
     for (const [t, s] of this.l2cache) {
       if (this.l2cache.size <= this.l2CacheMax) break;
-      if (s.buf && s.pins === 0) this.l2cache.delete(t);
+      if (t !== keep && s.buf && s.pins === 0) this.l2cache.delete(t);
     }
   }
 
-  private pin(t: number): void {
-    const s = this.l2cache.get(t);
-    if (s) s.pins++;
-  }
   private unpin(t: number): void {
     const s = this.l2cache.get(t);
     if (s && s.pins > 0) s.pins--;
@@ -1114,15 +1118,18 @@ export class Qcow2Image implements BlockImage {
     }
   }
 
-  /** The L2 table for t, created if missing (an empty table, then the L1 entry). */
-  private async ensureL2(t: number): Promise<Buffer> {
-    const have = await this.getL2(t);
+  /** The L2 table for t, created if missing (an empty table, then the L1 entry); pinned with `pin`. */
+  private async ensureL2(t: number, pin = false): Promise<Buffer> {
+    const have = await this.getL2(t, pin);
     if (have) {
-      if (!this.l1Copied(t)) throw this.err(`L2 table ${t} is shared (internal snapshot); writing is not supported`);
+      if (!this.l1Copied(t)) {
+        if (pin) this.unpin(t);
+        throw this.err(`L2 table ${t} is shared (internal snapshot); writing is not supported`);
+      }
       return have;
     }
     return this.metaLock.run(async () => {
-      const again = await this.getL2(t);
+      const again = await this.getL2(t, pin);
       if (again) return again;
       if (t >= this.header.l1Size) throw this.corrupt(`L1 index ${t} beyond the L1 table`);
       const [c] = await this.takeClustersLocked(1);
@@ -1135,8 +1142,8 @@ export class Qcow2Image implements BlockImage {
       this.l1.writeUInt32BE(off % TWO32, t * 8 + 4);
       await pwriteAll(this.fd, this.l1.subarray(t * 8, t * 8 + 8), this.header.l1TableOffset + t * 8);
       this.knownMeta.add(c);
-      this.l2cache.set(t, { buf: b, loading: null, pins: 0 });
-      this.evictL2();
+      this.l2cache.set(t, { buf: b, loading: null, pins: pin ? 1 : 0 });
+      this.evictL2(t);
       return b;
     });
   }
@@ -1164,8 +1171,7 @@ export class Qcow2Image implements BlockImage {
 
   private async allocatingWrite(t: number, data: Uint8Array, offset: number, c0: number, c1: number): Promise<void> {
     const cs = this.cs;
-    const l2 = await this.ensureL2(t);
-    this.pin(t);
+    const l2 = await this.ensureL2(t, true);
     try {
       const end = offset + data.length;
       const inPlace: Promise<void>[] = [];
@@ -1293,9 +1299,7 @@ export class Qcow2Image implements BlockImage {
       }
       const release = this.claim(c0, c1);
       try {
-        if (!l2) l2 = await this.ensureL2(t);
-        else if (!this.l1Copied(t)) throw this.err(`L2 table ${t} is shared (internal snapshot); writing is not supported`);
-        this.pin(t);
+        l2 = await this.ensureL2(t, true);
         try {
           let lo = Infinity;
           let hi = -1;

@@ -133,6 +133,7 @@ test('volumes: clone of a 10 GiB base takes milliseconds, base becomes read-only
   await w.read(chk, GiB);
   assert.ok(chk.every((x) => x === 2), 'base data visible through the clone');
   await w.close();
+  assertCheckClean(c1.path);
   const bimg = await openImage(base.path, { readOnly: true, format: 'raw' });
   await bimg.read(chk, 0);
   assert.ok(chk.every((x) => x === 1), 'base unchanged');

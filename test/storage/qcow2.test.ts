@@ -329,7 +329,8 @@ test('qcow2: discarded clusters are reused after flush and the file does not gro
   assertSameAs(file, 'qcow2', model, dir);
 });
 
-test('qcow2: stress — 16 requests in flight sharing clusters, with flushes (frees reused) and reads racing', async (t) => {
+for (const [cb, cache] of [[12, undefined], [9, 2048]] as const) {
+test(`qcow2: stress (cluster_bits ${cb}, L2 cache ${cache ?? 'default'}) — 16 requests in flight sharing clusters, flushes, racing reads`, async (t) => {
   const dir = tmpdir(t);
   const file = path.join(dir, 's.qcow2');
   const base = path.join(dir, 'sb.qcow2');
@@ -339,7 +340,8 @@ test('qcow2: stress — 16 requests in flight sharing clusters, with flushes (fr
   for (let i = 0; i < size; i += 4096) model.fill((i >> 12) & 0xff, i, i + 4096);
   await b.write(model, 0);
   await b.close();
-  const img = await Qcow2Image.create(file, size, { clusterBits: 12, backingFile: 'sb.qcow2' });
+  await (await Qcow2Image.create(file, size, { clusterBits: cb, backingFile: 'sb.qcow2' })).close();
+  const img = await Qcow2Image.open(file, { l2CacheBytes: cache });
   const rand = prng(77);
   for (let round = 0; round < 60; round++) {
     const jobs: Promise<void>[] = [];
@@ -379,6 +381,7 @@ test('qcow2: stress — 16 requests in flight sharing clusters, with flushes (fr
   assertCheckClean(file);
   assertSameAs(file, 'qcow2', model, dir);
 });
+}
 
 test('qcow2: huge virtual size (4 TiB): writes at the far end, multi-cluster L1', async (t) => {
   const dir = tmpdir(t);
