@@ -358,8 +358,8 @@ async function build(dir: string, kpkg: KernelPackage, progress: (p: ImageProgre
       throw new XvmError('invalid', `${kpkg.name} holds ${trees.length} module trees (expected one)`);
     }
     const { kver, modDir } = trees[0];
-    const vmlinuz = [path.join(root, 'boot', `vmlinuz-${kver}`)].find((p) => existsSync(p));
-    if (!vmlinuz) throw new XvmError('invalid', `${kpkg.name} has no boot/vmlinuz-${kver}`);
+    const vmlinuz = path.join(root, 'boot', `vmlinuz-${kver}`);
+    if (!existsSync(vmlinuz)) throw new XvmError('invalid', `${kpkg.name} has no boot/vmlinuz-${kver}`);
 
     progress({ step: 'modules' });
     const { deps } = await loadModulesDep(root, modDir, kver, GUEST_MODULES);
