@@ -4,7 +4,7 @@ import http from 'node:http';
 import { createRequire } from 'node:module';
 import type WebSocket from 'ws';
 import { statePaths } from '../common/paths.js';
-import type { CreateDomainBody, DomainInfo, HostInfo, ImageInfo } from './schema.js';
+import type { CreateDomainBody, DaemonStopResult, DomainInfo, DumpCoreResult, GdbStubInfo, HostInfo, HostStats, ImageInfo, LogName, SysrqResult } from './schema.js';
 
 // ws is loaded on first use: most CLI verbs never open a websocket, and
 // every module loaded is start-up time for a short-lived command.
@@ -149,8 +149,95 @@ export class XvmClient {
   consoleLog(name: string, bytes = 65536): Promise<string> {
     return this.request('GET', `${this.d(name)}/log?bytes=${bytes}`);
   }
-  stopDaemon(): Promise<{ stopping: boolean; pid: number }> {
-    return this.request('POST', '/v1/daemon/stop', {});
+  /** Stops xvmd; with domains='shutdown' it first shuts running domains down (bounded by timeout seconds). */
+  stopDaemon(opts: { domains?: 'keep' | 'shutdown'; timeout?: number } = {}): Promise<DaemonStopResult> {
+    return this.request('POST', '/v1/daemon/stop', opts);
+  }
+
+  // ---- operations and debugging ----
+
+  sysrq(name: string, key: string): Promise<SysrqResult> {
+    return this.request('POST', `${this.d(name)}/sysrq`, { key });
+  }
+  /** Opens QEMU's gdbstub on a unix socket; the answer says how to attach gdb. */
+  gdbStart(name: string): Promise<GdbStubInfo> {
+    return this.request('POST', `${this.d(name)}/gdbstub`, {});
+  }
+  gdbStop(name: string): Promise<GdbStubInfo> {
+    return this.request('DELETE', `${this.d(name)}/gdbstub`);
+  }
+  setAutostart(name: string, on: boolean): Promise<DomainInfo> {
+    return this.request('POST', `${this.d(name)}/autostart`, { on });
+  }
+  stats(): Promise<HostStats> {
+    return this.request('GET', '/v1/stats');
+  }
+  /** The Prometheus text of GET /metrics. */
+  async metrics(): Promise<string> {
+    const res = await this.rawRequest('GET', '/metrics');
+    if (res.status >= 400) throw new ApiError('internal', res.status, res.body);
+    return res.body;
+  }
+  /** The last `lines` lines of xvmd's log or the device log, as raw JSON lines. */
+  async daemonLog(log: LogName, lines = 200): Promise<string[]> {
+    const res = await this.rawRequest('GET', `/v1/logs/${log}?lines=${lines}`);
+    if (res.status >= 400) throw this.errorOf(res);
+    return res.body.split('\n').filter((l) => l.trim());
+  }
+  /** Follows a log: calls onLine for the last `lines` lines, then for each new one, until the connection ends. */
+  async followDaemonLog(log: LogName, lines: number, onLine: (line: string) => void): Promise<void> {
+    let pending = '';
+    const res = await this.rawRequest('GET', `/v1/logs/${log}?lines=${lines}&follow=true`, undefined, (chunk) => {
+      pending += chunk;
+      let nl: number;
+      while ((nl = pending.indexOf('\n')) >= 0) {
+        const line = pending.slice(0, nl);
+        pending = pending.slice(nl + 1);
+        if (line.trim()) onLine(line);
+      }
+    });
+    if (res.status >= 400) throw this.errorOf(res);
+  }
+
+  private errorOf(res: { status: number; body: string }): ApiError {
+    try {
+      const e = (JSON.parse(res.body) as { error?: { code?: string; message?: string } }).error;
+      return new ApiError(e?.code ?? 'internal', res.status, e?.message ?? `HTTP ${res.status}`);
+    } catch {
+      return new ApiError('internal', res.status, res.body || `HTTP ${res.status}`);
+    }
+  }
+
+  /** Writes an ELF core of the guest's memory to `file` (absolute, on the daemon's host), reporting progress. */
+  async dumpCore(name: string, file: string, onProgress?: (p: { status: string; completed: number; total: number }) => void): Promise<DumpCoreResult> {
+    let pending = '';
+    let result: DumpCoreResult | undefined;
+    let error: ApiError | undefined;
+    const onLine = (line: string) => {
+      if (!line.trim()) return;
+      let msg: { progress?: { status: string; completed: number; total: number }; done?: boolean; result?: DumpCoreResult; error?: { code: string; message: string } };
+      try {
+        msg = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (msg.progress) onProgress?.(msg.progress);
+      if (msg.done && msg.result) result = msg.result;
+      if (msg.error) error = new ApiError(msg.error.code, 500, msg.error.message);
+    };
+    const res = await this.rawRequest('POST', `${this.d(name)}/dump-core`, { file }, (chunk) => {
+      pending += chunk;
+      let nl: number;
+      while ((nl = pending.indexOf('\n')) >= 0) {
+        onLine(pending.slice(0, nl));
+        pending = pending.slice(nl + 1);
+      }
+    });
+    if (res.status >= 400) throw this.errorOf(res);
+    onLine(pending);
+    if (error) throw error;
+    if (!result) throw new ApiError('internal', res.status, 'dump-core ended without a result');
+    return result;
   }
 
   async imageInfo(): Promise<ImageInfo | null> {

@@ -33,8 +33,16 @@ export const ROUTES: Route[] = [
   { method: 'get', path: '/v1/events', summary: 'Websocket: every domain state change as a JSON message {type, domain}', produces: 'websocket' },
   { method: 'get', path: '/v1/images/default', summary: 'The cached default guest image, 404 when not built', response: s.imageInfoSchema },
   { method: 'post', path: '/v1/images/default', summary: 'Build (or verify) the default guest image; streams NDJSON progress lines, the last one {done:true,image} or {error}', produces: 'application/x-ndjson' },
-  { method: 'post', path: '/v1/daemon/stop', summary: 'Stop xvmd; running domains keep running and are re-adopted at the next start' },
+  { method: 'post', path: '/v1/daemon/stop', summary: 'Stop xvmd; running domains keep running and are re-adopted at the next start (domains=shutdown: shut them down first, in parallel, waiting at most timeout seconds)', body: s.daemonStopBody, response: s.daemonStopResult },
   { method: 'get', path: '/v1/openapi.json', summary: 'This document' },
+  { method: 'post', path: `${domain}/sysrq`, summary: 'Send the magic SysRq key KEY to the guest kernel (Alt+SysRq+KEY on its keyboard), e.g. t = task dump', body: s.sysrqBody, response: s.sysrqResult },
+  { method: 'post', path: `${domain}/dump-core`, summary: 'Write an ELF core of guest memory to an absolute path on the host (dump-guest-memory); streams NDJSON {progress:{status,completed,total}} lines, the last one {done:true,result} or {error}', body: s.dumpCoreBody, produces: 'application/x-ndjson' },
+  { method: 'post', path: `${domain}/gdbstub`, summary: "Open QEMU's gdbstub on a unix socket in the domain's runtime folder; answers the socket and the gdb command", body: s.emptyBody, response: s.gdbStubInfo },
+  { method: 'delete', path: `${domain}/gdbstub`, summary: "Close QEMU's gdbstub", response: s.gdbStubInfo },
+  { method: 'post', path: `${domain}/autostart`, summary: 'Set or clear autostart (start the domain when xvmd starts)', body: s.autostartBody, response: s.domainInfoSchema },
+  { method: 'get', path: '/v1/stats', summary: 'Per-domain counters with a timestamp (CPU seconds, resident memory, vCPUs): xvm top computes rates between two samples', response: s.hostStatsSchema },
+  { method: 'get', path: '/v1/logs/{log}', summary: "xvmd's own log (log=xvmd) or the device event log (log=devices) as JSON lines; follow=true streams new lines", query: s.daemonLogQuery, produces: 'application/x-ndjson' },
+  { method: 'get', path: '/metrics', summary: 'Prometheus text exposition: per-domain CPU, memory, state, vCPUs, console bytes; API request counters; xvmd process figures', produces: 'text/plain; version=0.0.4' },
 ];
 
 function schema(t: z.ZodType): unknown {
@@ -48,6 +56,9 @@ export function openApiDocument(version: string): Record<string, unknown> {
     const params: unknown[] = [];
     if (r.path.includes('{name}')) {
       params.push({ name: 'name', in: 'path', required: true, schema: schema(s.nameParams.shape.name) });
+    }
+    if (r.path.includes('{log}')) {
+      params.push({ name: 'log', in: 'path', required: true, schema: schema(s.logNameParams.shape.log) });
     }
     if (r.query instanceof z.ZodObject) {
       for (const [name, t] of Object.entries(r.query.shape)) {

@@ -103,3 +103,77 @@ export type DomainInfo = z.infer<typeof domainInfoSchema>;
 export type HostInfo = z.infer<typeof hostInfoSchema>;
 export type ImageInfo = z.infer<typeof imageInfoSchema>;
 export type DomainState = (typeof DOMAIN_STATES)[number];
+
+// ---- operations and debugging (sysrq, dump-core, gdbstub, stats, logs, autostart) ----
+
+export const sysrqBody = z.object({ key: z.string().min(1).max(8) }).strict();
+export const sysrqResult = z.object({ domain: z.string(), key: z.string(), meaning: z.string() });
+
+export const dumpCoreBody = z.object({ file: z.string().min(1).max(4096) }).strict();
+export const dumpCoreResult = z.object({
+  domain: z.string(),
+  file: z.string(),
+  bytes: z.number(),
+  format: z.literal('elf'),
+  ms: z.number(),
+  state: z.string(),
+});
+
+export const gdbStubInfo = z.object({ domain: z.string(), socket: z.string().nullable(), gdbCommand: z.string().nullable() });
+
+export const autostartBody = z.object({ on: z.boolean() }).strict();
+
+export const domainStatsSchema = z.object({
+  name: z.string(),
+  domid: z.number().int().nullable(),
+  state: z.enum(DOMAIN_STATES),
+  pid: z.number().int().nullable(),
+  /** CPU seconds (user + system) of the domain's QEMU in this run. */
+  cpuSeconds: z.number(),
+  rssKiB: z.number(),
+  memoryKiB: z.number(),
+  maxmemKiB: z.number(),
+  vcpus: z.number().int(),
+  consoleBytes: z.number(),
+});
+export const hostStatsSchema = z.object({
+  time: z.string(),
+  /** Sample time in ms since the epoch: CPU % = Δ cpuSeconds / Δ time. */
+  timeMs: z.number(),
+  hostCpus: z.number().int(),
+  domains: z.array(domainStatsSchema),
+});
+
+export const LOG_NAMES = ['xvmd', 'devices'] as const;
+export const logNameParams = z.object({ log: z.enum(LOG_NAMES) });
+export const daemonLogQuery = z.object({
+  /** The last N lines (0: none, only what follows with follow=true). */
+  lines: z.coerce.number().int().min(0).max(100000).default(200),
+  /** Keep the response open and stream new lines as they are written. */
+  follow: z
+    .enum(['true', 'false', '1', '0'])
+    .default('false')
+    .transform((v) => v === 'true' || v === '1'),
+});
+
+export const daemonStopBody = z
+  .object({
+    /** keep: leave guests running (default); shutdown: shut running domains down first, in parallel. */
+    domains: z.enum(['keep', 'shutdown']).default('keep'),
+    /** Seconds to wait for the guests to shut down (then stop anyway). */
+    timeout: z.number().int().min(1).max(3600).default(60),
+  })
+  .strict();
+export const daemonStopResult = z.object({
+  stopping: z.boolean(),
+  pid: z.number().int(),
+  shutdown: z.array(z.object({ domain: z.string(), state: z.string(), ok: z.boolean(), error: z.string().optional() })).optional(),
+});
+
+export type HostStats = z.infer<typeof hostStatsSchema>;
+export type DomainStats = z.infer<typeof domainStatsSchema>;
+export type SysrqResult = z.infer<typeof sysrqResult>;
+export type DumpCoreResult = z.infer<typeof dumpCoreResult>;
+export type GdbStubInfo = z.infer<typeof gdbStubInfo>;
+export type DaemonStopResult = z.infer<typeof daemonStopResult>;
+export type LogName = (typeof LOG_NAMES)[number];

@@ -8,6 +8,7 @@ import { registerConsoleCommands } from './console.js';
 import { registerImageCommands } from './image.js';
 import { VERSION } from '../daemon/version.js';
 import { registerStoreCommands } from './store.js';
+import { registerOpsCommands } from './ops.js';
 import { statePaths } from '../common/paths.js';
 
 const program = new Command();
@@ -24,6 +25,7 @@ registerDaemonCommands(program);
 registerDomainCommands(program);
 registerConsoleCommands(program);
 registerImageCommands(program);
+registerOpsCommands(program);
 registerStoreCommands(program, () => process.env.XENSTORED_PATH ?? `${statePaths().run}/xenstored.sock`);
 
 program.parseAsync(process.argv).catch((e: unknown) => {

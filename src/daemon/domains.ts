@@ -27,6 +27,7 @@ import { cpuSeconds, isDomainQemu, pidAlive, readPidFile, rssKiB } from '../engi
 import { ConsoleService, makeFifo } from './console.js';
 import { DomainStore, writeFileAtomic, type DomainRecord, type DomainState } from './domain-store.js';
 import type { Logger } from './log.js';
+import { deviceEvent } from './device-log.js';
 
 export type { DomainState } from './domain-store.js';
 
@@ -472,6 +473,7 @@ export class DomainManager extends EventEmitter {
     d.console.mark(`domain ${cfg.name} started (id ${domid}, ${accel})`);
     this.setState(d, opts.paused ? 'paused' : 'running');
     this.log.info('domain started', { domain: cfg.name, domid, pid: child.pid, accel });
+    deviceEvent('qemu-start', { domain: cfg.name, domid, pid: child.pid, accel, qmp: files.qmp });
   }
 
   /** Notes when the guest prints its ready banner (once per boot). Idempotent. */
@@ -609,6 +611,7 @@ export class DomainManager extends EventEmitter {
       }
     }
     if (d.runtime !== rt) return; // settled by someone else meanwhile
+    deviceEvent('qemu-stop', { domain: d.name, domid: rt.domid, pid: rt.pid });
     d.runtime = undefined;
     d.qmp = undefined;
     d.preserved = false;
@@ -763,6 +766,16 @@ export class DomainManager extends EventEmitter {
   private emitChange(d: Domain): void {
     if (this.domains.get(d.name) !== d) return;
     this.emit('change', this.info(d.name));
+  }
+
+  /** Sets or clears `autostart` in the stored definition (xvm autostart DOMAIN on|off). */
+  setAutostart(name: string, on: boolean): DomainInfo {
+    const d = this.get(name);
+    d.rec.config = { ...d.rec.config, autostart: on };
+    this.store.save(d.rec);
+    this.log.info('autostart changed', { domain: name, autostart: on });
+    this.emitChange(d);
+    return this.info(name);
   }
 
   /** Detaches from every domain without stopping any (xvmd shutting down). */

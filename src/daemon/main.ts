@@ -9,6 +9,8 @@ import { DomainManager } from './domains.js';
 import { Logger, type Level } from './log.js';
 import { buildServer, listenUnix } from './server.js';
 import { VERSION } from './version.js';
+import { openDeviceLog } from './device-log.js';
+import { autostartDomains } from './autostart.js';
 
 function usage(): never {
   process.stderr.write('usage: xvmd [--foreground] [--log-level debug|info|warn|error]\n');
@@ -44,7 +46,9 @@ async function main(): Promise<void> {
   }
   fs.writeFileSync(paths.daemonPid, `${process.pid}\n`);
 
-  const log = new Logger({ file: `${paths.log}/xvmd.log`, level, stderr: foreground });
+  const log = new Logger({ file: `${paths.log}/xvmd.log`, level, stderr: foreground || Boolean(process.env.INVOCATION_ID) });
+  // Under systemd (INVOCATION_ID set) the log also goes to stderr: the journal.
+  openDeviceLog(`${paths.log}/devices.log`);
   log.info('xvmd starting', { version: VERSION, pid: process.pid, lib: paths.lib, run: paths.run });
   const domains = new DomainManager(paths, log);
   await domains.load();
@@ -67,6 +71,8 @@ async function main(): Promise<void> {
   const app = await buildServer({ paths, domains, log, startedAt: new Date(), onStop: () => void stop('API request') });
   await listenUnix(app, paths.apiSocket);
   log.info('xvmd ready', { socket: paths.apiSocket });
+  // The domains service: autostart domains that are not running (re-adopted ones are).
+  void autostartDomains(domains, log);
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGHUP', () => undefined);

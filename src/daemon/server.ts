@@ -18,6 +18,9 @@ import { QEMU_BINARY } from '../engine/qemu-args.js';
 import type { DomainManager } from './domains.js';
 import type { Logger } from './log.js';
 import { VERSION } from './version.js';
+import { registerOpsRoutes } from './ops-routes.js';
+import { shutdownAll } from './autostart.js';
+import { deviceEvent } from './device-log.js';
 
 export interface ServerDeps {
   paths: StatePaths;
@@ -88,6 +91,9 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   });
 
   const name = (req: FastifyRequest) => parseInput(s.nameParams, req.params, 'domain name').name;
+
+  // Operations and debugging: sysrq, dump-core, gdbstub, autostart, stats, logs, /metrics.
+  registerOpsRoutes(app, { paths, domains, log, startedAt: deps.startedAt });
 
   app.get('/v1/openapi.json', async () => openApiDocument(VERSION));
 
@@ -198,6 +204,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       socket.on('close', () => con.off('data', onData));
       socket.on('error', () => con.off('data', onData));
       log.info('console client attached', { domain: n, reqId: req.id });
+      deviceEvent('console-attach', { domain: n, reqId: req.id });
+      socket.once('close', () => deviceEvent('console-detach', { domain: n, reqId: req.id }));
     },
   );
 
@@ -238,9 +246,12 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     }
   });
 
-  app.post('/v1/daemon/stop', async () => {
+  app.post('/v1/daemon/stop', async (req) => {
+    const body = parseInput(s.daemonStopBody, req.body, 'request body');
+    // --domains=shutdown: every running guest gets the power button, in parallel, with a bounded wait.
+    const shutdown = body.domains === 'shutdown' ? await shutdownAll(domains, log, body.timeout) : undefined;
     setImmediate(deps.onStop);
-    return { stopping: true, pid: process.pid };
+    return { stopping: true, pid: process.pid, ...(shutdown ? { shutdown } : {}) };
   });
 
   return app;
