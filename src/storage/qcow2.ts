@@ -1281,7 +1281,8 @@ export class Qcow2Image implements BlockImage {
     await Promise.all(jobs);
   }
 
-  private async zeroInTable(t: number, c0: number, c1: number, mode: 'discard' | 'unmap' | 'keep'): Promise<void> {
+  /** mode 'truncate': entries become 0 (unallocated) whatever the backing file (used past the end of a shrunk disk). */
+  private async zeroInTable(t: number, c0: number, c1: number, mode: 'discard' | 'unmap' | 'keep' | 'truncate'): Promise<void> {
     const v3 = this.header.version >= 3;
     for (;;) {
       let l2 = await this.getL2(t);
@@ -1291,8 +1292,9 @@ export class Qcow2Image implements BlockImage {
         continue;
       }
       if (!this.current(t, l2)) continue;
-      if (!l2 && !this.backing) return; // reads zeros already
-      if (!v3 && this.backing) {
+      const backing = mode === 'truncate' ? null : this.backing;
+      if (!l2 && !backing) return; // reads zeros already
+      if (!v3 && backing) {
         // No zero flag in version 2: write zero data.
         const bytes = Math.min((c1 + 1) * this.cs, this.size) - c0 * this.cs;
         return this.writeImpl(Buffer.alloc(bytes), c0 * this.cs);
@@ -1314,7 +1316,7 @@ export class Qcow2Image implements BlockImage {
               nhi = e.hi;
               nlo = (e.lo | 1) >>> 0; // zero flag, keep the allocation
               drop = false;
-            } else if (this.backing) {
+            } else if (backing) {
               nlo = 1; // zero flag: do not read through to the backing file
             }
             if (e.kind === Kind.Normal && !e.copied) drop = true;
@@ -1366,17 +1368,11 @@ export class Qcow2Image implements BlockImage {
       const tailEnd = Math.min(old, Math.ceil(newSize / cs) * cs);
       if (tailEnd > newSize) await this.writeImpl(Buffer.alloc(tailEnd - newSize), newSize);
       // Drop every cluster past the new end (entries become 0).
-      const saveBacking = this.backing;
-      this.backing = null;
-      try {
-        for (let c = Math.ceil(newSize / cs); c < Math.ceil(old / cs); ) {
-          const t = Math.floor(c / this.l2Entries);
-          const ce = Math.min(Math.ceil(old / cs), (t + 1) * this.l2Entries);
-          await this.zeroInTable(t, c, ce - 1, 'discard');
-          c = ce;
-        }
-      } finally {
-        this.backing = saveBacking;
+      for (let c = Math.ceil(newSize / cs); c < Math.ceil(old / cs); ) {
+        const t = Math.floor(c / this.l2Entries);
+        const ce = Math.min(Math.ceil(old / cs), (t + 1) * this.l2Entries);
+        await this.zeroInTable(t, c, ce - 1, 'truncate');
+        c = ce;
       }
       await fdatasync(this.fd);
       await this.writeSize(newSize, this.header.l1Size);

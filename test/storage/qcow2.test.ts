@@ -214,8 +214,15 @@ test('qcow2: growing an overlay does not expose the bigger backing file past the
   const expect = Buffer.alloc(4 * MiB);
   expect.fill(0xee, 0, MiB + 4096);
   assert.ok((await readAll(top)).equals(expect));
+  // shrink, then grow again: the cut-off part comes back as zeros, not backing data
+  await top.resize(512 * 1024 + 512, { allowShrink: true });
+  await top.resize(3 * MiB);
+  const expect2 = Buffer.alloc(3 * MiB);
+  expect2.fill(0xee, 0, 512 * 1024 + 512);
+  assert.ok((await readAll(top)).equals(expect2));
   await top.close();
   assertCheckClean(path.join(dir, 't.qcow2'));
+  assertSameAs(path.join(dir, 't.qcow2'), 'qcow2', expect2, dir);
 });
 
 test('qcow2: refuses unknown incompatible features, dirty/corrupt images for writing, loops, bad input', async (t) => {
