@@ -81,6 +81,8 @@ export const hostInfoSchema = z.object({
   daemon: z.object({ pid: z.number().int(), startedAt: z.string(), uptimeSec: z.number() }),
   paths: z.object({ lib: z.string(), run: z.string(), log: z.string(), apiSocket: z.string(), images: z.string() }),
   domains: z.object({ total: z.number().int(), running: z.number().int() }),
+  /** The store (xenstored): its xs_wire socket, for XENSTORED_PATH=… xenstore-ls and 'xvm store'. */
+  store: z.object({ socket: z.string() }),
 });
 
 export const imageInfoSchema = z.object({

@@ -153,6 +153,7 @@ function printHostInfo(h: HostInfo): void {
       ['xvmd_pid', h.daemon.pid],
       ['xvmd_uptime', `${h.daemon.uptimeSec} s`],
       ['api_socket', h.paths.apiSocket],
+      ['store_socket', h.store?.socket ?? '(not reported by this xvmd)'],
       ['state_lib', h.paths.lib],
       ['state_run', h.paths.run],
       ['state_log', h.paths.log],

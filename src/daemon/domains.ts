@@ -26,6 +26,7 @@ import { QmpClient, type QmpEvent } from '../engine/qmp.js';
 import { cpuSeconds, isDomainQemu, pidAlive, readPidFile, rssKiB } from '../engine/process.js';
 import { ConsoleService, makeFifo } from './console.js';
 import { DomainStore, writeFileAtomic, type DomainRecord, type DomainState } from './domain-store.js';
+import type { Store } from '../store/index.js';
 import type { Logger } from './log.js';
 import { deviceEvent } from './device-log.js';
 
@@ -138,12 +139,12 @@ export class DomainManager extends EventEmitter {
   readonly images: DefaultImageCache;
   private providers: DeviceProvider[] = [];
 
-  constructor(paths: StatePaths, log: Logger) {
+  constructor(paths: StatePaths, log: Logger, store: Store) {
     super();
     this.setMaxListeners(0);
     this.paths = paths;
     this.log = log;
-    this.store = new DomainStore(paths.lib);
+    this.store = new DomainStore(store, paths.lib, log);
     this.images = new DefaultImageCache(paths.images);
   }
 
@@ -172,13 +173,19 @@ export class DomainManager extends EventEmitter {
 
   /** Loads definitions and re-adopts every domain whose QEMU still runs. */
   async load(): Promise<void> {
-    const { records, errors } = this.store.loadAll();
+    const { records, errors } = await this.store.loadAll();
     for (const e of errors) this.log.error('domain definition unreadable, skipped', { error: e });
     for (const rec of records) {
       const d = new Domain(rec, this.consoleLog(rec.config.name));
       this.domains.set(d.name, d);
       await this.adopt(d);
     }
+    this.store.pruneRuntime([...this.domains.values()].flatMap((d) => (d.runtime ? [d.runtime.domid] : [])));
+  }
+
+  /** Resolves once every store write made so far is durable (the API answers after it). */
+  flushStore(): Promise<void> {
+    return this.store.flush();
   }
 
   private async adopt(d: Domain): Promise<void> {
@@ -205,6 +212,7 @@ export class DomainManager extends EventEmitter {
       return;
     }
     d.runtime = { ...runtime, pid };
+    this.store.domainUp(d.rec, runtime.domid, { consoleLog: d.console.logFile });
     try {
       d.console.attach(files.consoleOut);
       this.watchConsole(d);
@@ -250,23 +258,31 @@ export class DomainManager extends EventEmitter {
     return this.domains.has(name);
   }
 
+  /** Every domain; definitions and status as the store holds them. */
   list(): DomainInfo[] {
+    const recs = this.store.list();
     return [...this.domains.values()]
       .sort((a, b) => (a.runtime?.domid ?? Infinity) - (b.runtime?.domid ?? Infinity) || a.name.localeCompare(b.name))
-      .map((d) => this.info(d.name));
+      .map((d) => this.infoOf(d, recs.get(d.uuid)));
   }
 
   info(name: string): DomainInfo {
     const d = this.get(name);
+    return this.infoOf(d, this.store.get(d.uuid));
+  }
+
+  /** `stored`: the domain's record read from the store (the in-memory mirror if the store has none). */
+  private infoOf(d: Domain, stored: DomainRecord | undefined): DomainInfo {
+    const rec = stored ?? d.rec;
     const rt = d.runtime;
     return {
       name: d.name,
       uuid: d.uuid,
       domid: rt?.domid ?? null,
-      state: d.state,
+      state: rec.status.state,
       preserved: d.preserved,
-      memory: d.rec.config.memory,
-      vcpus: d.rec.config.vcpus,
+      memory: rec.config.memory,
+      vcpus: rec.config.vcpus,
       cpuTime: rt ? cpuSeconds(rt.pid) : 0,
       rssKiB: rt ? rssKiB(rt.pid) : 0,
       pid: rt?.pid ?? null,
@@ -275,9 +291,9 @@ export class DomainManager extends EventEmitter {
       startedAt: rt?.startedAt ?? null,
       readyAt: d.readyAt ?? null,
       reboots: d.reboots,
-      lastExit: d.rec.status.lastExit ?? null,
+      lastExit: rec.status.lastExit ?? null,
       consoleLog: d.console.logFile,
-      config: d.rec.config,
+      config: rec.config,
     };
   }
 
@@ -465,6 +481,7 @@ export class DomainManager extends EventEmitter {
       cmdline: boot.cmdline,
     };
     writeFileAtomic(files.runtime, JSON.stringify(d.runtime, null, 2));
+    this.store.domainUp(d.rec, domid, { consoleLog: d.console.logFile });
     d.console.attachInput(files.consoleIn);
     d.preserved = false;
     d.intent = undefined;
@@ -613,6 +630,7 @@ export class DomainManager extends EventEmitter {
     if (d.runtime !== rt) return; // settled by someone else meanwhile
     deviceEvent('qemu-stop', { domain: d.name, domid: rt.domid, pid: rt.pid });
     d.runtime = undefined;
+    this.store.domainDown(rt.domid);
     d.qmp = undefined;
     d.preserved = false;
     d.console.detach();

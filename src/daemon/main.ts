@@ -5,7 +5,9 @@ import fs from 'node:fs';
 import { statePaths } from '../common/paths.js';
 import { errorMessage } from '../common/errors.js';
 import { pidAlive } from '../engine/process.js';
+import { Store, serveStore, defaultStoreLocations, type StoreServer } from '../store/index.js';
 import { DomainManager } from './domains.js';
+import { storeDataDir } from './domain-store.js';
 import { Logger, type Level } from './log.js';
 import { buildServer, listenUnix } from './server.js';
 import { VERSION } from './version.js';
@@ -50,7 +52,26 @@ async function main(): Promise<void> {
   // Under systemd (INVOCATION_ID set) the log also goes to stderr: the journal.
   openDeviceLog(`${paths.log}/devices.log`);
   log.info('xvmd starting', { version: VERSION, pid: process.pid, lib: paths.lib, run: paths.run });
-  const domains = new DomainManager(paths, log);
+  // The store (xenstored) lives in this process: the source of truth for
+  // definitions and runtime state, served over xs_wire for xenstore-utils and
+  // 'xvm store'.
+  const storeSocket = defaultStoreLocations().socketPath;
+  let store: Store;
+  let storeServer: StoreServer;
+  try {
+    store = await Store.open({ dataDir: storeDataDir(paths.lib) });
+  } catch (e) {
+    throw new Error(`cannot open the store in ${storeDataDir(paths.lib)}: ${errorMessage(e)}`);
+  }
+  if (store.recoveryNote) log.warn('store recovered after a crash', { note: store.recoveryNote });
+  try {
+    storeServer = await serveStore(store, storeSocket, { log: (line) => log.warn(line) });
+  } catch (e) {
+    await store.close();
+    throw new Error(`cannot serve the store on ${storeSocket}: ${errorMessage(e)}`);
+  }
+  log.info('store open', { data: store.dataDir, socket: storeSocket, nodes: store.stats().nodes });
+  const domains = new DomainManager(paths, log, store);
   await domains.load();
 
   let stopping = false;
@@ -61,6 +82,9 @@ async function main(): Promise<void> {
     domains.close();
     await app.close().catch(() => undefined);
     fs.rmSync(paths.apiSocket, { force: true });
+    await domains.flushStore().catch(() => undefined);
+    await storeServer.close().catch(() => undefined);
+    await store.close().catch((e) => log.error('closing the store failed', { error: errorMessage(e) }));
     try {
       if (Number(fs.readFileSync(paths.daemonPid, 'utf8').trim()) === process.pid) fs.rmSync(paths.daemonPid);
     } catch {
@@ -68,7 +92,11 @@ async function main(): Promise<void> {
     }
     process.exit(0);
   };
-  const app = await buildServer({ paths, domains, log, startedAt: new Date(), onStop: () => void stop('API request') });
+  const app = await buildServer({ paths, domains, log, startedAt: new Date(), storeSocket, onStop: () => void stop('API request') });
+  // An answer goes out only once the store writes it caused are durable.
+  app.addHook('onSend', async () => {
+    await domains.flushStore();
+  });
   await listenUnix(app, paths.apiSocket);
   log.info('xvmd ready', { socket: paths.apiSocket });
   // The domains service: autostart domains that are not running (re-adopted ones are).

@@ -27,6 +27,8 @@ export interface ServerDeps {
   domains: DomainManager;
   log: Logger;
   startedAt: Date;
+  /** The store's xs_wire socket (XENSTORED_PATH for xenstore-utils). */
+  storeSocket: string;
   /** Called when a client asks the daemon to stop. */
   onStop: () => void;
 }
@@ -114,6 +116,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       },
       paths: { lib: paths.lib, run: paths.run, log: paths.log, apiSocket: paths.apiSocket, images: paths.images },
       domains: { total: list.length, running: list.filter((d) => d.domid !== null).length },
+      store: { socket: deps.storeSocket },
     } satisfies s.HostInfo;
   });
 
