@@ -568,6 +568,12 @@ export class Storage {
     return { path: path.join(p.path, v.layers[v.layers.length - 1]), format: v.format, readOnly: v.readOnly };
   }
 
+  /** "pool/name" or "name" (a config's vol=…) to the file a domain opens. */
+  async resolve(ref: string): Promise<{ pool: string; name: string; path: string; format: ImageFormat; readOnly: boolean }> {
+    const { pool, name } = parseVolumeRef(ref);
+    return { pool, name, ...(await this.activeLayer(pool, name)) };
+  }
+
   /** Delete a volume and its files; refused while other volumes are cloned from it. */
   async deleteVolume(pool: string, name: string): Promise<void> {
     await this.withPool(pool, async (p, vols, save) => {

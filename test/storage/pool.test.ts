@@ -187,6 +187,8 @@ test('volumes: snapshot, write, rollback brings the old data back; newer snapsho
   assert.equal(s1.frozen, v.path);
   assert.notEqual(s1.active, v.path);
   assert.equal((await st.activeLayer('default', 'vm')).path, s1.active);
+  assert.deepEqual(await st.resolve('vm'), { pool: 'default', name: 'vm', path: s1.active, format: 'qcow2', readOnly: false });
+  await assert.rejects(st.resolve('default/none'), rejectsWith('not_found', /no such volume/));
   await write(s1.active, 2);
   assert.equal(await first(), 2);
   const s2 = await st.snapshotVolume('default', 'vm', 'two');
