@@ -1,0 +1,78 @@
+// The domains service: autostart across an xvmd restart, `xvm autostart`,
+// logs to stderr (the journal) under systemd, and `xvm daemon stop
+// --domains=shutdown` shutting running guests down before xvmd goes.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { TestHost, ConsoleSession, READY_BANNER, waitUntil } from '../helpers/xvm.js';
+import { pidAlive } from '../../src/engine/process.js';
+
+const host = new TestHost('xvma');
+before(async () => host.startDaemon());
+after(async () => host.cleanup());
+
+test('a domain with autostart=1 starts when xvmd starts; others stay defined; xvm autostart flips it', { timeout: 240_000 }, async () => {
+  const c = host.client;
+  let r = host.cli(['define', '--name', 'auto', '--memory', '128', 'autostart=1']);
+  assert.equal(r.code, 0, r.stderr);
+  r = host.cli(['define', '--name', 'manual', '--memory', '128']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((await c.getDomain('auto')).config.autostart, true);
+  assert.equal((await c.getDomain('auto')).state, 'defined');
+
+  // Restart xvmd as systemd would run it: its log goes to stderr too (the journal).
+  await host.stopDaemon();
+  host.env.INVOCATION_ID = 'xvm-test';
+  const outFile = path.join(host.home, 'xvmd.test.out');
+  const outBefore = fs.readFileSync(outFile, 'utf8').length;
+  await host.startDaemon();
+  await waitUntil(async () => (await c.getDomain('auto')).state === 'running', 60_000, 'auto to be started by xvmd');
+  assert.equal((await c.getDomain('manual')).state, 'defined', 'a domain without autostart is left alone');
+  const journal = fs.readFileSync(outFile, 'utf8').slice(outBefore);
+  assert.match(journal, /"msg":"xvmd ready"/, 'under systemd the log also goes to stderr');
+  assert.match(journal, /"msg":"domain autostarted","domain":"auto"/);
+
+  const con = new ConsoleSession(c, 'auto', 1 << 20);
+  await con.ready();
+  await con.waitFor(READY_BANNER, 120_000);
+  con.close();
+
+  // A restart re-adopts the running domain and does not start it twice.
+  const pid = (await c.getDomain('auto')).pid;
+  await host.stopDaemon();
+  delete host.env.INVOCATION_ID;
+  await host.startDaemon();
+  await new Promise((res) => setTimeout(res, 1000));
+  const again = await c.getDomain('auto');
+  assert.equal(again.state, 'running');
+  assert.equal(again.pid, pid, 'the running QEMU was re-adopted, not started anew');
+
+  r = host.cli(['autostart', 'auto', 'off']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /autostart off for auto/);
+  assert.equal((await c.getDomain('auto')).config.autostart, false);
+  r = host.cli(['autostart', 'manual', 'on']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((await c.getDomain('manual')).config.autostart, true);
+  assert.equal(host.cli(['autostart', 'manual', 'maybe']).code, 2);
+  assert.match(host.cli(['autostart', 'nosuch', 'on']).stderr, /no domain named 'nosuch'/);
+  await c.setAutostart('manual', false);
+});
+
+test('xvm daemon stop --domains=shutdown shuts the running guests down, then stops xvmd', { timeout: 180_000 }, async () => {
+  const c = host.client;
+  const pid = (await c.getDomain('auto')).pid!;
+  const daemonPid = (await c.host()).daemon.pid;
+  assert.equal(host.cli(['daemon', 'stop', '--domains=maybe']).code, 2);
+  const r = host.cli(['daemon', 'stop', '--domains=shutdown', '--timeout', '90'], { timeoutMs: 150_000 });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^auto: shutdown$/m);
+  assert.match(r.stdout, /xvmd stopped/);
+  await waitUntil(() => !pidAlive(daemonPid), 15_000, 'xvmd to exit');
+  await waitUntil(() => !pidAlive(pid), 15_000, "the guest's QEMU to exit");
+  await host.startDaemon();
+  const info = await c.getDomain('auto');
+  assert.equal(info.state, 'shutdown');
+  assert.match(info.lastExit?.reason ?? '', /shut down/);
+});
