@@ -196,10 +196,15 @@ export class DomainStore {
     }
   }
 
-  /** Resolves once every change made so far is durable (failures are logged, not thrown). */
+  /**
+   * Resolves once every change made so far is durable and the domain
+   * introductions/releases queued so far are done (failures are logged, not
+   * thrown). Later changes are not waited for, so a busy daemon never stalls it.
+   */
   async flush(): Promise<void> {
-    while (this.pending.size > 0) await Promise.all([...this.pending]);
-    await this.domainQueue;
+    const queue = this.domainQueue;
+    await Promise.all([...this.pending]);
+    await queue;
   }
 
   private readJoined(p: string): Buffer {
