@@ -1175,7 +1175,7 @@ export class Qcow2Image implements BlockImage {
     try {
       const end = offset + data.length;
       const inPlace: Promise<void>[] = [];
-      const alloc: { c: number; part: Uint8Array; inOff: number; whole: boolean; old: { kind: Kind; host: number; hi: number; lo: number } }[] = [];
+      const alloc: { c: number; part: Uint8Array; inOff: number; whole: boolean; old: { kind: Kind; host: number; hi: number; lo: number; copied: boolean } }[] = [];
       for (let c = c0; c <= c1; c++) {
         const e = this.decode(l2, c % this.l2Entries);
         const s = Math.max(offset, c * cs);
@@ -1188,7 +1188,11 @@ export class Qcow2Image implements BlockImage {
         alloc.push({ c, part, inOff: s - c * cs, whole: s === c * cs && en === (c + 1) * cs, old: e });
       }
       if (alloc.length) {
-        const hosts = await this.takeClusters(alloc.length);
+        // A zero cluster that keeps its allocation (preallocated images)
+        // is written in place; everything else gets a new cluster.
+        const reuse = alloc.map((a) => (a.old.kind === Kind.Zero && a.old.copied && a.old.host ? a.old.host / cs : -1));
+        const fresh = await this.takeClusters(reuse.filter((h) => h < 0).length);
+        const hosts = reuse.map((h) => (h >= 0 ? h : fresh.shift()!));
         // Data first. A partial cluster whose other bytes read as zeros, on a
         // host cluster known to be zero (fresh file space or a punched
         // hole), needs only its own bytes written; others get a full
@@ -1234,7 +1238,9 @@ export class Qcow2Image implements BlockImage {
         });
         const l2off = this.l1Entry(t);
         await pwriteAll(this.fd, l2.subarray(lo * 8, (hi + 1) * 8), l2off + lo * 8);
-        for (const a of alloc) if (a.old.kind !== Kind.Unalloc) this.freeLater(a.old.hi, a.old.lo, a.old.kind, a.old.host);
+        alloc.forEach((a, k) => {
+          if (a.old.kind !== Kind.Unalloc && reuse[k] < 0) this.freeLater(a.old.hi, a.old.lo, a.old.kind, a.old.host);
+        });
       } else {
         await Promise.all(inPlace);
       }

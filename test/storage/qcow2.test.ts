@@ -304,7 +304,7 @@ test('qcow2: every refcount width (1..64 bits), ours and qemu-img\'s, and versio
     assertCheckClean(file);
     assertSameAs(file, 'qcow2', model, dir);
   }
-  for (const opts of ['refcount_bits=1,cluster_size=4096', 'refcount_bits=64', 'compat=0.10', 'compat=0.10,cluster_size=1024', 'lazy_refcounts=on']) {
+  for (const opts of ['refcount_bits=1,cluster_size=4096', 'refcount_bits=64', 'compat=0.10', 'compat=0.10,cluster_size=1024', 'lazy_refcounts=on', 'preallocation=metadata', 'preallocation=falloc,cluster_size=16384']) {
     const file = path.join(dir, `q-${opts.replace(/[=,.]/g, '_')}.qcow2`);
     assert.equal(qemuImg('create', '-q', '-f', 'qcow2', '-o', opts, file, String(size)).status, 0);
     const img = await Qcow2Image.open(file);
@@ -425,4 +425,20 @@ test('images: one read-write user at a time (flock); readers are not blocked', a
   await b.close();
   await (await Qcow2Image.open(q)).close();
   await (await RawImage.open(r)).close();
+});
+
+test('qcow2: writes into a preallocated image (zero clusters that keep their allocation) stay in place', async (t) => {
+  const dir = tmpdir(t);
+  const file = path.join(dir, 'pre.qcow2');
+  assert.equal(qemuImg('create', '-q', '-f', 'qcow2', '-o', 'preallocation=metadata', file, String(8 * MiB)).status, 0);
+  const before = fs.statSync(file).size;
+  const img = await Qcow2Image.open(file);
+  const model = Buffer.alloc(8 * MiB);
+  await img.writeZeroes(0, 8 * MiB, false); // zero flag, allocation kept
+  await randomOps(img, model, prng(31), 60, { concurrent: 4, maxLen: 50_000 });
+  assert.ok((await readAll(img)).equals(model));
+  await img.close();
+  assert.equal(fs.statSync(file).size, before, 'no new clusters were needed');
+  assertCheckClean(file);
+  assertSameAs(file, 'qcow2', model, dir);
 });
