@@ -76,6 +76,21 @@ test('dump-core writes an ELF core that readelf accepts, at least as big as gues
   assert.ok(fs.statSync(file).size >= MEMORY * 1048576);
   fs.rmSync(file);
 
+  // A paused guest is dumped and stays paused; SysRq to it is refused.
+  await host.client.pause('dbg');
+  const paused = await host.client.dumpCore('dbg', file);
+  assert.equal(paused.state, 'paused');
+  assert.equal((await host.client.getDomain('dbg')).state, 'paused', 'a paused guest stays paused after its dump');
+  await assert.rejects(host.client.sysrq('dbg', 't'), /cannot send SysRq to domain 'dbg': it is paused/);
+  await host.client.unpause('dbg');
+  assert.equal(await con.run('echo resumed'), 'resumed');
+  fs.rmSync(file);
+  // A domain that is not running has no memory to dump.
+  await host.client.createDomain({ config: { name: 'idle' }, start: false });
+  await assert.rejects(host.client.dumpCore('idle', file), /cannot dump the core of domain 'idle': it is defined/);
+  await assert.rejects(host.client.gdbStart('idle'), /cannot debug domain 'idle': it is defined/);
+  await host.client.undefineDomain('idle');
+
   const missing = host.cli(['dump-core', 'dbg', path.join(tmp, 'no-such-dir', 'x.core')]);
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /no-such-dir does not exist/);
