@@ -163,8 +163,6 @@ test('qcow2: many requests in flight on the same clusters (allocation is seriali
   // 512-byte writes scattered over few clusters, all in flight at once
   const jobs: Promise<void>[] = [];
   const rand = prng(3);
-  const slots = crypto.randomBytes(0);
-  void slots;
   const order = [...Array(2048).keys()].sort(() => rand(3) - 1);
   for (const k of order) {
     const off = (k % 8) * 65536 * 3 + Math.floor(k / 8) * 512;
