@@ -738,9 +738,15 @@ export class Storage {
       if (at < 0) throw new XvmError('internal', `snapshot ${snapshot} of ${pool}/${name} points at a file the volume does not own`);
       const file = this.newFile(p, vols, name, 'qcow2', false);
       const full = path.join(p.path, file);
-      const snapFormat = probeFormat(path.join(p.path, snap.file));
+      const snapPath = path.join(p.path, snap.file);
+      const snapFormat = probeFormat(snapPath);
+      let size: number;
       try {
-        const img = await Qcow2Image.create(full, v.size, { backingFile: snap.file, backingFormat: snapFormat });
+        // The disk gets the size it had when the snapshot was taken.
+        const frozen = snapFormat === 'qcow2' ? await Qcow2Image.open(snapPath, { readOnly: true, openBacking: false }) : await RawImage.open(snapPath, { readOnly: true });
+        size = frozen.size;
+        await frozen.close();
+        const img = await Qcow2Image.create(full, size, { backingFile: snap.file, backingFormat: snapFormat });
         await img.close();
       } catch (err) {
         fs.rmSync(full, { force: true });
@@ -750,6 +756,7 @@ export class Storage {
       v.layers = [...v.layers.slice(0, at + 1), file];
       v.snapshots = v.snapshots.slice(0, i + 1);
       v.format = 'qcow2';
+      v.size = size;
       save();
       for (const f of dropped) fs.rmSync(path.join(p.path, f), { force: true });
       return { snapshot, active: full, destroyed: newer };

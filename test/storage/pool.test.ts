@@ -199,7 +199,9 @@ test('volumes: snapshot, write, rollback brings the old data back; newer snapsho
   assert.equal(await first(), 2);
   assert.ok(!fs.existsSync(s2.active), 'the discarded overlay is gone');
   await write(r2.active, 4);
+  await st.resizeVolume('default', 'vm', '32M');
   const r1 = await st.rollbackVolume('default', 'vm', 'clean', { destroyNewer: true });
+  assert.equal((await st.volumeInfo('default', 'vm')).size, 16 * MiB, 'rollback restores the size of the snapshot');
   assert.deepEqual(r1.destroyed, ['two']);
   assert.equal(await first(), 1);
   const info = await st.volumeInfo('default', 'vm');
