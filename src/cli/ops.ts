@@ -165,6 +165,7 @@ export function registerOpsCommands(program: Command): void {
         if (opts.follow) {
           process.on('SIGINT', () => process.exit(0));
           await c.followDaemonLog(which, n, print);
+          process.stderr.write('xvm: the log stream ended (xvmd stopped)\n');
           return;
         }
         for (const l of await c.daemonLog(which, n)) print(l);

@@ -64,8 +64,9 @@ export function registerOpsRoutes(app: FastifyInstance, deps: OpsDeps): void {
   const { domains, paths, log } = deps;
   const requests = new RequestCounter();
   const followers = new Set<() => void>();
-  // Open follow streams must not hold xvmd's stop.
-  app.addHook('onClose', async () => {
+  // Open follow streams must not hold xvmd's stop (the server waits for its
+  // connections before onClose hooks run: end them before that).
+  app.addHook('preClose', async () => {
     for (const end of followers) end();
   });
   const name = (req: FastifyRequest) => parseInput(s.nameParams, req.params, 'domain name').name;
