@@ -160,6 +160,7 @@ export class DomainManager extends EventEmitter {
   private async releaseDevices(d: Domain): Promise<void> {
     for (const p of this.providers) {
       await p.release(this.deviceContext(d)).catch((e) => this.log.error('releasing devices failed', { domain: d.name, kind: p.kind, error: errorMessage(e) }));
+      deviceEvent('backend-release', { domain: d.name, kind: p.kind });
     }
   }
 
@@ -218,9 +219,13 @@ export class DomainManager extends EventEmitter {
       this.watchConsole(d);
       await this.connectQmp(d, files.qmp);
       d.console.attachInput(files.consoleIn);
-      for (const p of this.providers) await p.adopt(this.deviceContext(d));
+      for (const p of this.providers) {
+        await p.adopt(this.deviceContext(d));
+        deviceEvent('backend-adopt', { domain: d.name, kind: p.kind });
+      }
       const status = await d.qmp!.execute<{ status: string; running: boolean }>('query-status');
       this.log.info('re-adopted running domain', { domain: d.name, pid, status: status.status });
+      deviceEvent('qemu-adopt', { domain: d.name, domid: runtime.domid, pid });
       await this.reconcileStatus(d, status.status);
     } catch (e) {
       this.log.error('could not re-adopt domain', { domain: d.name, error: errorMessage(e) });
@@ -400,7 +405,11 @@ export class DomainManager extends EventEmitter {
 
     const deviceArgs: string[] = [];
     try {
-      for (const p of this.providers) deviceArgs.push(...(await p.prepare(this.deviceContext(d))));
+      for (const p of this.providers) {
+        const args = await p.prepare(this.deviceContext(d));
+        deviceEvent('backend-prepare', { domain: cfg.name, kind: p.kind, qemuArgs: args });
+        deviceArgs.push(...args);
+      }
     } catch (e) {
       d.console.detach();
       await this.releaseDevices(d);

@@ -47,6 +47,10 @@ test('a domain with autostart=1 starts when xvmd starts; others stay defined; xv
   const again = await c.getDomain('auto');
   assert.equal(again.state, 'running');
   assert.equal(again.pid, pid, 'the running QEMU was re-adopted, not started anew');
+  const events = () =>
+    host.cli(['dmesg', '--devices', '--json', '-n', '1000']).stdout.trim().split('\n').map((l) => JSON.parse(l) as { kind: string; domain?: string; pid?: number });
+  assert.equal(events().filter((e) => e.kind === 'qemu-start' && e.domain === 'auto').length, 1, 'QEMU started once');
+  assert.ok(events().some((e) => e.kind === 'qemu-adopt' && e.domain === 'auto' && e.pid === pid), 'the re-adoption is in the device log');
 
   r = host.cli(['autostart', 'auto', 'off']);
   assert.equal(r.code, 0, r.stderr);
@@ -75,4 +79,6 @@ test('xvm daemon stop --domains=shutdown shuts the running guests down, then sto
   const info = await c.getDomain('auto');
   assert.equal(info.state, 'shutdown');
   assert.match(info.lastExit?.reason ?? '', /shut down/);
+  const stops = host.cli(['dmesg', '--devices', '--json', '-n', '1000']).stdout.trim().split('\n').map((l) => JSON.parse(l) as { kind: string; domain?: string; pid?: number });
+  assert.ok(stops.some((e) => e.kind === 'qemu-stop' && e.domain === 'auto' && e.pid === pid), 'the QEMU stop is in the device log');
 });
