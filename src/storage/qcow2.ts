@@ -144,6 +144,8 @@ export class Qcow2Image implements BlockImage {
   private readonly zcache = new Map<string, Promise<Buffer>>();
   private closed = false;
   private corruptMsg: string | null = null;
+  private marking: Promise<void> | null = null;
+  private closing = false;
   private ready = false;
   private reserveTop = 0;
   private reserveBatch = 8;
@@ -339,12 +341,14 @@ export class Qcow2Image implements BlockImage {
   }
 
   async close(): Promise<void> {
-    if (this.closed) return;
+    if (this.closed || this.closing) return;
+    this.closing = true;
     try {
+      // Nothing of ours may touch the fd once it is closed (it could be reused).
+      await this.waitInflight();
+      if (this.bgFlush) await this.bgFlush.catch(() => {});
+      if (this.refilling) await this.refilling;
       if (!this.readOnly && !this.corruptMsg) {
-        await this.waitInflight();
-        if (this.bgFlush) await this.bgFlush.catch(() => {});
-        if (this.refilling) await this.refilling;
         await this.flush();
         await this.metaLock.run(async () => {
           await this.releaseReservation();
@@ -354,6 +358,7 @@ export class Qcow2Image implements BlockImage {
       }
     } finally {
       this.closed = true;
+      if (this.marking) await this.marking; // never write after the fd is closed (and maybe reused)
       await closeFd(this.fd).catch(() => {});
       if (this.backing) await this.backing.close();
     }
@@ -372,7 +377,7 @@ export class Qcow2Image implements BlockImage {
       this.corruptMsg = msg;
       const b = Buffer.alloc(8);
       b.writeBigUInt64BE(this.header.incompatible | INCOMPAT_CORRUPT);
-      void pwriteAll(this.fd, b, 72)
+      this.marking = pwriteAll(this.fd, b, 72)
         .then(() => fdatasync(this.fd))
         .catch(() => {});
     }
@@ -380,7 +385,7 @@ export class Qcow2Image implements BlockImage {
   }
 
   private checkRequest(offset: number, length: number, write: boolean): void {
-    if (this.closed) throw this.err('image is closed');
+    if (this.closed || this.closing) throw this.err('image is closed');
     if (write && this.readOnly) throw this.err('image is read-only');
     if (write && this.corruptMsg) throw this.err(`image is marked corrupt (${this.corruptMsg})`);
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {

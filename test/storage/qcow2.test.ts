@@ -440,3 +440,24 @@ test('qcow2: writes into a preallocated image (zero clusters that keep their all
   assertCheckClean(file);
   assertSameAs(file, 'qcow2', model, dir);
 });
+
+test('qcow2: corruption met while running marks the image corrupt and refuses further writes', async (t) => {
+  const dir = tmpdir(t);
+  const file = path.join(dir, 'm.qcow2');
+  const img = await Qcow2Image.create(file, 4 * MiB);
+  await img.write(Buffer.alloc(65536, 1), 0);
+  await img.close();
+  // point guest cluster 0 at the refcount table
+  const buf = fs.readFileSync(file);
+  const l1 = Number(buf.readBigUInt64BE(40));
+  const l2 = Number(buf.readBigUInt64BE(l1) & 0x00fffffffffffe00n);
+  buf.writeBigUInt64BE(0x8000000000000000n | buf.readBigUInt64BE(48), l2);
+  fs.writeFileSync(file, buf);
+  const rw = await Qcow2Image.open(file, { check: false }); // skip the open-time scan
+  await assert.rejects(rw.write(Buffer.alloc(512, 2), 0), /corrupt image: .*overlaps/);
+  await assert.rejects(rw.write(Buffer.alloc(512, 2), 65536), /marked corrupt/);
+  await rw.close();
+  assert.match(qemuImg('info', file).stdout, /corrupt: true/);
+  await assert.rejects(Qcow2Image.open(file), /marked corrupt/);
+  await (await Qcow2Image.open(file, { readOnly: true })).close();
+});
