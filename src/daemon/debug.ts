@@ -108,15 +108,11 @@ export function checkDumpTarget(file: unknown): string {
   } catch {
     throw new XvmError('invalid', `cannot write the dump to ${file}: folder ${dir} is not writable by xvmd`);
   }
-  let exists = false;
   try {
     if (!fs.lstatSync(file).isFile()) throw new XvmError('invalid', `cannot write the dump to ${file}: it exists and is not a regular file`);
-    exists = true;
   } catch (e) {
     if (e instanceof XvmError) throw e;
   }
-  // QEMU creates the core read-only for its owner (0400): an old one is replaced, not rewritten.
-  if (exists) fs.rmSync(file);
   return file;
 }
 
@@ -137,6 +133,8 @@ export async function dumpCore(
   const { qmp } = live(d, 'dump the core of');
   const before = await qmp.execute<{ status: string }>('query-dump');
   if (before.status === 'active') throw new XvmError('conflict', `a core dump of domain '${name}' is already being written`);
+  // QEMU creates the core read-only for its owner (0400): an old one is replaced, not rewritten.
+  fs.rmSync(target, { force: true });
   const started = Date.now();
   d.console.mark(`writing a core dump to ${target} (xvm dump-core)`);
   log.info('dump-core started', { domain: name, file: target });

@@ -8,7 +8,7 @@ import type { StatePaths } from '../common/paths.js';
 import * as s from '../api/schema.js';
 import type { DomainManager } from './domains.js';
 import type { Logger } from './log.js';
-import { dumpCore, gdbStart, gdbStop, sendSysrq } from './debug.js';
+import { checkDumpTarget, dumpCore, gdbStart, gdbStop, sendSysrq } from './debug.js';
 import { collectStats, prometheusText, RequestCounter } from './metrics.js';
 import { deviceLogFile } from './device-log.js';
 import { parseInput } from './server.js';
@@ -84,7 +84,9 @@ export function registerOpsRoutes(app: FastifyInstance, deps: OpsDeps): void {
   app.post('/v1/domains/:name/dump-core', async (req, reply) => {
     const n = name(req);
     const body = parseInput(s.dumpCoreBody, req.body, 'request body');
-    domains.get(n); // 404 before the stream starts
+    // Plain HTTP errors before the stream starts: unknown domain, bad target.
+    domains.get(n);
+    checkDumpTarget(body.file);
     reply.hijack();
     const out = reply.raw;
     out.writeHead(200, { 'content-type': 'application/x-ndjson' });

@@ -199,6 +199,11 @@ test('/metrics is Prometheus text with per-domain, API and process metrics', { t
   assert.ok(one('process_resident_memory_bytes', {}) > 1 << 20);
   assert.ok(one('process_cpu_seconds_total', {}) > 0);
   for (const [name, f] of fams) assert.ok(f.help.length > 0, `${name} has HELP`);
+  // The routes are in the OpenAPI document.
+  const doc = (await host.client.openapi()) as { paths: Record<string, Record<string, unknown>> };
+  for (const [p, m] of [['/metrics', 'get'], ['/v1/stats', 'get'], ['/v1/logs/{log}', 'get'], ['/v1/domains/{name}/sysrq', 'post'], ['/v1/domains/{name}/dump-core', 'post'], ['/v1/domains/{name}/gdbstub', 'post'], ['/v1/domains/{name}/gdbstub', 'delete'], ['/v1/domains/{name}/autostart', 'post']] as const) {
+    assert.ok(doc.paths[p]?.[m], `${m.toUpperCase()} ${p} is documented`);
+  }
 });
 
 test('xvm dmesg shows xvmd\'s log and, with --devices, the device events', { timeout: 60_000 }, () => {
@@ -258,4 +263,31 @@ test('xvm daemon install --dest writes a systemd unit that systemd-analyze accep
   const bad = host.cli(['daemon', 'install', '--dest', path.join(tmp, 'nope')]);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /is not a folder/);
+});
+
+test('malformed requests to the operations routes get clear 4xx errors', { timeout: 60_000 }, async () => {
+  const c = host.client;
+  const cases: [string, string, unknown, number, RegExp][] = [
+    ['POST', '/v1/domains/dbg/sysrq', { key: 5 }, 400, /key/],
+    ['POST', '/v1/domains/dbg/sysrq', { key: 't', extra: 1 }, 400, /unknown field/],
+    ['POST', '/v1/domains/dbg/sysrq', { key: '\u0000' }, 400, /not a magic SysRq key/],
+    ['POST', '/v1/domains/dbg/dump-core', {}, 400, /file/],
+    ['POST', '/v1/domains/dbg/dump-core', { file: '/proc/nope/x.core' }, 400, /folder \/proc\/nope does not exist/],
+    ['POST', '/v1/domains/dbg/dump-core', { file: 'x.core' }, 400, /absolute path/],
+    ['POST', '/v1/domains/no%2Fsuch/dump-core', { file: '/tmp/x' }, 400, /domain name/],
+    ['POST', '/v1/domains/ghost/dump-core', { file: '/tmp/x.core' }, 404, /no domain named 'ghost'/],
+    ['POST', '/v1/domains/dbg/autostart', { on: 'yes' }, 400, /on/],
+    ['POST', '/v1/domains/dbg/gdbstub', { port: 1 }, 400, /unknown field/],
+    ['GET', '/v1/logs/passwd', undefined, 400, /log/],
+    ['GET', '/v1/logs/xvmd?lines=-1', undefined, 400, /lines/],
+    ['GET', '/v1/logs/xvmd?follow=maybe', undefined, 400, /follow/],
+    ['POST', '/v1/daemon/stop', { domains: 'save' }, 400, /domains/],
+  ];
+  for (const [method, p, body, status, re] of cases) {
+    const r = await c.rawRequest(method, p, body);
+    assert.equal(r.status, status, `${method} ${p} ${JSON.stringify(body)} -> ${r.status} ${r.body}`);
+    assert.match(r.body, re, `${method} ${p}: ${r.body}`);
+  }
+  // Still serving, the guest untouched.
+  assert.equal((await c.getDomain('dbg')).state, 'running');
 });
