@@ -397,7 +397,7 @@ class Guest {
         throw new Error(`QEMU exited while waiting for ${what}; output:\n${this.out.slice(-3000)}`);
       }
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${what}; output:\n${this.out.slice(-3000)}`);
+      if (left <= 0) throw new Error(`timed out (${timeoutMs} ms) waiting for ${what}; output:\n${this.out.slice(-3000)}`);
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, Math.min(left, 1000));
         this.waiters.push(() => {
@@ -422,7 +422,10 @@ class Guest {
     await this.waitFor(new RegExp(`\\n${tag}-B\\r?(?=\\n)`), timeoutMs);
     const start = this.cursor + 1;
     await this.waitFor(new RegExp(`\\n${tag}-E\\r?\\n`), timeoutMs);
-    return this.out.slice(start, this.out.lastIndexOf(`${tag}-E`)).replace(/\r/g, '');
+    const output = this.out.slice(start, this.out.lastIndexOf(`${tag}-E`)).replace(/\r/g, '');
+    // and the next prompt, so the next command is not typed ahead
+    await this.waitFor(/# /, timeoutMs);
+    return output;
   }
 
   async waitExit(timeoutMs = 120_000): Promise<number | null> {
@@ -539,6 +542,7 @@ describe('image: booting the default guest under QEMU (TCG)', () => {
 
     g.send('echo $((6*7))');
     await g.waitFor(/\n42\r?\n/);
+    await g.waitFor('web1:/# ');
 
     assert.equal((await g.sh('cat /mnt/vda/hello.txt')).trim(), 'hello from the host');
     assert.match(await g.sh('ls /dev/input'), /event\d/);
@@ -551,12 +555,13 @@ describe('image: booting the default guest under QEMU (TCG)', () => {
     // job control: background job listed by the shell
     assert.match(await g.sh('sleep 600 & jobs; kill %1'), /\[1\]\+\s+Running\s+sleep 600/);
     // DHCP in the background (QEMU's user network hands out 10.0.2.15)
-    let netInfo = '';
-    for (let i = 0; i < 60 && !/10\.0\.2\.15/.test(netInfo); i++) {
-      netInfo = await g.sh('cat /run/xvm/net 2>/dev/null; ip -4 route | grep default; sleep 1');
-    }
-    assert.match(netInfo, /eth0 10\.0\.2\.15\/24 via 10\.0\.2\.2/);
-    assert.match(netInfo, /default via 10\.0\.2\.2 dev eth0/);
+    const netInfo = await g.sh(
+      'i=0; while [ ! -s /run/xvm/net ] && [ $i -lt 90 ]; do sleep 1; i=$((i+1)); done; ' +
+        'cat /run/xvm/net; ip -4 route | grep default; echo ---; cat /var/log/udhcpc.log',
+      150_000,
+    );
+    assert.match(netInfo, /eth0 10\.0\.2\.15\/24 via 10\.0\.2\.2/, netInfo);
+    assert.match(netInfo, /default via 10\.0\.2\.2 dev eth0/, netInfo);
 
     await g.sh('echo written-by-guest > /mnt/vda/out.txt');
     g.send('poweroff');
