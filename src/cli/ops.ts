@@ -5,6 +5,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
+import { ApiError } from '../api/client.js';
+import { statePaths } from '../common/paths.js';
 import { action, client, CliError, printJson } from './context.js';
 import { progress } from './progress.js';
 import { registerTopCommand } from './top.js';
@@ -28,6 +30,28 @@ export function formatLogLine(line: string): string {
     return `${k}=${s}`;
   });
   return [...head, ...kv].join(' ');
+}
+
+/** The last `n` lines of a local file (its last 8 MiB at most); none if it is missing. */
+function localTail(file: string, n: number): string[] {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch {
+    return [];
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    const len = Math.min(size, 8 << 20);
+    const b = Buffer.alloc(len);
+    fs.readSync(fd, b, 0, len, size - len);
+    let lines = b.toString('utf8').split('\n');
+    if (len < size) lines = lines.slice(1); // partial first line
+    lines = lines.filter((l) => l.trim());
+    return n === 0 ? [] : lines.slice(-n);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 export interface UnitOptions {
@@ -168,7 +192,17 @@ export function registerOpsCommands(program: Command): void {
           process.stderr.write('xvm: the log stream ended (xvmd stopped)\n');
           return;
         }
-        for (const l of await c.daemonLog(which, n)) print(l);
+        let lines: string[];
+        try {
+          lines = await c.daemonLog(which, n);
+        } catch (e) {
+          // xvmd down (or failing to start): read the file itself, which is what one needs then.
+          if (!(e instanceof ApiError) || e.code !== 'unavailable') throw e;
+          const file = path.join(statePaths().log, which === 'xvmd' ? 'xvmd.log' : 'devices.log');
+          process.stderr.write(`xvm: xvmd is not running; reading ${file}\n`);
+          lines = localTail(file, n);
+        }
+        for (const l of lines) print(l);
       }),
     );
 

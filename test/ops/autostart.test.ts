@@ -75,6 +75,12 @@ test('xvm daemon stop --domains=shutdown shuts the running guests down, then sto
   assert.match(r.stdout, /xvmd stopped/);
   await waitUntil(() => !pidAlive(daemonPid), 15_000, 'xvmd to exit');
   await waitUntil(() => !pidAlive(pid), 15_000, "the guest's QEMU to exit");
+  // With xvmd down, xvm dmesg reads the log file itself.
+  const down = host.cli(['dmesg', '-n', '20']);
+  assert.equal(down.code, 0, down.stderr);
+  assert.match(down.stderr, /xvmd is not running; reading .*xvmd\.log/);
+  assert.match(down.stdout, /info  xvmd stopping; domains keep running/);
+  assert.match(down.stdout, /info  shutting down domains before xvmd stops domains=\["auto"\]/);
   await host.startDaemon();
   const info = await c.getDomain('auto');
   assert.equal(info.state, 'shutdown');
