@@ -4,6 +4,7 @@ import http from 'node:http';
 import { createRequire } from 'node:module';
 import type WebSocket from 'ws';
 import { statePaths } from '../common/paths.js';
+import type { PoolInfo, VolumeInfo, VolumeSummary, SnapshotResult, RollbackResult } from '../storage/pool.js';
 import type { CreateDomainBody, DaemonStopResult, DomainInfo, DumpCoreResult, GdbStubInfo, HostInfo, HostStats, ImageInfo, LogName, SysrqResult } from './schema.js';
 
 // ws is loaded on first use: most CLI verbs never open a websocket, and
@@ -274,6 +275,105 @@ export class XvmClient {
     if (error) throw error;
     if (!result) throw new ApiError('internal', res.status, 'image build ended without a result');
     return result;
+  }
+
+  // ---- storage (pools, volumes), disk hot plug, domain clone
+
+  private p(pool: string): string {
+    return `/v1/pools/${encodeURIComponent(pool)}`;
+  }
+  private v(pool: string, vol: string): string {
+    return `${this.p(pool)}/volumes/${encodeURIComponent(vol)}`;
+  }
+  listPools(): Promise<PoolInfo[]> {
+    return this.request('GET', '/v1/pools');
+  }
+  createPool(name: string, opts: { path?: string } = {}): Promise<PoolInfo> {
+    return this.request('POST', '/v1/pools', { name, ...opts });
+  }
+  poolInfo(pool: string): Promise<PoolInfo> {
+    return this.request('GET', this.p(pool));
+  }
+  deletePool(pool: string): Promise<{ deleted: string }> {
+    return this.request('DELETE', this.p(pool));
+  }
+  listVolumes(pool: string): Promise<VolumeSummary[]> {
+    return this.request('GET', `${this.p(pool)}/volumes`);
+  }
+  createVolume(pool: string, name: string, opts: { size: string | number; format?: 'raw' | 'qcow2' }): Promise<VolumeInfo> {
+    return this.request('POST', `${this.p(pool)}/volumes`, { name, ...opts });
+  }
+  volumeInfo(pool: string, vol: string): Promise<VolumeInfo & { usedBy: { domain: string; vdev: string; readOnly: boolean }[] }> {
+    return this.request('GET', this.v(pool, vol));
+  }
+  deleteVolume(pool: string, vol: string): Promise<{ deleted: string }> {
+    return this.request('DELETE', this.v(pool, vol));
+  }
+  resizeVolume(pool: string, vol: string, size: string | number, opts: { shrink?: boolean } = {}): Promise<VolumeInfo> {
+    return this.request('POST', `${this.v(pool, vol)}/resize`, { size, shrink: opts.shrink ?? false });
+  }
+  cloneVolume(pool: string, vol: string, name: string): Promise<VolumeInfo> {
+    return this.request('POST', `${this.v(pool, vol)}/clone`, { name });
+  }
+  snapshotVolume(pool: string, vol: string, snapshot: string): Promise<SnapshotResult> {
+    return this.request('POST', `${this.v(pool, vol)}/snapshot`, { snapshot });
+  }
+  rollbackVolume(pool: string, vol: string, snapshot: string, opts: { force?: boolean } = {}): Promise<RollbackResult> {
+    return this.request('POST', `${this.v(pool, vol)}/rollback`, { snapshot, force: opts.force ?? false });
+  }
+  /** Copies an image file (absolute path on the daemon's host) into a new volume, reporting progress. */
+  async importVolume(pool: string, name: string, source: string, opts: { format?: 'raw' | 'qcow2'; onProgress?: (done: number, total: number) => void } = {}): Promise<VolumeInfo> {
+    let pending = '';
+    let result: VolumeInfo | undefined;
+    let error: ApiError | undefined;
+    const onLine = (line: string) => {
+      if (!line.trim()) return;
+      let msg: { progress?: { done: number; total: number }; done?: boolean; volume?: VolumeInfo; error?: { code: string; message: string } };
+      try {
+        msg = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (msg.progress) opts.onProgress?.(msg.progress.done, msg.progress.total);
+      if (msg.done && msg.volume) result = msg.volume;
+      if (msg.error) error = new ApiError(msg.error.code, 500, msg.error.message);
+    };
+    const res = await this.rawRequest('POST', `${this.p(pool)}/import`, { name, source, ...(opts.format ? { format: opts.format } : {}) }, (c) => {
+      pending += c;
+      let nl: number;
+      while ((nl = pending.indexOf('\n')) >= 0) {
+        onLine(pending.slice(0, nl));
+        pending = pending.slice(nl + 1);
+      }
+    });
+    if (res.status >= 400) {
+      let e: { code?: string; message?: string } | undefined;
+      try {
+        e = (JSON.parse(res.body) as { error?: { code?: string; message?: string } }).error;
+      } catch {
+        /* not JSON */
+      }
+      throw new ApiError(e?.code ?? 'internal', res.status, e?.message ?? res.body);
+    }
+    onLine(pending);
+    if (error) throw error;
+    if (!result) throw new ApiError('internal', res.status, 'import ended without a result');
+    return result;
+  }
+  /** Hot-plugs a disk: target is vol=POOL/NAME or an absolute path (not persistent). */
+  blockAttach(name: string, target: string, vdev: string, access: 'ro' | 'rw' = 'rw'): Promise<{ domain: string; vdev: string; devid: number; image: string; format: string; readOnly: boolean }> {
+    return this.request('POST', `${this.d(name)}/disks`, { target, vdev, access });
+  }
+  blockDetach(name: string, vdev: string): Promise<{ domain: string; vdev: string }> {
+    return this.request('DELETE', `${this.d(name)}/disks/${encodeURIComponent(vdev)}`);
+  }
+  /** The disks a running domain has (backends), including hot-plugged ones. */
+  listDisks(name: string): Promise<{ vdev: string; image: string; format: string; readOnly: boolean; vol?: string; hotplug?: boolean; socket: string }[]> {
+    return this.request('GET', `${this.d(name)}/disks`);
+  }
+  /** Clones a stopped domain: new name and UUID, vol= disks cloned as qcow2 overlays. */
+  cloneDomain(name: string, newName: string): Promise<DomainInfo> {
+    return this.request('POST', `${this.d(name)}/clone`, { name: newName });
   }
 
   /** The websocket URL of an API path on the unix socket. */

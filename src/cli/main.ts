@@ -9,6 +9,7 @@ import { registerImageCommands } from './image.js';
 import { VERSION } from '../daemon/version.js';
 import { registerStoreCommands } from './store.js';
 import { registerOpsCommands } from './ops.js';
+import { registerStorageCommands } from './storage.js';
 import { statePaths } from '../common/paths.js';
 
 const program = new Command();
@@ -26,6 +27,7 @@ registerDomainCommands(program);
 registerConsoleCommands(program);
 registerImageCommands(program);
 registerOpsCommands(program);
+registerStorageCommands(program);
 registerStoreCommands(program, () => process.env.XENSTORED_PATH ?? `${statePaths().run}/xenstored.sock`);
 
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -13,6 +13,7 @@ import { buildServer, listenUnix } from './server.js';
 import { VERSION } from './version.js';
 import { openDeviceLog } from './device-log.js';
 import { autostartDomains } from './autostart.js';
+import { DiskProvider } from './disks.js';
 
 function usage(): never {
   process.stderr.write('usage: xvmd [--foreground] [--log-level debug|info|warn|error]\n');
@@ -72,6 +73,7 @@ async function main(): Promise<void> {
   }
   log.info('store open', { data: store.dataDir, socket: storeSocket, nodes: store.stats().nodes });
   const domains = new DomainManager(paths, log, store);
+  domains.addProvider(new DiskProvider({ paths, log }));
   await domains.load();
 
   let stopping = false;

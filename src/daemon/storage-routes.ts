@@ -1,0 +1,296 @@
+// API routes for storage (pools, volumes, snapshots), disk hot plug
+// (block-attach / block-detach) and whole-domain clones. server.ts registers
+// them with registerStorageRoutes(); the work is done by the storage library
+// (src/storage) and the disk provider (disks.ts).
+import path from 'node:path';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { XvmError, errorMessage } from '../common/errors.js';
+import type { StatePaths } from '../common/paths.js';
+import { parseVolumeRef, Storage, DEFAULT_POOL, type ImageFormat } from '../storage/index.js';
+import { diskString } from '../config/devices.js';
+import type { DomainManager } from './domains.js';
+import type { Logger } from './log.js';
+import { parseInput } from './server.js';
+import { diskProvider, qemuDiskArgs, vdevDevid, type DiskProvider } from './disks.js';
+import { deviceEvent } from './device-log.js';
+
+export interface StorageDeps {
+  paths: StatePaths;
+  domains: DomainManager;
+  log: Logger;
+}
+
+const formatSchema = z.enum(['raw', 'qcow2']);
+const createPoolBody = z.strictObject({ name: z.string(), path: z.string().optional() });
+const createVolBody = z.strictObject({ name: z.string(), size: z.union([z.string(), z.number()]), format: formatSchema.optional() });
+const resizeBody = z.strictObject({ size: z.union([z.string(), z.number()]), shrink: z.boolean().default(false) });
+const importBody = z.strictObject({ name: z.string(), source: z.string(), format: formatSchema.optional(), sourceFormat: formatSchema.optional() });
+const cloneVolBody = z.strictObject({ name: z.string() });
+const snapshotBody = z.strictObject({ snapshot: z.string() });
+const rollbackBody = z.strictObject({ snapshot: z.string(), force: z.boolean().default(false) });
+const attachBody = z.strictObject({ target: z.string().min(1), vdev: z.string(), access: z.enum(['r', 'ro', 'w', 'rw']).default('rw'), format: formatSchema.optional() });
+const cloneDomainBody = z.strictObject({ name: z.string() });
+
+function param(req: FastifyRequest, key: string): string {
+  return (req.params as Record<string, string>)[key]!;
+}
+
+function provider(): DiskProvider {
+  const p = diskProvider();
+  if (!p) throw new XvmError('unavailable', 'this xvmd serves no disks');
+  return p;
+}
+
+export function registerStorageRoutes(app: FastifyInstance, deps: StorageDeps): void {
+  const { domains, log } = deps;
+  const storage = (): Storage => diskProvider()?.storage ?? new Storage();
+
+  // ---------------------------------------------------------------- pools
+  app.get('/v1/pools', async () => storage().listPools());
+  app.post('/v1/pools', async (req) => {
+    const b = parseInput(createPoolBody, req.body, 'request body');
+    return storage().createPool(b.name, { path: b.path });
+  });
+  app.get('/v1/pools/:pool', async (req) => storage().poolInfo(param(req, 'pool')));
+  app.delete('/v1/pools/:pool', async (req) => {
+    await storage().deletePool(param(req, 'pool'));
+    return { deleted: param(req, 'pool') };
+  });
+
+  // ---------------------------------------------------------------- volumes
+  app.get('/v1/pools/:pool/volumes', async (req) => storage().listVolumes(param(req, 'pool')));
+  app.post('/v1/pools/:pool/volumes', async (req) => {
+    const b = parseInput(createVolBody, req.body, 'request body');
+    return storage().createVolume(param(req, 'pool'), b.name, { size: b.size, format: b.format });
+  });
+  app.get('/v1/pools/:pool/volumes/:vol', async (req) => {
+    const info = await storage().volumeInfo(param(req, 'pool'), param(req, 'vol'));
+    return { ...info, usedBy: diskProvider()?.volumeUsers(info.pool, info.name) ?? [] };
+  });
+  app.delete('/v1/pools/:pool/volumes/:vol', async (req) => {
+    const [pool, vol] = [param(req, 'pool'), param(req, 'vol')];
+    refuseInUse(pool, vol, 'delete');
+    await storage().deleteVolume(pool, vol);
+    return { deleted: `${pool}/${vol}` };
+  });
+  app.post('/v1/pools/:pool/volumes/:vol/resize', async (req) => {
+    const [pool, vol] = [param(req, 'pool'), param(req, 'vol')];
+    const b = parseInput(resizeBody, req.body, 'request body');
+    refuseInUse(pool, vol, 'resize');
+    return storage().resizeVolume(pool, vol, b.size, { allowShrink: b.shrink });
+  });
+  app.post('/v1/pools/:pool/volumes/:vol/clone', async (req) => {
+    const [pool, vol] = [param(req, 'pool'), param(req, 'vol')];
+    const b = parseInput(cloneVolBody, req.body, 'request body');
+    refuseInUse(pool, vol, 'clone', true);
+    return storage().cloneVolume(pool, vol, b.name);
+  });
+  // Import streams progress as NDJSON ({progress}, then {done, volume} or {error}).
+  app.post('/v1/pools/:pool/import', async (req, reply) => {
+    const pool = param(req, 'pool');
+    const b = parseInput(importBody, req.body, 'request body');
+    if (!path.isAbsolute(b.source)) throw new XvmError('invalid', `the import source must be an absolute path, not '${b.source}'`);
+    reply.hijack();
+    const out = reply.raw;
+    out.writeHead(200, { 'content-type': 'application/x-ndjson' });
+    let last = 0;
+    try {
+      const volume = await storage().importVolume(pool, b.name, b.source, {
+        format: b.format,
+        sourceFormat: b.sourceFormat,
+        onProgress: (done, total) => {
+          if (Date.now() - last < 100 && done < total) return;
+          last = Date.now();
+          out.write(JSON.stringify({ progress: { step: 'copying', done, total } }) + '\n');
+        },
+      });
+      out.end(JSON.stringify({ done: true, volume }) + '\n');
+    } catch (e) {
+      const err = e instanceof XvmError ? { code: e.code, message: e.message } : { code: 'internal', message: errorMessage(e) };
+      out.end(JSON.stringify({ error: err }) + '\n');
+    }
+  });
+
+  // Snapshot: a running domain's disk must be paused; its backend is then
+  // switched to the new top layer (consistent: no request is in flight).
+  app.post('/v1/pools/:pool/volumes/:vol/snapshot', async (req) => {
+    const [pool, vol] = [param(req, 'pool'), param(req, 'vol')];
+    const b = parseInput(snapshotBody, req.body, 'request body');
+    const users = diskProvider()?.volumeUsers(pool, vol) ?? [];
+    for (const u of users) {
+      const st = domains.info(u.domain).state;
+      if (st !== 'paused') throw new XvmError('conflict', `volume ${pool}/${vol} is in use by running domain '${u.domain}' (${u.vdev}): pause it first ('xvm pause ${u.domain}') for a consistent snapshot, or shut it down`);
+    }
+    const res = await storage().snapshotVolume(pool, vol, b.snapshot);
+    for (const u of users) {
+      await provider().switchImage(u.uuid, u.vdev, res.active);
+      log.info('disk switched to the new snapshot layer', { domain: u.domain, vdev: u.vdev, image: res.active });
+      deviceEvent('disk-switch', { domain: u.domain, device: u.vdev, image: res.active, snapshot: b.snapshot });
+    }
+    return res;
+  });
+  app.post('/v1/pools/:pool/volumes/:vol/rollback', async (req) => {
+    const [pool, vol] = [param(req, 'pool'), param(req, 'vol')];
+    const b = parseInput(rollbackBody, req.body, 'request body');
+    refuseInUse(pool, vol, 'roll back');
+    return storage().rollbackVolume(pool, vol, b.snapshot, { destroyNewer: b.force });
+  });
+
+  // ---------------------------------------------------------------- hot plug
+  app.post('/v1/domains/:name/disks', async (req) => {
+    const b = parseInput(attachBody, req.body, 'request body');
+    return blockAttach(deps, param(req, 'name'), b);
+  });
+  app.delete('/v1/domains/:name/disks/:vdev', async (req) => blockDetach(deps, param(req, 'name'), param(req, 'vdev')));
+  app.get('/v1/domains/:name/disks', async (req) => {
+    const d = domains.get(param(req, 'name'));
+    return diskProvider()?.disksOf(d.uuid) ?? [];
+  });
+
+  // ---------------------------------------------------------------- domain clone
+  app.post('/v1/domains/:name/clone', async (req) => {
+    const b = parseInput(cloneDomainBody, req.body, 'request body');
+    return cloneDomain(deps, param(req, 'name'), b.name);
+  });
+
+  function refuseInUse(pool: string, vol: string, verb: string, allowRo = false): void {
+    for (const u of diskProvider()?.volumeUsers(pool, vol) ?? []) {
+      if (allowRo && u.readOnly) continue;
+      throw new XvmError('conflict', `cannot ${verb} volume ${pool}/${vol}: it is in use by running domain '${u.domain}' (${u.vdev}); shut the domain down or detach the disk first`);
+    }
+  }
+}
+
+function runDirOf(paths: StatePaths, uuid: string): string {
+  return path.join(paths.run, 'domains', uuid);
+}
+
+/** Hot-plugs a disk into a running domain (not persistent, like xl block-attach). */
+export async function blockAttach(deps: StorageDeps, name: string, b: z.infer<typeof attachBody>): Promise<{ domain: string; vdev: string; devid: number; image: string; format: ImageFormat; readOnly: boolean }> {
+  const d = deps.domains.get(name);
+  const p = provider();
+  vdevDevid(b.vdev);
+  if (!d.qmp || !d.runtime || (d.state !== 'running' && d.state !== 'paused')) throw new XvmError('conflict', `cannot attach a disk to domain '${name}': it is ${d.state}`);
+  if (d.rec.config.disk.some((x) => x.vdev === b.vdev) || p.disksOf(d.uuid).some((x) => x.vdev === b.vdev)) {
+    throw new XvmError('conflict', `domain '${name}' already has a disk ${b.vdev}`);
+  }
+  const access = b.access === 'r' || b.access === 'ro' ? 'ro' : 'rw';
+  let disk: { vol: string } | { target: string };
+  if (b.target.startsWith('vol=')) {
+    const vol = b.target.slice(4);
+    parseVolumeRef(vol);
+    disk = { vol };
+  } else {
+    if (!path.isAbsolute(b.target)) throw new XvmError('invalid', `TARGET must be vol=POOL/NAME or an absolute path, not '${b.target}'`);
+    disk = { target: b.target };
+  }
+  const runDir = runDirOf(deps.paths, d.uuid);
+  const spec = await p.resolveDisk(name, d.uuid, { ...disk, vdev: b.vdev, access, format: b.format, devtype: 'disk' }, runDir, Math.max(1, Math.min(d.rec.config.vcpus, 4)));
+  spec.hotplug = true;
+  await p.startBackend(spec, runDir);
+  const args = qemuDiskArgs(spec);
+  const chardevId = `vhu-${spec.vdev}`;
+  try {
+    await d.qmp.execute('chardev-add', {
+      id: chardevId,
+      backend: { type: 'socket', data: { addr: { type: 'unix', data: { path: spec.socket } }, server: false, reconnect: 1 } },
+    });
+    try {
+      await d.qmp.execute('device_add', { driver: 'vhost-user-blk-pci', chardev: chardevId, id: spec.vdev, 'num-queues': spec.queues });
+    } catch (e) {
+      await d.qmp.execute('chardev-remove', { id: chardevId }).catch(() => undefined);
+      throw e;
+    }
+  } catch (e) {
+    await p.stopBackend(d.uuid, runDir, spec.vdev);
+    throw new XvmError('internal', `QEMU refused the new disk ${spec.vdev}: ${errorMessage(e)}`);
+  }
+  deps.log.info('disk attached', { domain: name, vdev: spec.vdev, image: spec.image, args });
+  deviceEvent('disk-add', { domain: name, device: spec.vdev, backend: 'vhost-user-blk', socket: spec.socket, image: spec.image, hotplug: true });
+  return { domain: name, vdev: spec.vdev, devid: vdevDevid(spec.vdev), image: spec.image, format: spec.format, readOnly: spec.readOnly };
+}
+
+/** Unplugs a disk (the guest must release it), then stops its backend. */
+export async function blockDetach(deps: StorageDeps, name: string, vdev: string): Promise<{ domain: string; vdev: string }> {
+  const d = deps.domains.get(name);
+  const p = provider();
+  vdevDevid(vdev);
+  const qmp = d.qmp;
+  if (!qmp || !d.runtime || (d.state !== 'running' && d.state !== 'paused')) throw new XvmError('conflict', `cannot detach a disk from domain '${name}': it is ${d.state}`);
+  if (!p.disksOf(d.uuid).some((x) => x.vdev === vdev)) throw new XvmError('not_found', `domain '${name}' has no disk ${vdev}`);
+  const deleted = new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => {
+      qmp.off('event', onEvent);
+      resolve(false);
+    }, 30_000);
+    const onEvent = (ev: { event: string; data?: Record<string, unknown> }) => {
+      if (ev.event === 'DEVICE_DELETED' && ev.data?.device === vdev) {
+        clearTimeout(timer);
+        qmp.off('event', onEvent);
+        resolve(true);
+      }
+    };
+    qmp.on('event', onEvent);
+  });
+  try {
+    await qmp.execute('device_del', { id: vdev });
+  } catch (e) {
+    throw new XvmError('internal', `QEMU refused to unplug ${vdev}: ${errorMessage(e)}`);
+  }
+  if (!(await deleted)) {
+    throw new XvmError('timeout', `domain '${name}' did not release disk ${vdev} within 30 s (is the guest running and does it support PCI hot unplug?); the disk stays attached`);
+  }
+  await qmp.execute('chardev-remove', { id: `vhu-${vdev}` }).catch((e) => deps.log.warn('chardev-remove failed', { domain: name, vdev, error: errorMessage(e) }));
+  await p.stopBackend(d.uuid, runDirOf(deps.paths, d.uuid), vdev);
+  deviceEvent('disk-remove', { domain: name, device: vdev, hotplug: true });
+  return { domain: name, vdev };
+}
+
+/** Clones a stopped domain: new name and UUID, no fixed MACs, every vol= disk cloned (qcow2 overlay). */
+export async function cloneDomain(deps: StorageDeps, source: string, newName: string): Promise<unknown> {
+  const d = deps.domains.get(source);
+  if (d.runtime || d.state === 'running' || d.state === 'paused') {
+    throw new XvmError('conflict', `cannot clone domain '${source}': it is ${d.state}; shut it down first (its disks must not change while they become read-only bases)`);
+  }
+  if (deps.domains.has(newName)) throw new XvmError('conflict', `a domain named '${newName}' already exists`);
+  const storage = diskProvider()?.storage ?? new Storage();
+  const cfg = d.rec.config;
+  const made: { pool: string; name: string }[] = [];
+  const disks = [];
+  try {
+    for (const disk of cfg.disk) {
+      if (disk.vol === undefined) {
+        if (disk.access === 'rw' && disk.target !== undefined) {
+          throw new XvmError('conflict', `cannot clone domain '${source}': disk ${disk.vdev} is a writable file (${disk.target}), not a volume; only vol= disks can be cloned (import it: 'xvm vol import')`);
+        }
+        disks.push(diskString(disk));
+        continue;
+      }
+      const { pool, name } = parseVolumeRef(disk.vol);
+      const volName = `${newName}-${disk.vdev}`;
+      await storage.cloneVolume(pool, name, volName);
+      made.push({ pool, name: volName });
+      disks.push(diskString({ ...disk, vol: `${pool}/${volName}` }));
+    }
+    const { uuid: _u, ...rest } = cfg;
+    void _u;
+    const config = {
+      ...rest,
+      name: newName,
+      disk: disks,
+      vif: cfg.vif.map((v) => {
+        const { mac: _m, raw: _r, ...vr } = v as typeof v & { mac?: string; raw?: string };
+        void _m;
+        void _r;
+        return vr;
+      }),
+    };
+    return deps.domains.define(config);
+  } catch (e) {
+    for (const m of made.reverse()) await storage.deleteVolume(m.pool, m.name).catch(() => undefined);
+    throw e;
+  }
+}
+
+export { DEFAULT_POOL };
