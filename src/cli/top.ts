@@ -71,8 +71,8 @@ export function registerTopCommand(program: Command): void {
           stdin.on('data', (b: Buffer) => {
             if (b.includes(0x71) || b.includes(0x03)) stop(); // q, Ctrl-C
           });
-          process.stdout.write('\x1b[?25l'); // hide the cursor
         }
+        if (live) process.stdout.write('\x1b[?25l'); // hide the cursor
         let prev: HostStats | undefined;
         try {
           for (let i = 0; i < iterations && !quit; i++) {
@@ -93,8 +93,8 @@ export function registerTopCommand(program: Command): void {
           if (live && stdin.isTTY) {
             stdin.setRawMode(false);
             stdin.pause();
-            process.stdout.write('\x1b[?25h');
           }
+          if (live) process.stdout.write('\x1b[?25h'); // show it again
           process.off('SIGINT', stop);
         }
       }),

@@ -137,6 +137,20 @@ test('xvm top --batch shows the running guest with its counters', { timeout: 60_
   assert.equal(bad.code, 2);
 });
 
+test('xvm top on a terminal redraws in place', { timeout: 60_000 }, () => {
+  assert.ok(has('script'), 'script(1) from util-linux/bsdutils gives the CLI a terminal');
+  const cmd = `${process.execPath} ${path.join(REPO, 'bin', 'xvm.js')} top --iterations 2 --delay 1 </dev/null`;
+  const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { env: host.env, encoding: 'utf8', timeout: 50_000 });
+  assert.equal(r.status, 0, r.stderr + r.stdout);
+  assert.equal(r.stdout.split('\x1b[H\x1b[2J').length - 1, 2, 'each table starts by clearing the screen and homing the cursor');
+  assert.match(r.stdout, /\r?\ndbg\s+r-----\s+\d+\s+[\d.]+\s+131072\s/);
+  assert.ok(r.stdout.includes('\x1b[?25h'), 'the cursor is shown again at the end');
+  // With the terminal as stdin too (raw mode for the q key), it still ends by itself.
+  const r2 = spawnSync('script', ['-qec', cmd.replace(' </dev/null', ''), '/dev/null'], { env: host.env, encoding: 'utf8', timeout: 50_000, input: '' });
+  assert.equal(r2.status, 0, r2.stderr + r2.stdout);
+  assert.equal(r2.stdout.split('\x1b[H\x1b[2J').length - 1, 2);
+});
+
 /** A small parser of the Prometheus text format (0.0.4): families with HELP/TYPE and samples. */
 function parsePrometheus(text: string): Map<string, { type: string; help: string; samples: { labels: Record<string, string>; value: number }[] }> {
   const fams = new Map<string, { type: string; help: string; samples: { labels: Record<string, string>; value: number }[] }>();
