@@ -301,7 +301,7 @@ describe('image: build from apt, cache, rebuild', () => {
     assert.equal(await readDefaultImage(d), null);
   });
 
-  test('rebuilds on a wrong checksum and on a new builder version, from the cached .deb', { timeout: 10 * 60_000 }, async () => {
+  test('rebuilds on a wrong checksum, a new builder version, a new package version, from the cached .deb', { timeout: 10 * 60_000 }, async () => {
     const d = await fs.mkdtemp(path.join(os.tmpdir(), 'xvm-img-'));
     tmpDirs.push(d);
     await fs.cp(imageDir, d, { recursive: true, filter: (src) => !path.basename(src).startsWith('.') || src === imageDir });
@@ -336,6 +336,14 @@ describe('image: build from apt, cache, rebuild', () => {
     const again = await ensureDefaultImage({ dir: d });
     assert.notEqual(again.builtAt, rebuilt.builtAt);
     assert.notEqual(JSON.parse(await fs.readFile(mf, 'utf8')).builderVersion, '0+old');
+
+    // a manifest naming another package version (apt's candidate moved on)
+    const m2 = JSON.parse(await fs.readFile(mf, 'utf8'));
+    m2.packageVersion = '0.0-old';
+    await fs.writeFile(mf, JSON.stringify(m2));
+    const newer = await ensureDefaultImage({ dir: d });
+    assert.equal(newer.packageVersion, img.packageVersion);
+    assert.notEqual(newer.builtAt, again.builtAt);
 
     // two concurrent callers on a dir without an image: one builds, the other waits and reuses it
     await fs.rm(mf);
