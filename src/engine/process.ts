@@ -1,13 +1,10 @@
 // Facts about a QEMU process we may not be the parent of (after an xvmd
 // restart the domain's QEMU is adopted, not spawned).
 import fs from 'node:fs';
+import { processExists } from '../common/pid.js';
 
 export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  if (!processExists(pid)) return false;
   // A zombie is not alive for our purposes.
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');

@@ -34,6 +34,7 @@ import {
   planModules,
   readModule,
 } from './modules.js';
+import { processExists } from '../common/pid.js';
 
 /** The guest prints one console line starting with this when it is ready. */
 export const READY_BANNER = 'XVM_GUEST_READY';
@@ -185,14 +186,6 @@ export async function builderVersion(): Promise<string> {
 
 // ---- lock -----------------------------------------------------------------
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 const heldLocks = new Set<string>();
 
@@ -227,7 +220,7 @@ async function acquireLock(dir: string, onWait: () => void, timeoutMs = 20 * 60_
         const [pidStr, host] = cur.split(' ');
         const pid = Number(pidStr);
         const sameHost = host === os.hostname();
-        const dead = sameHost && Number.isInteger(pid) && pid > 0 && pid !== process.pid && !pidAlive(pid);
+        const dead = sameHost && Number.isInteger(pid) && pid > 0 && pid !== process.pid && !processExists(pid);
         const malformed = !Number.isInteger(pid) || pid <= 0;
         const stale = Date.now() - st.mtimeMs > staleMs;
         if (dead || stale || (malformed && Date.now() - st.mtimeMs > 5_000)) {

@@ -26,6 +26,7 @@ import { RawImage } from './raw.js';
 import { Qcow2Image } from './qcow2.js';
 import { openImage, probeFormat, type ImageFormat } from './open.js';
 import { parseSize } from './size.js';
+import { processExists } from '../common/pid.js';
 
 export const DEFAULT_POOL = 'default';
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$/;
@@ -187,14 +188,6 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Cross-process lock: a file created with O_EXCL holding our pid (stale locks of dead processes are taken over). */
 async function withFileLock<T>(lockPath: string, fn: () => Promise<T>): Promise<T> {
@@ -213,7 +206,7 @@ async function withFileLock<T>(lockPath: string, fn: () => Promise<T>): Promise<
       } catch {
         continue;
       }
-      if (Number.isInteger(holder) && holder > 0 && !pidAlive(holder)) {
+      if (Number.isInteger(holder) && holder > 0 && !processExists(holder)) {
         fs.rmSync(lockPath, { force: true });
         continue;
       }

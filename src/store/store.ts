@@ -26,6 +26,7 @@ import {
   domainPath,
 } from './path.js';
 import { accessFor, parsePerms, formatPerm, ACCESS_READ, ACCESS_WRITE, ACCESS_OWNER, DOMID_MAX, type Perm } from './perms.js';
+import { processExists } from '../common/pid.js';
 
 /** Largest payload of one xs_wire message, and so the largest value. */
 export const PAYLOAD_MAX = 4096;
@@ -997,7 +998,7 @@ function takeLock(lockPath: string): void {
       const [pidStr, start] = fs.readFileSync(lockPath, 'utf8').trim().split(' ');
       const pid = Number.parseInt(pidStr, 10);
       if (pid === process.pid) throw new StoreError('EBUSY', `store data directory ${path.dirname(lockPath)} is already open in this process`);
-      if (Number.isInteger(pid) && pid > 0 && alive(pid)) {
+      if (Number.isInteger(pid) && pid > 0 && processExists(pid)) {
         const now = procStart(pid);
         if (!start || start === '-' || now === null || now === start) {
           throw new StoreError('EBUSY', `store data directory ${path.dirname(lockPath)} is in use by process ${pid}`);
@@ -1009,14 +1010,6 @@ function takeLock(lockPath: string): void {
   throw new StoreError('EBUSY', `cannot take the lock ${lockPath}`);
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 function releaseLock(lockPath: string): void {
   try {
