@@ -64,15 +64,29 @@ test('a domain with autostart=1 starts when xvmd starts; others stay defined; xv
   await c.setAutostart('manual', false);
 });
 
-test('xvm daemon stop --domains=shutdown shuts the running guests down, then stops xvmd', { timeout: 180_000 }, async () => {
+test('xvm daemon stop --domains=shutdown shuts the running guests down in parallel, with a bounded wait, then stops xvmd', { timeout: 240_000 }, async () => {
   const c = host.client;
+  // A guest that ignores the power button (its acpid killed) is waited for, then left running.
+  await c.createDomain({ config: { name: 'stubborn', memory: 128 } });
+  const con = new ConsoleSession(c, 'stubborn', 1 << 20);
+  await con.ready();
+  await con.waitFor(READY_BANNER, 120_000);
+  assert.equal(await con.run('kill $(cat /run/acpid.pid) && echo acpid-gone'), 'acpid-gone');
+  con.close();
+  const stubbornPid = (await c.getDomain('stubborn')).pid!;
+
   const pid = (await c.getDomain('auto')).pid!;
   const daemonPid = (await c.host()).daemon.pid;
   assert.equal(host.cli(['daemon', 'stop', '--domains=maybe']).code, 2);
-  const r = host.cli(['daemon', 'stop', '--domains=shutdown', '--timeout', '90'], { timeoutMs: 150_000 });
+  const t0 = Date.now();
+  const r = host.cli(['daemon', 'stop', '--domains=shutdown', '--timeout', '25'], { timeoutMs: 150_000 });
+  const took = Date.now() - t0;
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^auto: shutdown$/m);
-  assert.match(r.stdout, /xvmd stopped/);
+  assert.match(r.stdout, /^stubborn: did not shut down \(.*within 25 s.*\); left running$/m);
+  assert.match(r.stdout, /xvmd stopped \(pid \d+\); some domains are still running/);
+  assert.ok(took < 25_000 * 2, `the guests were waited for in parallel, once (${took} ms)`);
+  assert.ok(pidAlive(stubbornPid), 'the stubborn guest was not destroyed');
   await waitUntil(() => !pidAlive(daemonPid), 15_000, 'xvmd to exit');
   await waitUntil(() => !pidAlive(pid), 15_000, "the guest's QEMU to exit");
   // With xvmd down, xvm dmesg reads the log file itself.
@@ -80,10 +94,13 @@ test('xvm daemon stop --domains=shutdown shuts the running guests down, then sto
   assert.equal(down.code, 0, down.stderr);
   assert.match(down.stderr, /xvmd is not running; reading .*xvmd\.log/);
   assert.match(down.stdout, /info  xvmd stopping; domains keep running/);
-  assert.match(down.stdout, /info  shutting down domains before xvmd stops domains=\["auto"\]/);
+  assert.match(down.stdout, /info  shutting down domains before xvmd stops domains=\["auto","stubborn"\]/);
   await host.startDaemon();
   const info = await c.getDomain('auto');
   assert.equal(info.state, 'shutdown');
+  const st = await c.getDomain('stubborn');
+  assert.equal(st.state, 'running', 'the guest left running is re-adopted');
+  assert.equal(st.pid, stubbornPid);
   assert.match(info.lastExit?.reason ?? '', /shut down/);
   const stops = host.cli(['dmesg', '--devices', '--json', '-n', '1000']).stdout.trim().split('\n').map((l) => JSON.parse(l) as { kind: string; domain?: string; pid?: number });
   assert.ok(stops.some((e) => e.kind === 'qemu-stop' && e.domain === 'auto' && e.pid === pid), 'the QEMU stop is in the device log');
