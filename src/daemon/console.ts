@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { EventEmitter } from 'node:events';
-import { spawnSync } from 'node:child_process';
+import { mkfifo } from '../sys/fifo.js';
 
 export interface ConsoleLogOptions {
   /** Rotate the log when it reaches this many bytes. */
@@ -32,8 +32,7 @@ export function makeFifo(file: string): void {
   } catch {
     /* does not exist */
   }
-  const r = spawnSync('mkfifo', ['-m', '0600', file]);
-  if (r.status !== 0) throw new Error(`mkfifo ${file} failed: ${r.stderr?.toString().trim()}`);
+  mkfifo(file, 0o600);
 }
 
 export class ConsoleService extends EventEmitter {
