@@ -401,24 +401,38 @@ export class DiskProvider implements DeviceProvider {
   }
 
   /**
-   * Points a running disk at another image file (after a snapshot made a new
-   * top layer): stops the backend and starts it again on the same socket with
-   * the new file. The caller pauses the domain around it.
+   * Stops a running disk's backend for a switch to another image file (a
+   * snapshot's new top layer); supervision leaves it stopped until
+   * resumeBackend(). The image is closed cleanly (flushed) when this returns.
    */
-  async switchImage(uuid: string, vdev: string, image: string): Promise<void> {
+  async suspendBackend(uuid: string, vdev: string): Promise<void> {
     const b = this.backends.get(uuid)?.get(vdev);
     if (!b) throw new XvmError('not_found', `no running disk ${vdev}`);
     b.stopping = true;
-    try {
-      if (b.pid && pidAlive(b.pid)) {
-        process.kill(b.pid, 'SIGTERM');
-        const end = Date.now() + 5000;
-        while (pidAlive(b.pid) && Date.now() < end) await sleep(20);
-        if (pidAlive(b.pid)) process.kill(b.pid, 'SIGKILL');
+    if (b.pid && pidAlive(b.pid)) {
+      // QEMU must not reconnect to the old backend while it shuts down (a
+      // connection dropped halfway through QEMU's vhost start leaves the
+      // device dead): take the socket's name away first.
+      fs.rmSync(b.spec.socket, { force: true });
+      process.kill(b.pid, 'SIGTERM');
+      const end = Date.now() + 10_000;
+      while (pidAlive(b.pid) && Date.now() < end) await sleep(20);
+      if (pidAlive(b.pid)) {
+        process.kill(b.pid, 'SIGKILL');
         while (pidAlive(b.pid)) await sleep(20);
       }
+    }
+  }
+
+  /** Starts a suspended backend again on the same socket, on `image` if given (QEMU reconnects). */
+  async resumeBackend(uuid: string, vdev: string, image?: string): Promise<void> {
+    const b = this.backends.get(uuid)?.get(vdev);
+    if (!b) throw new XvmError('not_found', `no running disk ${vdev}`);
+    if (image !== undefined) {
       b.spec = { ...b.spec, image };
       fs.writeFileSync(files(b.runDir, vdev).spec, JSON.stringify(b.spec, null, 2) + '\n');
+    }
+    try {
       b.pid = await this.spawnBackend(b.spec, b.runDir);
     } finally {
       b.stopping = false;

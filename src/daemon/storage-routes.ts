@@ -112,23 +112,45 @@ export function registerStorageRoutes(app: FastifyInstance, deps: StorageDeps): 
     }
   });
 
-  // Snapshot: a running domain's disk must be paused; its backend is then
-  // switched to the new top layer (consistent: no request is in flight).
+  // Snapshot of a disk in use by a running domain: its backend closes the
+  // image (every write the guest saw complete is flushed into it), the
+  // snapshot is taken, and the backend comes back on the new top layer on the
+  // same socket; QEMU reconnects and replays what the guest queued meanwhile
+  // (as after a backend crash). The snapshot is the disk at the moment the
+  // backend closed: crash-consistent, like a power cut at that instant.
+  // A paused domain is refused: QEMU cannot restart a vhost-user disk that
+  // went away while the guest was paused (seen with QEMU 7.2).
   app.post('/v1/pools/:pool/volumes/:vol/snapshot', async (req) => {
     const [pool, vol] = [param(req, 'pool'), param(req, 'vol')];
     const b = parseInput(snapshotBody, req.body, 'request body');
     const users = diskProvider()?.volumeUsers(pool, vol) ?? [];
+    if (users.length === 0) return storage().snapshotVolume(pool, vol, b.snapshot);
     for (const u of users) {
       const st = domains.info(u.domain).state;
-      if (st !== 'paused') throw new XvmError('conflict', `volume ${pool}/${vol} is in use by running domain '${u.domain}' (${u.vdev}): pause it first ('xvm pause ${u.domain}') for a consistent snapshot, or shut it down`);
+      if (st !== 'running') {
+        throw new XvmError('conflict', `volume ${pool}/${vol} is in use by domain '${u.domain}' (${u.vdev}), which is ${st}: a snapshot of a domain's disk is taken while the domain runs or after it is shut down, so unpause it first`);
+      }
     }
-    const res = await storage().snapshotVolume(pool, vol, b.snapshot);
-    for (const u of users) {
-      await provider().switchImage(u.uuid, u.vdev, res.active);
-      log.info('disk switched to the new snapshot layer', { domain: u.domain, vdev: u.vdev, image: res.active });
-      deviceEvent('disk-switch', { domain: u.domain, device: u.vdev, image: res.active, snapshot: b.snapshot });
+    const p = provider();
+    const suspended: typeof users = [];
+    let active: string | undefined;
+    try {
+      for (const u of users) {
+        await p.suspendBackend(u.uuid, u.vdev);
+        suspended.push(u);
+      }
+      const res = await storage().snapshotVolume(pool, vol, b.snapshot);
+      active = res.active;
+      return res;
+    } finally {
+      for (const u of suspended) {
+        await p.resumeBackend(u.uuid, u.vdev, active).catch((e) => log.error('restarting a disk backend after a snapshot failed', { domain: u.domain, vdev: u.vdev, error: errorMessage(e) }));
+        if (active) {
+          log.info('disk switched to the new snapshot layer', { domain: u.domain, vdev: u.vdev, image: active });
+          deviceEvent('disk-switch', { domain: u.domain, device: u.vdev, image: active, snapshot: b.snapshot });
+        }
+      }
     }
-    return res;
   });
   app.post('/v1/pools/:pool/volumes/:vol/rollback', async (req) => {
     const [pool, vol] = [param(req, 'pool'), param(req, 'vol')];
