@@ -21,6 +21,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Backend, Guest, guestImage, type GuestImage } from '../test/blk/guest.js';
 
 type Target = 'xvm' | 'qsd' | 'qemu';
@@ -163,7 +164,15 @@ async function main(): Promise<void> {
   if (JSON_OUT) fs.writeFileSync(JSON_OUT, JSON.stringify(lines, null, 2));
 }
 
-main().catch((e: unknown) => {
-  console.error(`bench/blk: ${(e as Error).message}`);
-  process.exit(1);
-});
+/** Entry for bench/run.ts (`npm run bench -- blk [options]`); options are read from process.argv. */
+export async function benchBlk(_args: string[]): Promise<void> {
+  await main();
+}
+
+// Run directly (node dist/bench/blk.js …), not when imported by bench/run.ts.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((e: unknown) => {
+    console.error(`bench/blk: ${(e as Error).message}`);
+    process.exit(1);
+  });
+}
