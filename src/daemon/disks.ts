@@ -213,19 +213,12 @@ export class DiskProvider implements DeviceProvider {
       seen.add(d.vdev);
     }
     const queues = Math.max(1, Math.min(cfg.vcpus, 4));
-    const specs: BackendSpec[] = [];
+    const args: string[] = [];
+    // Resolve and start one disk at a time: a started backend claims its
+    // image at once, so a second disk (of this or another domain) on the same
+    // image is refused by resolveDisk's in-use check.
     for (const d of cfg.disk) {
       const spec = await this.resolveDisk(ctx.name, ctx.uuid, d, ctx.runDir, queues);
-      // Two disks of this domain on one image: the same rule.
-      for (const s of specs) {
-        if (realpath(s.image) === realpath(spec.image) && (!s.readOnly || !spec.readOnly)) {
-          throw new XvmError('conflict', `domain '${ctx.name}': disks ${s.vdev} and ${spec.vdev} use the same image ${spec.vol ?? spec.image}; only read-only sharing is allowed`);
-        }
-      }
-      specs.push(spec);
-    }
-    const args: string[] = [];
-    for (const spec of specs) {
       await this.startBackend(spec, ctx.runDir);
       args.push(...qemuDiskArgs(spec));
     }

@@ -147,7 +147,18 @@ test('a vol= disk: the guest mounts it and writes, a killed backend comes back m
   await waitUntil(async () => !(await con.run('ls /sys/block')).includes('vdb'), 60_000, 'vdb to leave the guest');
   assert.deepEqual((await host.client.listDisks('d1')).map((d) => d.vdev), ['xvdb']);
 
-  await destroy(con, 'd1');
+  // An xvmd restart leaves the backend serving; the new xvmd re-adopts it.
+  con.close();
+  const pidBefore = backendPids()[0]!;
+  await host.stopDaemon();
+  await host.startDaemon();
+  assert.deepEqual((await host.client.listDisks('d1')).map((d) => d.vdev), ['xvdb']);
+  assert.equal(backendPids()[0], pidBefore, 'the same backend process serves on');
+  const con2 = new ConsoleSession(host.client, 'd1', 0);
+  await con2.ready();
+  assert.equal(sumOf(await con2.run('echo 3 > /proc/sys/vm/drop_caches; md5sum /mnt/vda/f', 60_000)), sum);
+
+  await destroy(con2, 'd1');
   assert.deepEqual(backendPids(), [], 'destroy stops the backends');
   const f = readExt4(dataPath, '/f');
   assert.ok(f, 'the file is on the volume');
@@ -216,8 +227,10 @@ test('clear errors: missing volume, bad vdev, bad target, unknown pool', { timeo
   await assert.rejects(host.client.createDomain({ config: { name: 'e2', memory: 128, disk: ['vol=default/data,xvd1,w'] }, start: true }), /xvd1/);
   await assert.rejects(host.client.createDomain({ config: { name: 'e3', memory: 128, disk: ['/nonexistent/x.img,raw,xvdb,w'] }, start: true }), /cannot open \/nonexistent\/x.img: ENOENT/);
   await assert.rejects(host.client.createDomain({ config: { name: 'e4', memory: 128, disk: ['/dev/null,raw,xvdc,r,devtype=cdrom'] }, start: true }), /disk xvdc is a cdrom; pv domains have no cdrom device yet/);
+  await assert.rejects(host.client.createDomain({ config: { name: 'e5', memory: 128, disk: ['vol=default/hot,xvdb,w', 'vol=default/hot,xvdc,w'] }, start: true }), /disk xvdc: default\/hot is already in use read-write by this domain's xvdb/);
   const names = (await host.client.listDomains()).map((d) => d.name);
-  for (const n of ['e1', 'e2', 'e3', 'e4']) assert.equal(names.includes(n), false, `${n} left behind`);
+  for (const n of ['e1', 'e2', 'e3', 'e4', 'e5']) assert.equal(names.includes(n), false, `${n} left behind`);
+  assert.deepEqual(backendPids(), [], 'refused starts leave no backend behind');
   let r = host.cli(['vol', 'list', 'nopool']);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /nopool/);
