@@ -42,6 +42,23 @@ export const ROUTES: Route[] = [
   { method: 'post', path: `${domain}/autostart`, summary: 'Set or clear autostart (start the domain when xvmd starts)', body: s.autostartBody, response: s.domainInfoSchema },
   { method: 'get', path: '/v1/stats', summary: 'Per-domain counters with a timestamp (CPU seconds, resident memory, vCPUs): xvm top computes rates between two samples', response: s.hostStatsSchema },
   { method: 'get', path: '/v1/logs/{log}', summary: "xvmd's own log (log=xvmd) or the device event log (log=devices) as JSON lines; follow=true streams new lines", query: s.daemonLogQuery, produces: 'application/x-ndjson' },
+  { method: 'get', path: '/v1/pools', summary: 'Storage pools with volume counts and space' },
+  { method: 'post', path: '/v1/pools', summary: 'Create a pool (a folder under the state root, or an existing directory)', body: s.createPoolBody },
+  { method: 'get', path: '/v1/pools/{pool}', summary: 'One pool' },
+  { method: 'delete', path: '/v1/pools/{pool}', summary: 'Forget a pool (refused while it has volumes)' },
+  { method: 'get', path: '/v1/pools/{pool}/volumes', summary: 'Volumes of a pool' },
+  { method: 'post', path: '/v1/pools/{pool}/volumes', summary: 'Create a volume (qcow2 by default)', body: s.createVolumeBody },
+  { method: 'get', path: '/v1/pools/{pool}/volumes/{vol}', summary: 'One volume: size, allocation, chain, snapshots, clones, running domains using it (usedBy)' },
+  { method: 'delete', path: '/v1/pools/{pool}/volumes/{vol}', summary: 'Delete a volume (refused while clones depend on it or a running domain uses it)' },
+  { method: 'post', path: '/v1/pools/{pool}/volumes/{vol}/resize', summary: 'Grow (or, with shrink=true, shrink) a volume not in use', body: s.resizeVolumeBody },
+  { method: 'post', path: '/v1/pools/{pool}/volumes/{vol}/clone', summary: 'Make a new volume as a qcow2 overlay on this one (which becomes a read-only base)', body: s.cloneVolumeBody },
+  { method: 'post', path: '/v1/pools/{pool}/volumes/{vol}/snapshot', summary: "Snapshot a volume; a running domain's disk is switched to the new top layer (refused while the domain is paused)", body: s.snapshotVolumeBody },
+  { method: 'post', path: '/v1/pools/{pool}/volumes/{vol}/rollback', summary: 'Return a volume not in use to a snapshot (force=true destroys newer snapshots)', body: s.rollbackVolumeBody },
+  { method: 'post', path: '/v1/pools/{pool}/import', summary: 'Copy an image file into a new volume; streams NDJSON {progress:{done,total}} lines, the last one {done:true,volume} or {error}', body: s.importVolumeBody, produces: 'application/x-ndjson' },
+  { method: 'get', path: `${domain}/disks`, summary: "A running domain's disks (backends), hot-plugged ones included" },
+  { method: 'post', path: `${domain}/disks`, summary: 'Hot-plug a disk into a running domain (not persistent, like xl block-attach)', body: s.blockAttachBody },
+  { method: 'delete', path: `${domain}/disks/{vdev}`, summary: 'Hot-unplug a disk (waits up to 30 s for the guest to release it)' },
+  { method: 'post', path: `${domain}/clone`, summary: 'Clone a shut-down domain: new name and UUID, vol= disks cloned as qcow2 overlays', body: s.cloneDomainBody, response: s.domainInfoSchema },
   { method: 'get', path: '/metrics', summary: 'Prometheus text exposition: per-domain CPU, memory, state, vCPUs, console bytes; API request counters; xvmd process figures', produces: 'text/plain; version=0.0.4' },
 ];
 
@@ -59,6 +76,9 @@ export function openApiDocument(version: string): Record<string, unknown> {
     }
     if (r.path.includes('{log}')) {
       params.push({ name: 'log', in: 'path', required: true, schema: schema(s.logNameParams.shape.log) });
+    }
+    for (const m of r.path.matchAll(/\{(pool|vol|vdev)\}/g)) {
+      params.push({ name: m[1], in: 'path', required: true, schema: { type: 'string' } });
     }
     if (r.query instanceof z.ZodObject) {
       for (const [name, t] of Object.entries(r.query.shape)) {

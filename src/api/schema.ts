@@ -179,3 +179,20 @@ export type DumpCoreResult = z.infer<typeof dumpCoreResult>;
 export type GdbStubInfo = z.infer<typeof gdbStubInfo>;
 export type DaemonStopResult = z.infer<typeof daemonStopResult>;
 export type LogName = (typeof LOG_NAMES)[number];
+
+// ---- storage (pools, volumes), disk hot plug, domain clone (src/daemon/storage-routes.ts)
+const imageFormat = z.enum(['raw', 'qcow2']);
+export const createPoolBody = z.strictObject({ name: z.string(), path: z.string().optional() });
+export const createVolumeBody = z.strictObject({ name: z.string(), size: z.union([z.string(), z.number()]).describe('bytes, or 10G / 512M (binary units)'), format: imageFormat.optional() });
+export const resizeVolumeBody = z.strictObject({ size: z.union([z.string(), z.number()]), shrink: z.boolean().default(false) });
+export const importVolumeBody = z.strictObject({ name: z.string(), source: z.string().describe('absolute path on the daemon host'), format: imageFormat.optional(), sourceFormat: imageFormat.optional() });
+export const cloneVolumeBody = z.strictObject({ name: z.string() });
+export const snapshotVolumeBody = z.strictObject({ snapshot: z.string() });
+export const rollbackVolumeBody = z.strictObject({ snapshot: z.string(), force: z.boolean().default(false) });
+export const blockAttachBody = z.strictObject({
+  target: z.string().min(1).describe('vol=POOL/NAME or an absolute path'),
+  vdev: z.string(),
+  access: z.enum(['r', 'ro', 'w', 'rw']).default('rw'),
+  format: imageFormat.optional(),
+});
+export const cloneDomainBody = z.strictObject({ name: z.string() });

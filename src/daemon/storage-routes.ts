@@ -4,7 +4,8 @@
 // (src/storage) and the disk provider (disks.ts).
 import path from 'node:path';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { z } from 'zod';
+import type { z } from 'zod';
+import * as s from '../api/schema.js';
 import { XvmError, errorMessage } from '../common/errors.js';
 import type { StatePaths } from '../common/paths.js';
 import { parseVolumeRef, Storage, DEFAULT_POOL, type ImageFormat } from '../storage/index.js';
@@ -21,16 +22,15 @@ export interface StorageDeps {
   log: Logger;
 }
 
-const formatSchema = z.enum(['raw', 'qcow2']);
-const createPoolBody = z.strictObject({ name: z.string(), path: z.string().optional() });
-const createVolBody = z.strictObject({ name: z.string(), size: z.union([z.string(), z.number()]), format: formatSchema.optional() });
-const resizeBody = z.strictObject({ size: z.union([z.string(), z.number()]), shrink: z.boolean().default(false) });
-const importBody = z.strictObject({ name: z.string(), source: z.string(), format: formatSchema.optional(), sourceFormat: formatSchema.optional() });
-const cloneVolBody = z.strictObject({ name: z.string() });
-const snapshotBody = z.strictObject({ snapshot: z.string() });
-const rollbackBody = z.strictObject({ snapshot: z.string(), force: z.boolean().default(false) });
-const attachBody = z.strictObject({ target: z.string().min(1), vdev: z.string(), access: z.enum(['r', 'ro', 'w', 'rw']).default('rw'), format: formatSchema.optional() });
-const cloneDomainBody = z.strictObject({ name: z.string() });
+const createPoolBody = s.createPoolBody;
+const createVolBody = s.createVolumeBody;
+const resizeBody = s.resizeVolumeBody;
+const importBody = s.importVolumeBody;
+const cloneVolBody = s.cloneVolumeBody;
+const snapshotBody = s.snapshotVolumeBody;
+const rollbackBody = s.rollbackVolumeBody;
+const attachBody = s.blockAttachBody;
+const cloneDomainBody = s.cloneDomainBody;
 
 function param(req: FastifyRequest, key: string): string {
   return (req.params as Record<string, string>)[key]!;

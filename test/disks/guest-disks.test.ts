@@ -238,6 +238,21 @@ test('clear errors: missing volume, bad vdev, bad target, unknown pool', { timeo
   assert.equal(r.code, 1);
   assert.match(r.stderr, /cannot detach a disk from domain 'd2': it is (shutdown|defined)/);
   await assert.rejects(host.client.blockAttach('d2', 'relative.img', 'xvdz'), /TARGET must be vol=POOL\/NAME or an absolute path|cannot attach/);
+  // Malformed bodies get a 4xx with a message, never a crash; the routes are documented.
+  const junk: unknown[] = [null, 1, 'x', [], {}, { name: 5 }, { name: '../etc' }, { size: -1, name: 'q' }, { name: 'q', size: '1Q' }, { target: '', vdev: 'xvdq' }, { snapshot: 'a/b' }, { name: 'q', source: 'rel' }, { extra: true }];
+  const routes = ['/v1/pools', '/v1/pools/default/volumes', '/v1/pools/default/volumes/data/resize', '/v1/pools/default/volumes/data/clone', '/v1/pools/default/volumes/c1/snapshot', '/v1/pools/default/volumes/c1/rollback', '/v1/pools/default/import', '/v1/domains/d2/disks', '/v1/domains/d2/clone', '/v1/pools/no%00pe/volumes'];
+  for (const route of routes) {
+    for (const body of junk) {
+      const res = await host.client.rawRequest('POST', route, body);
+      assert.ok(res.status >= 400 && res.status < 500, `POST ${route} ${JSON.stringify(body)} -> ${res.status} ${res.body}`);
+      assert.ok((JSON.parse(res.body) as { error: { message: string } }).error.message.length > 0);
+    }
+  }
+  assert.equal((await host.client.host()).version.length > 0, true);
+  const doc = (await host.client.openapi()) as { paths: Record<string, Record<string, unknown>> };
+  for (const [p, m] of [['/v1/pools', 'post'], ['/v1/pools/{pool}/volumes/{vol}/snapshot', 'post'], ['/v1/domains/{name}/disks', 'post'], ['/v1/domains/{name}/disks/{vdev}', 'delete'], ['/v1/domains/{name}/clone', 'post']] as const) {
+    assert.ok(doc.paths[p]?.[m], `${m.toUpperCase()} ${p} is documented`);
+  }
   r = host.cli(['vol', 'create', 'x/y/z', '--size', '1M']);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /bad volume reference/);
