@@ -222,7 +222,7 @@ test('a clone boots and its writes leave the base alone; snapshot of a running d
   assert.match(r.stderr, /d4-xvdb/);
 });
 
-test('clear errors: missing volume, bad vdev, bad target, unknown pool', { timeout: 60_000 }, async () => {
+test('clear errors (missing volume, bad vdev, bad target, image in use twice, malformed requests); pools and import through the CLI', { timeout: 60_000 }, async () => {
   await assert.rejects(host.client.createDomain({ config: { name: 'e1', memory: 128, disk: ['vol=default/nosuch,xvdb,w'] }, start: true }), /disk xvdb: .*nosuch/);
   await assert.rejects(host.client.createDomain({ config: { name: 'e2', memory: 128, disk: ['vol=default/data,xvd1,w'] }, start: true }), /xvd1/);
   await assert.rejects(host.client.createDomain({ config: { name: 'e3', memory: 128, disk: ['/nonexistent/x.img,raw,xvdb,w'] }, start: true }), /cannot open \/nonexistent\/x.img: ENOENT/);
@@ -253,6 +253,27 @@ test('clear errors: missing volume, bad vdev, bad target, unknown pool', { timeo
   for (const [p, m] of [['/v1/pools', 'post'], ['/v1/pools/{pool}/volumes/{vol}/snapshot', 'post'], ['/v1/domains/{name}/disks', 'post'], ['/v1/domains/{name}/disks/{vdev}', 'delete'], ['/v1/domains/{name}/clone', 'post']] as const) {
     assert.ok(doc.paths[p]?.[m], `${m.toUpperCase()} ${p} is documented`);
   }
+  // Pools and import through the CLI.
+  const pdir = path.join(tmp, 'pool2');
+  fs.mkdirSync(pdir);
+  assert.match(cli(['pool', 'create', 'p2', '--path', pdir]), /pool p2 created at/);
+  const src = path.join(tmp, 'src.raw');
+  const data = crypto.randomBytes(3 << 20);
+  fs.writeFileSync(src, Buffer.concat([data, Buffer.alloc(5 << 20)]));
+  r = host.cli(['vol', 'import', 'p2/imp', src, '--format', 'qcow2']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /volume p2\/imp imported \(qcow2, 8 MiB\)/);
+  const imp = JSON.parse(cli(['vol', 'info', 'p2/imp', '--json'])) as { path: string; format: string };
+  assert.equal(imp.format, 'qcow2');
+  execFileSync('qemu-img', ['compare', '-q', src, imp.path]);
+  qemuImgCheck(imp.path);
+  const pools = JSON.parse(cli(['pool', 'list', '--json'])) as { name: string; volumes: number }[];
+  assert.deepEqual(pools.map((p) => [p.name, p.volumes]).sort(), [['default', 4], ['p2', 1]]);
+  r = host.cli(['pool', 'delete', 'p2']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /p2/);
+  cli(['vol', 'delete', 'p2/imp']);
+  assert.match(cli(['pool', 'delete', 'p2']), /pool p2 deleted/);
   r = host.cli(['vol', 'create', 'x/y/z', '--size', '1M']);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /bad volume reference/);
