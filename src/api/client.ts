@@ -389,6 +389,43 @@ export class XvmClient {
     return new (wsClass())(this.wsUrl(`${this.d(name)}/console?history=${opts.history ?? 0}`));
   }
 
+  /**
+   * Resolves with the domain once `until` holds for it, watching the events
+   * websocket (no polling); rejects after `timeoutMs`, or if the domain goes away.
+   */
+  async waitForDomain(name: string, until: (d: DomainInfo) => boolean, timeoutMs: number): Promise<DomainInfo> {
+    const ws = this.events();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        ws.once('open', () => resolve());
+        ws.once('error', reject);
+      });
+      // Subscribed first, then looked: no change can slip between the two.
+      const now = await this.getDomain(name);
+      if (until(now)) return now;
+      return await new Promise<DomainInfo>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new ApiError('timeout', 0, `domain '${name}': condition not met within ${timeoutMs / 1000} s`)), timeoutMs);
+        ws.on('message', (data: Buffer) => {
+          const msg = JSON.parse(data.toString()) as { type: string; domain?: DomainInfo; name?: string };
+          if (msg.type === 'removed' && msg.name === name) {
+            clearTimeout(timer);
+            reject(new ApiError('not_found', 404, `domain '${name}' was undefined`));
+          } else if (msg.type === 'domain' && msg.domain?.name === name && until(msg.domain)) {
+            clearTimeout(timer);
+            resolve(msg.domain);
+          }
+        });
+        ws.once('close', () => {
+          clearTimeout(timer);
+          reject(new ApiError('unavailable', 0, 'xvmd closed the event stream'));
+        });
+      });
+    } finally {
+      ws.removeAllListeners('close');
+      ws.close();
+    }
+  }
+
   /** Domain state changes as they happen. */
   events(): WebSocket {
     return new (wsClass())(this.wsUrl('/v1/events'));

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import type { XvmClient } from '../api/client.js';
+import { ApiError, type XvmClient } from '../api/client.js';
 import type { DomainInfo, HostInfo } from '../api/schema.js';
 import { action, client, CliError, keyValues, printJson, sleep, table } from './context.js';
 import { progress } from './progress.js';
@@ -90,14 +90,17 @@ export async function ensureImage(c: XvmClient): Promise<void> {
 }
 
 export async function waitReady(c: XvmClient, name: string, timeoutSec: number): Promise<DomainInfo> {
-  const end = Date.now() + timeoutSec * 1000;
-  for (;;) {
-    const d = await c.getDomain(name);
-    if (d.readyAt) return d;
-    if (d.domid === null) throw new CliError(`domain '${name}' stopped before it was ready (${d.state}${d.lastExit ? `: ${d.lastExit.reason}` : ''})`);
-    if (Date.now() > end) throw new CliError(`domain '${name}' printed no ready banner within ${timeoutSec} s (see 'xvm log ${name}')`);
-    await sleep(100);
+  let d: DomainInfo;
+  try {
+    d = await c.waitForDomain(name, (x) => x.readyAt !== null || x.domid === null, timeoutSec * 1000);
+  } catch (e) {
+    if (e instanceof ApiError && e.code === 'timeout') {
+      throw new CliError(`domain '${name}' printed no ready banner within ${timeoutSec} s (see 'xvm log ${name}')`);
+    }
+    throw e;
   }
+  if (!d.readyAt) throw new CliError(`domain '${name}' stopped before it was ready (${d.state}${d.lastExit ? `: ${d.lastExit.reason}` : ''})`);
+  return d;
 }
 
 function printList(domains: DomainInfo[], host: HostInfo | undefined): void {
