@@ -41,6 +41,9 @@ interface Reply {
   fds?: number[];
 }
 
+/** XVM_VHOST_TRACE=1 logs every message (debugging). */
+const TRACE = process.env.XVM_VHOST_TRACE === '1';
+
 const GENERIC_FEATURES =
   bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VHOST_F_LOG_ALL) | bit(VHOST_USER_F_PROTOCOL_FEATURES);
 
@@ -173,6 +176,7 @@ export class VhostUserBackend extends EventEmitter implements VringHost {
       }
       const name = REQ_NAMES[request] ?? `UNKNOWN_${request}`;
       this.messageCounts.set(name, (this.messageCounts.get(name) ?? 0) + 1);
+      if (TRACE) this.say(`<- ${name} ${payload.subarray(0, 24).toString('hex')}${fds.length ? ` fds=${fds.length}` : ''}`);
       await this.dispatch(request, flags, payload, fds);
     } finally {
       // Every fd a handler kept was removed from the array; close the rest.

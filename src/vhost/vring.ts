@@ -108,6 +108,7 @@ export class Vring {
       this.resubmit = this.inflight.recover(usedIdx);
       q.lastAvail = (usedIdx + this.resubmit.length) & 0xffff;
       if (this.resubmit.length > 0) this.host.warn(`queue ${this.index}: resubmitting ${this.resubmit.length} in-flight request(s)`);
+      if (q.lastAvail !== this.base) this.host.warn(`queue ${this.index}: resuming at available index ${q.lastAvail} (front-end said ${this.base}, used index ${usedIdx})`);
     }
     this.queue = q;
     this.broken = false;

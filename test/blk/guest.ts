@@ -7,6 +7,7 @@
 // kernel package) and cached in the OS temp dir.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -136,9 +137,9 @@ let markerSeq = 1000;
 export class Guest extends Child {
   private consumed = 0;
 
-  static async boot(img: GuestImage, extraArgs: string[], opts: { memMiB?: number; smp?: number } = {}): Promise<Guest> {
+  static qemuArgs(img: GuestImage, extraArgs: string[], opts: { memMiB?: number; smp?: number } = {}): string[] {
     const mem = opts.memMiB ?? 256;
-    const args = [
+    return [
       '-M', 'pc', '-accel', 'tcg', '-nodefaults', '-display', 'none', '-no-reboot',
       '-m', String(mem), '-smp', String(opts.smp ?? 1),
       '-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`, '-machine', 'memory-backend=mem',
@@ -146,7 +147,15 @@ export class Guest extends Child {
       '-serial', 'stdio',
       ...extraArgs,
     ];
-    const g = new Guest(spawn('qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] }));
+  }
+
+  /** Start QEMU without waiting for a boot (e.g. a migration destination with -incoming). */
+  static spawn(args: string[]): Guest {
+    return new Guest(spawn('qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] }));
+  }
+
+  static async boot(img: GuestImage, extraArgs: string[], opts: { memMiB?: number; smp?: number } = {}): Promise<Guest> {
+    const g = Guest.spawn(Guest.qemuArgs(img, extraArgs, opts));
     await waitFor(() => g.out, /XVM_GUEST_READY/, 120_000, 'guest boot', g.proc);
     g.consumed = g.out.indexOf('XVM_GUEST_READY') + 1;
     // Make sure the shell is up and quiet the kernel on the console.
@@ -182,6 +191,52 @@ export class Guest extends Child {
     const t = setTimeout(() => this.proc.kill('SIGKILL'), 20_000);
     await this.exited;
     clearTimeout(t);
+  }
+}
+
+/** A minimal QMP client (one command at a time). */
+export class Qmp {
+  private buf = '';
+  private waiters: ((msg: Record<string, unknown>) => void)[] = [];
+  private constructor(private readonly sock: net.Socket) {
+    sock.on('data', (d) => {
+      this.buf += d.toString();
+      let i;
+      while ((i = this.buf.indexOf('\n')) >= 0) {
+        const line = this.buf.slice(0, i).trim();
+        this.buf = this.buf.slice(i + 1);
+        if (!line) continue;
+        const msg = JSON.parse(line) as Record<string, unknown>;
+        if ('event' in msg) continue;
+        this.waiters.shift()?.(msg);
+      }
+    });
+  }
+  static async connect(path: string): Promise<Qmp> {
+    for (let i = 0; ; i++) {
+      try {
+        const sock = await new Promise<net.Socket>((resolve, reject) => {
+          const s = net.connect(path, () => resolve(s));
+          s.once('error', reject);
+        });
+        const q = new Qmp(sock);
+        await new Promise((r) => q.waiters.push(r)); // greeting
+        await q.cmd('qmp_capabilities');
+        return q;
+      } catch (e) {
+        if (i > 200) throw e;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  }
+  cmd(execute: string, args?: Record<string, unknown>): Promise<Record<string, unknown>> {
+    return new Promise((resolve, reject) => {
+      this.waiters.push((m) => ('error' in m ? reject(new Error(`${execute}: ${JSON.stringify(m.error)}`)) : resolve(m)));
+      this.sock.write(JSON.stringify(args ? { execute, arguments: args } : { execute }) + '\n');
+    });
+  }
+  close(): void {
+    this.sock.destroy();
   }
 }
 

@@ -193,3 +193,4 @@ test('kill -9 the backend during guest I/O, restart it: QEMU reconnects, in-flig
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
