@@ -113,6 +113,9 @@ class Domain {
   /** Tail of console output, searched for the ready banner across chunk edges. */
   bannerScan = '';
   bannerWatch: ((chunk: Buffer) => void) | undefined;
+  /** The settling of the QEMU run `settlingFor` after it ended (see onQemuGone). */
+  settling: Promise<void> | undefined;
+  settlingFor: Runtime | undefined;
   /** Serialises lifecycle operations on this domain. */
   busy: Promise<unknown> = Promise.resolve();
 
@@ -619,14 +622,26 @@ export class DomainManager extends EventEmitter {
       await waitFor(() => !pidAlive(pid), 5000);
     }
     // Settle the state now rather than when the monitor's close event comes
-    // (onQemuGone runs once per QEMU run, whoever calls it first).
-    if (d.runtime) await this.onQemuGone(d);
+    // (onQemuGone settles once per QEMU run, whoever calls it first).
+    await this.onQemuGone(d);
   }
 
   /** QEMU's monitor closed: wait for the process to go, then settle the domain's state. */
-  private async onQemuGone(d: Domain): Promise<void> {
+  /**
+   * QEMU's monitor closed or we quit it: settle the domain once per QEMU run.
+   * Every caller (the close handler, quit) gets the same settling promise, so
+   * destroy returns only after the backends are released.
+   */
+  private onQemuGone(d: Domain): Promise<void> {
     const rt = d.runtime;
-    if (!rt) return;
+    if (!rt) return d.settling ?? Promise.resolve();
+    if (d.settling && d.settlingFor === rt) return d.settling;
+    d.settlingFor = rt;
+    d.settling = this.settle(d, rt);
+    return d.settling;
+  }
+
+  private async settle(d: Domain, rt: Runtime): Promise<void> {
     await waitFor(() => !pidAlive(rt.pid), 5000);
     if (pidAlive(rt.pid)) {
       // Monitor gone but the process lingers: it is unusable, end it.
