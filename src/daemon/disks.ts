@@ -14,12 +14,11 @@
 // inflight memfd), at most MAX_RESTARTS times per RESTART_WINDOW_MS.
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { XvmError, errorMessage } from '../common/errors.js';
 import type { StatePaths } from '../common/paths.js';
 import type { DiskSpec } from '../config/index.js';
-import { pidAlive, readPidFile } from '../engine/process.js';
+import { pidAlive, readPidFile, spawnDetached } from '../engine/process.js';
 import { Storage } from '../storage/index.js';
 import type { DeviceContext, DeviceProvider } from './domains.js';
 import type { Logger } from './log.js';
@@ -284,22 +283,15 @@ export class DiskProvider implements DeviceProvider {
   private async spawnBackend(spec: BackendSpec, runDir: string): Promise<number> {
     const f = files(runDir, spec.vdev);
     const logFile = this.logFile(spec);
-    fs.mkdirSync(path.dirname(logFile), { recursive: true });
-    const logFd = fs.openSync(logFile, 'a', 0o640);
-    const start = fs.fstatSync(logFd).size;
     const argv = [BACKEND_MAIN, '--socket', spec.socket, '--image', spec.image, '--format', spec.format, '--queues', String(spec.queues), '--serial', spec.vdev];
     if (spec.readOnly) argv.push('--readonly');
-    fs.writeSync(logFd, `${new Date().toISOString()} starting: ${process.execPath} ${argv.join(' ')}\n`);
-    const child = spawn(process.execPath, argv, { detached: true, stdio: ['ignore', logFd, logFd] });
-    fs.closeSync(logFd);
-    let exited: string | undefined;
-    let spawnError: Error | undefined;
-    child.on('error', (e) => (spawnError = e));
-    child.on('exit', (code, sig) => (exited = sig ? `signal ${sig}` : `exit code ${code}`));
-    child.unref();
+    const child = spawnDetached(process.execPath, argv, logFile);
+    const start = child.logStart;
     const deadline = Date.now() + READY_TIMEOUT_MS;
     const ready = `XVM_BLK_READY socket=${spec.socket}`;
     for (;;) {
+      const spawnError = child.spawnError();
+      const exited = child.exited();
       if (spawnError) throw new XvmError('internal', `cannot start the disk backend for ${spec.vdev}: ${spawnError.message}`);
       const text = readFrom(logFile, start);
       if (text.includes(ready)) break;
@@ -309,7 +301,7 @@ export class DiskProvider implements DeviceProvider {
       }
       if (Date.now() > deadline) {
         try {
-          process.kill(child.pid!, 'SIGKILL');
+          process.kill(child.pid, 'SIGKILL');
         } catch {
           /* gone */
         }
@@ -319,7 +311,7 @@ export class DiskProvider implements DeviceProvider {
     }
     fs.writeFileSync(f.pid, `${child.pid}\n`);
     deviceEvent('disk-backend-start', { domain: spec.domain, device: spec.vdev, backend: 'vhost-user-blk', pid: child.pid, socket: spec.socket, image: spec.image, format: spec.format, readOnly: spec.readOnly });
-    return child.pid!;
+    return child.pid;
   }
 
   /** Stops one backend: SIGTERM, then SIGKILL after 5 s; removes its files. */

@@ -13,7 +13,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { XvmError, errorMessage } from '../common/errors.js';
 import type { StatePaths } from '../common/paths.js';
@@ -23,7 +22,7 @@ import { DefaultImageCache } from './image-cache.js';
 import { resolveAccel, type Accel } from '../engine/accel.js';
 import { buildQemuArgs, runtimeFiles, QEMU_BINARY } from '../engine/qemu-args.js';
 import { QmpClient, type QmpEvent } from '../engine/qmp.js';
-import { cpuSeconds, isDomainQemu, pidAlive, readPidFile, rssKiB } from '../engine/process.js';
+import { cpuSeconds, isDomainQemu, pidAlive, readPidFile, rssKiB, spawnDetached } from '../engine/process.js';
 import { ConsoleService, makeFifo } from './console.js';
 import { DomainStore, writeFileAtomic, type DomainRecord, type DomainState } from './domain-store.js';
 import type { Store } from '../store/index.js';
@@ -436,20 +435,13 @@ export class DomainManager extends EventEmitter {
     });
     if (opts.paused) argv.push('-S');
     const qemuLog = path.join(this.paths.log, 'qemu', `${cfg.name}.log`);
-    fs.mkdirSync(path.dirname(qemuLog), { recursive: true });
-    const logFd = fs.openSync(qemuLog, 'a', 0o640);
-    fs.writeSync(logFd, `\n${new Date().toISOString()} starting: ${QEMU_BINARY} ${argv.join(' ')}\n`);
-    const child = spawn(QEMU_BINARY, argv, { detached: true, stdio: ['ignore', logFd, logFd] });
-    fs.closeSync(logFd);
-    let exited: string | undefined;
-    let spawnError: Error | undefined;
-    child.on('error', (e) => (spawnError = e));
-    child.on('exit', (code, sig) => (exited = sig ? `signal ${sig}` : `exit code ${code}`));
-    child.unref();
+    const child = spawnDetached(QEMU_BINARY, argv, qemuLog);
 
     // Wait for the QMP socket; fail with QEMU's own words if it dies first.
     const deadline = Date.now() + 15_000;
     for (;;) {
+      const spawnError = child.spawnError();
+      const exited = child.exited();
       if (spawnError) {
         d.console.detach();
         await this.releaseDevices(d);
@@ -471,7 +463,7 @@ export class DomainManager extends EventEmitter {
       }
       if (Date.now() > deadline) {
         try {
-          process.kill(child.pid!, 'SIGKILL');
+          process.kill(child.pid, 'SIGKILL');
         } catch {
           /* gone */
         }
@@ -483,7 +475,7 @@ export class DomainManager extends EventEmitter {
     }
     d.runtime = {
       domid,
-      pid: child.pid!,
+      pid: child.pid,
       accel,
       accelReason: reason,
       startedAt: new Date().toISOString(),

@@ -1,6 +1,8 @@
 // Facts about a QEMU process we may not be the parent of (after an xvmd
 // restart the domain's QEMU is adopted, not spawned).
 import fs from 'node:fs';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
 import { processExists } from '../common/pid.js';
 
 export function pidAlive(pid: number): boolean {
@@ -60,4 +62,34 @@ export function readPidFile(file: string): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** A process started in its own session, outliving xvmd, with output to a log file. */
+export interface DetachedProcess {
+  pid: number;
+  /** Size of the log before this start: what the process printed comes after it. */
+  logStart: number;
+  /** 'exit code N' / 'signal S' once it has exited, else undefined. */
+  exited(): string | undefined;
+  /** Set when the program could not be run at all (ENOENT, EACCES). */
+  spawnError(): Error | undefined;
+}
+
+/**
+ * Starts `cmd` detached (own session: an xvmd restart or crash never takes it
+ * down), stdout and stderr appended to `logFile` after a "starting:" line.
+ */
+export function spawnDetached(cmd: string, argv: string[], logFile: string): DetachedProcess {
+  fs.mkdirSync(path.dirname(logFile), { recursive: true });
+  const logFd = fs.openSync(logFile, 'a', 0o640);
+  const logStart = fs.fstatSync(logFd).size;
+  fs.writeSync(logFd, `${new Date().toISOString()} starting: ${cmd} ${argv.join(' ')}\n`);
+  const child = spawn(cmd, argv, { detached: true, stdio: ['ignore', logFd, logFd] });
+  fs.closeSync(logFd);
+  let exited: string | undefined;
+  let error: Error | undefined;
+  child.on('error', (e) => (error = e));
+  child.on('exit', (code, sig) => (exited = sig ? `signal ${sig}` : `exit code ${code}`));
+  child.unref();
+  return { pid: child.pid ?? 0, logStart, exited: () => exited, spawnError: () => error };
 }
