@@ -10,17 +10,7 @@ import { encodeMessage, encodeStrings } from '../../src/store/wire.js';
 import { internalErrorCount } from '../../src/store/server.js';
 import { serve, until } from './helpers.js';
 
-// Small deterministic PRNG (mulberry32) so a failure can be replayed by seed.
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { rng } from '../helpers/random.js';
 
 test('fuzz: random and mutated packets never hurt the server or other clients', { timeout: 120_000 }, async (t) => {
   const seed = Number(process.env.XVM_FUZZ_SEED ?? Date.now() % 1_000_000);
