@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import type WebSocket from 'ws';
 import { statePaths } from '../common/paths.js';
 import type { PoolInfo, VolumeInfo, VolumeSummary, SnapshotResult, RollbackResult } from '../storage/pool.js';
-import type { CreateDomainBody, DaemonStopResult, DomainInfo, DumpCoreResult, GdbStubInfo, HostInfo, HostStats, ImageInfo, LogName, SysrqResult } from './schema.js';
+import type { CreateDomainBody, DaemonStopResult, DomainInfo, DumpCoreResult, GdbStubInfo, HostInfo, HostStats, ImageInfo, LogName, MemSetResult, SysrqResult, VcpuSetResult } from './schema.js';
 
 // ws is loaded on first use: most CLI verbs never open a websocket, and
 // every module loaded is start-up time for a short-lived command.
@@ -169,6 +169,14 @@ export class XvmClient {
   }
   setAutostart(name: string, on: boolean): Promise<DomainInfo> {
     return this.request('POST', `${this.d(name)}/autostart`, { on });
+  }
+  /** Sets a running domain's memory target (xl mem-set); `wait` seconds for the guest to reach it. */
+  memSet(name: string, mib: number, wait = 0): Promise<MemSetResult> {
+    return this.request('POST', `${this.d(name)}/memory`, { mib, wait });
+  }
+  /** Plugs / unplugs vCPUs of a running domain (xl vcpu-set). */
+  vcpuSet(name: string, vcpus: number, wait = 15): Promise<VcpuSetResult> {
+    return this.request('POST', `${this.d(name)}/vcpus`, { vcpus, wait });
   }
   stats(): Promise<HostStats> {
     return this.request('GET', '/v1/stats');

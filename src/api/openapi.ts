@@ -40,6 +40,8 @@ export const ROUTES: Route[] = [
   { method: 'post', path: `${domain}/gdbstub`, summary: "Open QEMU's gdbstub on a unix socket in the domain's runtime folder; answers the socket and the gdb command", body: s.emptyBody, response: s.gdbStubInfo },
   { method: 'delete', path: `${domain}/gdbstub`, summary: "Close QEMU's gdbstub", response: s.gdbStubInfo },
   { method: 'post', path: `${domain}/autostart`, summary: 'Set or clear autostart (start the domain when xvmd starts)', body: s.autostartBody, response: s.domainInfoSchema },
+  { method: 'post', path: `${domain}/memory`, summary: "Set a running domain's memory target through its virtio balloon (xl mem-set); up to its RAM size max(memory, maxmem); wait=N waits for the guest to get there", body: s.memSetBody, response: s.memSetResult },
+  { method: 'post', path: `${domain}/vcpus`, summary: 'Plug or unplug vCPUs of a running domain (xl vcpu-set), within maxvcpus; unplugging is an ACPI request the guest completes (pending=true while it has not)', body: s.vcpuSetBody, response: s.vcpuSetResult },
   { method: 'get', path: '/v1/stats', summary: 'Per-domain counters with a timestamp (CPU seconds, resident memory, vCPUs): xvm top computes rates between two samples', response: s.hostStatsSchema },
   { method: 'get', path: '/v1/logs/{log}', summary: "xvmd's own log (log=xvmd) or the device event log (log=devices) as JSON lines; follow=true streams new lines", query: s.daemonLogQuery, produces: 'application/x-ndjson' },
   { method: 'get', path: '/v1/pools', summary: 'Storage pools with volume counts and space' },

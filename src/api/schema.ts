@@ -125,6 +125,28 @@ export const gdbStubInfo = z.object({ domain: z.string(), socket: z.string().nul
 
 export const autostartBody = z.object({ on: z.boolean() }).strict();
 
+// ---- resources of a running domain (xl mem-set / vcpu-set) ----
+export const memSetBody = z
+  .object({
+    /** New memory target, MiB (32 … the domain's RAM: max(memory, maxmem)). */
+    mib: z.number().int().min(1).max(1048576),
+    /** Wait up to this many seconds for the guest to reach the target. */
+    wait: z.number().int().min(0).max(600).default(0),
+  })
+  .strict();
+export const memSetResult = z.object({ domain: z.string(), targetMiB: z.number(), actualMiB: z.number(), maxMiB: z.number() });
+export const vcpuSetBody = z
+  .object({
+    /** vCPUs wanted (1 … maxvcpus). */
+    vcpus: z.number().int().min(1).max(64),
+    /** Wait up to this many seconds for the guest to take or release vCPUs. */
+    wait: z.number().int().min(0).max(600).default(15),
+  })
+  .strict();
+export const vcpuSetResult = z.object({ domain: z.string(), vcpus: z.number(), requested: z.number(), maxVcpus: z.number(), pending: z.boolean() });
+export type MemSetResult = z.infer<typeof memSetResult>;
+export type VcpuSetResult = z.infer<typeof vcpuSetResult>;
+
 export const domainStatsSchema = z.object({
   name: z.string(),
   domid: z.number().int().nullable(),

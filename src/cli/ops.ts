@@ -96,7 +96,53 @@ export function systemdUnit(o: UnitOptions): string {
   return lines.join('\n');
 }
 
+/** "256", "256M", "256MiB", "1G", "1GiB" → MiB (a plain number is MiB, as in xl mem-set). */
+export function parseMiB(text: string): number {
+  const m = /^\s*(\d+)\s*(m|mb|mib|g|gb|gib)?\s*$/i.exec(text);
+  if (!m) throw new CliError(`'${text}' is not a memory size: give MiB as a number, or with M / G (e.g. 256, 512M, 1G)`, 2);
+  const n = Number(m[1]);
+  return m[2] && m[2].toLowerCase().startsWith('g') ? n * 1024 : n;
+}
+
 export function registerOpsCommands(program: Command): void {
+  program
+    .command('mem-set')
+    .description("set a running domain's memory target through its balloon (xl mem-set); up to its RAM: max(memory, maxmem)")
+    .argument('<domain>')
+    .argument('<memory>', 'MiB, or with a unit: 512M, 1G')
+    .option('--wait <seconds>', 'wait for the guest to reach the target', '10')
+    .option('--json', 'print JSON')
+    .action(
+      action(async (domain: string, memory: string, opts: { wait: string; json?: boolean }) => {
+        const mib = parseMiB(memory);
+        const wait = Number(opts.wait);
+        if (!Number.isInteger(wait) || wait < 0 || wait > 600) throw new CliError(`--wait must be a whole number of seconds from 0 to 600 (got '${opts.wait}')`, 2);
+        const r = await client().memSet(domain, mib, wait);
+        if (opts.json) printJson(r);
+        else process.stdout.write(`${r.domain}: memory target ${r.targetMiB} MiB, the guest has ${r.actualMiB} MiB now (at most ${r.maxMiB} MiB)\n`);
+      }),
+    );
+
+  program
+    .command('vcpu-set')
+    .description('plug or unplug vCPUs of a running domain (xl vcpu-set), up to maxvcpus')
+    .argument('<domain>')
+    .argument('<vcpus>', 'how many vCPUs the domain should have')
+    .option('--wait <seconds>', 'wait for the guest to take or release them', '15')
+    .option('--json', 'print JSON')
+    .action(
+      action(async (domain: string, vcpus: string, opts: { wait: string; json?: boolean }) => {
+        const n = Number(vcpus);
+        if (!/^\d+$/.test(vcpus) || n < 1 || n > 64) throw new CliError(`'${vcpus}' is not a vCPU count: give a whole number from 1 to 64`, 2);
+        const wait = Number(opts.wait);
+        if (!Number.isInteger(wait) || wait < 0 || wait > 600) throw new CliError(`--wait must be a whole number of seconds from 0 to 600 (got '${opts.wait}')`, 2);
+        const r = await client().vcpuSet(domain, n, wait);
+        if (opts.json) printJson(r);
+        else if (r.pending) process.stdout.write(`${r.domain}: ${r.requested} vCPUs asked, ${r.vcpus} present: the guest has not released the others yet\n`);
+        else process.stdout.write(`${r.domain}: ${r.vcpus} vCPUs (at most ${r.maxVcpus})\n`);
+      }),
+    );
+
   program
     .command('sysrq')
     .description("send a magic SysRq key to the guest kernel (Alt+SysRq+KEY), e.g. t (task dump), w (blocked tasks), m (memory), s (sync), b (reboot)")

@@ -8,7 +8,7 @@ import type { StatePaths } from '../common/paths.js';
 import type { DomainManager } from './domains.js';
 import type { Logger } from './log.js';
 
-type Domain = ReturnType<DomainManager['get']>;
+export type Domain = ReturnType<DomainManager['get']>;
 
 /** The documented magic SysRq keys (Documentation/admin-guide/sysrq.rst). */
 export const SYSRQ_KEYS: Record<string, string> = {
@@ -49,7 +49,7 @@ export function checkSysrqKey(key: unknown): string {
   return k;
 }
 
-function live(d: Domain, verb: string, allowed: string[] = ['running', 'paused']) {
+export function live(d: Domain, verb: string, allowed: string[] = ['running', 'paused']) {
   if (!d.runtime || !d.qmp || d.preserved || !allowed.includes(d.state)) {
     throw new XvmError('conflict', `cannot ${verb} domain '${d.name}': it is ${d.state}${d.preserved ? ' (preserved)' : ''}`);
   }

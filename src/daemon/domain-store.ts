@@ -41,6 +41,10 @@ export interface DomainRecord {
 export interface RuntimeExtras {
   /** The console log file (console/log). */
   consoleLog?: string;
+  /** The balloon target set by mem-set, MiB (memory/target; default: the config's memory). */
+  memoryTargetMiB?: number;
+  /** vCPUs online after vcpu-set (cpu/N/availability; default: the config's vcpus). */
+  vcpusOnline?: number;
 }
 
 /** Where xvmd keeps its own counters in the store. */
@@ -370,10 +374,11 @@ export class DomainStore {
       set('vm', vm);
       set('name', c.name);
       set('domid', String(domid));
-      set('memory/target', String(c.memory * 1024));
+      set('memory/target', String((extras.memoryTargetMiB ?? c.memory) * 1024));
       if (c.maxmem !== undefined) set('memory/static-max', String(c.maxmem * 1024));
       const maxv = Math.max(c.vcpus, c.maxvcpus ?? 0);
-      for (let i = 0; i < maxv; i++) set(`cpu/${i}/availability`, i < c.vcpus ? 'online' : 'offline');
+      const online = extras.vcpusOnline ?? c.vcpus;
+      for (let i = 0; i < maxv; i++) set(`cpu/${i}/availability`, i < online ? 'online' : 'offline');
       set('console/type', 'serial');
       if (extras.consoleLog) set('console/log', extras.consoleLog);
       if (fresh) {

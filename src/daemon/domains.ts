@@ -34,7 +34,7 @@ export type { DomainState } from './domain-store.js';
 /** What xvmd asked for when it last acted on a running domain. */
 type Intent = 'shutdown' | 'destroy' | 'restart' | undefined;
 
-interface Runtime {
+export interface Runtime {
   domid: number;
   pid: number;
   accel: Accel;
@@ -44,6 +44,10 @@ interface Runtime {
   kernel: string;
   initrd?: string;
   cmdline: string;
+  /** Balloon target after `xvm mem-set`, MiB (absent: the config's memory). */
+  memTargetMiB?: number;
+  /** vCPUs plugged after `xvm vcpu-set` (absent: the config's vcpus). */
+  vcpusOnline?: number;
 }
 
 export interface DomainInfo {
@@ -215,7 +219,7 @@ export class DomainManager extends EventEmitter {
       return;
     }
     d.runtime = { ...runtime, pid };
-    this.store.domainUp(d.rec, runtime.domid, { consoleLog: d.console.logFile });
+    this.store.domainUp(d.rec, runtime.domid, this.runtimeExtras(d));
     try {
       d.console.attach(files.consoleOut);
       this.watchConsole(d);
@@ -288,8 +292,8 @@ export class DomainManager extends EventEmitter {
       domid: rt?.domid ?? null,
       state: rec.status.state,
       preserved: d.preserved,
-      memory: rec.config.memory,
-      vcpus: rec.config.vcpus,
+      memory: rt?.memTargetMiB ?? rec.config.memory,
+      vcpus: rt?.vcpusOnline ?? rec.config.vcpus,
       cpuTime: rt ? cpuSeconds(rt.pid) : 0,
       rssKiB: rt ? rssKiB(rt.pid) : 0,
       pid: rt?.pid ?? null,
@@ -423,6 +427,7 @@ export class DomainManager extends EventEmitter {
       name: cfg.name,
       uuid: d.uuid,
       memoryMiB: cfg.memory,
+      maxMemoryMiB: cfg.maxmem,
       vcpus: cfg.vcpus,
       maxVcpus: cfg.maxvcpus,
       accel,
@@ -485,7 +490,13 @@ export class DomainManager extends EventEmitter {
       cmdline: boot.cmdline,
     };
     writeFileAtomic(files.runtime, JSON.stringify(d.runtime, null, 2));
-    this.store.domainUp(d.rec, domid, { consoleLog: d.console.logFile });
+    this.store.domainUp(d.rec, domid, this.runtimeExtras(d));
+    if (cfg.maxmem !== undefined && cfg.maxmem > cfg.memory) {
+      // RAM is maxmem (room to grow by mem-set); the balloon holds the rest back from the start.
+      await d.qmp!.execute('balloon', { value: cfg.memory * 1024 * 1024 }).catch((e) =>
+        this.log.warn('could not set the initial balloon target', { domain: cfg.name, error: errorMessage(e) }),
+      );
+    }
     d.console.attachInput(files.consoleIn);
     d.preserved = false;
     d.intent = undefined;
@@ -495,6 +506,23 @@ export class DomainManager extends EventEmitter {
     this.setState(d, opts.paused ? 'paused' : 'running');
     this.log.info('domain started', { domain: cfg.name, domid, pid: child.pid, accel });
     deviceEvent('qemu-start', { domain: cfg.name, domid, pid: child.pid, accel, qmp: files.qmp });
+  }
+
+  private runtimeExtras(d: Domain) {
+    return { consoleLog: d.console.logFile, memoryTargetMiB: d.runtime?.memTargetMiB, vcpusOnline: d.runtime?.vcpusOnline };
+  }
+
+  /**
+   * Records a running domain's resources changed by mem-set / vcpu-set: in
+   * its runtime record (kept across xvmd restarts), the store and `info`.
+   */
+  noteResources(name: string, change: { memTargetMiB?: number; vcpusOnline?: number }): void {
+    const d = this.get(name);
+    if (!d.runtime) return;
+    Object.assign(d.runtime, change);
+    writeFileAtomic(runtimeFiles(this.runDir(d.uuid)).runtime, JSON.stringify(d.runtime, null, 2));
+    this.store.domainUp(d.rec, d.runtime.domid, this.runtimeExtras(d));
+    this.emitChange(d);
   }
 
   /** Notes when the guest prints its ready banner (once per boot). Idempotent. */

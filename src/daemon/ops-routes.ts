@@ -11,6 +11,7 @@ import type { Logger } from './log.js';
 import { checkDumpTarget, dumpCore, gdbStart, gdbStop, sendSysrq } from './debug.js';
 import { collectStats, prometheusText, RequestCounter } from './metrics.js';
 import { deviceLogFile } from './device-log.js';
+import { setMemory, setVcpus } from './resources.js';
 import { parseInput } from './server.js';
 
 export interface OpsDeps {
@@ -113,6 +114,15 @@ export function registerOpsRoutes(app: FastifyInstance, deps: OpsDeps): void {
   app.post('/v1/domains/:name/autostart', async (req) => {
     const body = parseInput(s.autostartBody, req.body, 'request body');
     return domains.setAutostart(name(req), body.on);
+  });
+
+  app.post('/v1/domains/:name/memory', async (req) => {
+    const body = parseInput(s.memSetBody, req.body, 'request body');
+    return setMemory(domains, log, name(req), body.mib, body.wait * 1000);
+  });
+  app.post('/v1/domains/:name/vcpus', async (req) => {
+    const body = parseInput(s.vcpuSetBody, req.body, 'request body');
+    return setVcpus(domains, log, name(req), body.vcpus, body.wait * 1000);
   });
 
   app.get('/v1/stats', async () => collectStats(domains));

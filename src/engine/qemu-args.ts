@@ -7,6 +7,8 @@ export interface QemuLaunchSpec {
   name: string;
   uuid: string;
   memoryMiB: number;
+  /** Guest RAM size when it may grow back by balloon up to maxmem (RAM = max(memory, maxmem)). */
+  maxMemoryMiB?: number;
   vcpus: number;
   maxVcpus?: number;
   accel: Accel;
@@ -36,6 +38,7 @@ export function runtimeFiles(runDir: string) {
 
 export function buildQemuArgs(spec: QemuLaunchSpec): string[] {
   const f = runtimeFiles(spec.runDir);
+  const ramMiB = Math.max(spec.memoryMiB, spec.maxMemoryMiB ?? 0);
   const smp = spec.maxVcpus && spec.maxVcpus > spec.vcpus ? `${spec.vcpus},maxcpus=${spec.maxVcpus}` : `${spec.vcpus}`;
   const args = [
     '-name', `guest=${spec.name},debug-threads=on`,
@@ -43,10 +46,10 @@ export function buildQemuArgs(spec: QemuLaunchSpec): string[] {
     '-nodefaults', '-no-user-config', '-display', 'none',
     // Guest RAM lives in a shared memfd from the start: the vhost-user
     // backends map it to reach the virtqueues and buffers.
-    '-object', `memory-backend-memfd,id=xvm-ram,size=${spec.memoryMiB}M,share=on`,
+    '-object', `memory-backend-memfd,id=xvm-ram,size=${ramMiB}M,share=on`,
     '-machine', `pc,accel=${spec.accel},memory-backend=xvm-ram`,
     '-cpu', spec.accel === 'kvm' ? 'host' : 'max',
-    '-m', `${spec.memoryMiB}M`,
+    '-m', `${ramMiB}M`,
     '-smp', smp,
     '-kernel', spec.kernel,
     ...(spec.initrd ? ['-initrd', spec.initrd] : []),
@@ -62,6 +65,9 @@ export function buildQemuArgs(spec: QemuLaunchSpec): string[] {
     // and xvmd applies on_poweroff / on_crash (even after its own restart).
     '-action', `reboot=${spec.onReboot === 'restart' ? 'reset' : 'shutdown'},shutdown=pause,panic=pause`,
     '-device', 'pvpanic',
+    // Memory target at run time (xvm mem-set): the guest's virtio_balloon
+    // gives pages back; without deflate-on-oom, so MemTotal shows the target.
+    '-device', 'virtio-balloon-pci,id=balloon0',
     '-rtc', 'base=utc',
   ];
   if (spec.extraArgs) args.push(...spec.extraArgs);

@@ -170,6 +170,9 @@ async function readValid(dir: string): Promise<Manifest | null> {
 export async function readDefaultImage(dir: string): Promise<GuestImage | null> {
   const abs = path.resolve(dir);
   const m = await readValid(abs);
+  // Built by another version of the builder or from other guest/rootfs files
+  // (xvm was upgraded): stale, so the next domain start rebuilds it.
+  if (m && m.builderVersion !== (await builderVersion())) return null;
   return m ? toImage(abs, m) : null;
 }
 
