@@ -147,6 +147,19 @@ export const vcpuSetResult = z.object({ domain: z.string(), vcpus: z.number(), r
 export type MemSetResult = z.infer<typeof memSetResult>;
 export type VcpuSetResult = z.infer<typeof vcpuSetResult>;
 
+export const deviceCountersSchema = z.object({
+  kind: z.enum(['disk', 'vif']),
+  device: z.string(),
+  readBytes: z.number().optional(),
+  writeBytes: z.number().optional(),
+  readOps: z.number().optional(),
+  writeOps: z.number().optional(),
+  rxBytes: z.number().optional(),
+  txBytes: z.number().optional(),
+  rxPackets: z.number().optional(),
+  txPackets: z.number().optional(),
+  errors: z.number().optional(),
+});
 export const domainStatsSchema = z.object({
   name: z.string(),
   domid: z.number().int().nullable(),
@@ -159,6 +172,8 @@ export const domainStatsSchema = z.object({
   maxmemKiB: z.number(),
   vcpus: z.number().int(),
   consoleBytes: z.number(),
+  /** Per-device counters, cumulative since each backend started (disks: bytes/requests; NICs: bytes/packets). */
+  devices: z.array(deviceCountersSchema),
 });
 export const hostStatsSchema = z.object({
   time: z.string(),
@@ -196,6 +211,7 @@ export const daemonStopResult = z.object({
 
 export type HostStats = z.infer<typeof hostStatsSchema>;
 export type DomainStats = z.infer<typeof domainStatsSchema>;
+export type DeviceCountersInfo = z.infer<typeof deviceCountersSchema>;
 export type SysrqResult = z.infer<typeof sysrqResult>;
 export type DumpCoreResult = z.infer<typeof dumpCoreResult>;
 export type GdbStubInfo = z.infer<typeof gdbStubInfo>;

@@ -1,11 +1,28 @@
 // xvm top: a live table of domains like xentop (CPU seconds and %, memory,
-// vCPUs), refreshing in place on a terminal; --batch prints plain repeated
+// vCPUs, disk and network rates), refreshing in place on a terminal; --batch prints plain repeated
 // tables for scripts. CPU % comes from two samples of GET /v1/stats.
 import type { Command } from 'commander';
 import type { DomainStats, HostStats } from '../api/schema.js';
 import { action, client, CliError, sleep, table } from './context.js';
 
-const HEADERS = ['NAME', 'STATE', 'CPU(sec)', 'CPU(%)', 'MEM(k)', 'MAXMEM(k)', 'RSS(k)', 'VCPUS', 'ID'];
+const HEADERS = ['NAME', 'STATE', 'CPU(sec)', 'CPU(%)', 'MEM(k)', 'MAXMEM(k)', 'RSS(k)', 'VCPUS', 'VBD_RD(k/s)', 'VBD_WR(k/s)', 'NET_RX(k/s)', 'NET_TX(k/s)', 'ID'];
+
+type CounterKey = 'readBytes' | 'writeBytes' | 'rxBytes' | 'txBytes';
+
+function deviceSum(d: DomainStats, kind: 'disk' | 'vif', key: CounterKey): number {
+  return d.devices.filter((c) => c.kind === kind).reduce((a, c) => a + (c[key] ?? 0), 0);
+}
+
+/** KiB/s of one device counter summed over a domain's devices, between two samples of the same QEMU run. */
+export function deviceRate(prev: HostStats | undefined, cur: HostStats, name: string, kind: 'disk' | 'vif', key: CounterKey): number {
+  const now = cur.domains.find((d) => d.name === name);
+  const before = prev?.domains.find((d) => d.name === name);
+  if (!now || !before || !now.pid || before.pid !== now.pid) return 0;
+  const dt = (cur.timeMs - prev!.timeMs) / 1000;
+  if (dt <= 0) return 0;
+  // A backend restarted in between starts its counters over: no negative rates.
+  return Math.max(0, (deviceSum(now, kind, key) - deviceSum(before, kind, key)) / 1024 / dt);
+}
 
 function flags(st: DomainStats['state']): string {
   return { running: 'r-----', paused: '-p----', shutdown: '--s---', crashed: '---c--', defined: '------' }[st] ?? '------';
@@ -33,15 +50,19 @@ export function renderTop(prev: HostStats | undefined, cur: HostStats): string {
     d.maxmemKiB,
     d.rssKiB,
     d.vcpus,
+    deviceRate(prev, cur, d.name, 'disk', 'readBytes').toFixed(1),
+    deviceRate(prev, cur, d.name, 'disk', 'writeBytes').toFixed(1),
+    deviceRate(prev, cur, d.name, 'vif', 'rxBytes').toFixed(1),
+    deviceRate(prev, cur, d.name, 'vif', 'txBytes').toFixed(1),
     d.domid ?? '-',
   ]);
-  return head + table(HEADERS, rows, [2, 3, 4, 5, 6, 7, 8]);
+  return head + table(HEADERS, rows, [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
 }
 
 export function registerTopCommand(program: Command): void {
   program
     .command('top')
-    .description('live table of domains (like xentop): CPU seconds and %, memory, vCPUs; q or Ctrl-C quits')
+    .description('live table of domains (like xentop): CPU seconds and %, memory, vCPUs, disk and network KiB/s; q or Ctrl-C quits')
     .option('-b, --batch', 'print plain tables one after the other (for scripts and pipes)')
     .option('-i, --iterations <n>', 'stop after N tables')
     .option('-d, --delay <seconds>', 'seconds between tables', '3')

@@ -20,7 +20,7 @@ import type { StatePaths } from '../common/paths.js';
 import type { DiskSpec } from '../config/index.js';
 import { pidAlive, readPidFile, spawnDetached } from '../engine/process.js';
 import { Storage } from '../storage/index.js';
-import type { DeviceContext, DeviceProvider } from './domains.js';
+import type { DeviceContext, DeviceCounters, DeviceProvider } from './domains.js';
 import type { Logger } from './log.js';
 import { deviceEvent } from './device-log.js';
 
@@ -83,8 +83,33 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-function files(runDir: string, vdev: string): { socket: string; pid: string; spec: string } {
-  return { socket: path.join(runDir, `blk-${vdev}.sock`), pid: path.join(runDir, `blk-${vdev}.pid`), spec: path.join(runDir, `blk-${vdev}.json`) };
+function files(runDir: string, vdev: string): { socket: string; pid: string; spec: string; metrics: string } {
+  return {
+    socket: path.join(runDir, `blk-${vdev}.sock`),
+    pid: path.join(runDir, `blk-${vdev}.pid`),
+    spec: path.join(runDir, `blk-${vdev}.json`),
+    metrics: path.join(runDir, `blk-${vdev}.metrics.json`),
+  };
+}
+
+/** A backend's counters file (see src/devices/blk/main.ts --metrics) as DeviceCounters; null if unreadable. */
+export function readBlkCounters(file: string, vdev: string): DeviceCounters | null {
+  try {
+    const m = JSON.parse(fs.readFileSync(file, 'utf8')) as { device?: Record<string, number> };
+    const d = m.device ?? {};
+    const n = (k: string) => (typeof d[k] === 'number' && Number.isFinite(d[k]) ? d[k]! : 0);
+    return {
+      kind: 'disk',
+      device: vdev,
+      readBytes: n('readBytes'),
+      writeBytes: n('writeBytes'),
+      readOps: n('readRequests'),
+      writeOps: n('writeRequests'),
+      errors: n('invalidRequests') + n('ioErrors') + n('droppedRequests'),
+    };
+  } catch {
+    return null;
+  }
 }
 
 /** Is `pid` our backend serving `socket` (and not a recycled pid)? */
@@ -224,6 +249,10 @@ export class DiskProvider implements DeviceProvider {
     return args;
   }
 
+  counters(ctx: DeviceContext): DeviceCounters[] {
+    return readSpecs(ctx.runDir).flatMap((spec) => readBlkCounters(files(ctx.runDir, spec.vdev).metrics, spec.vdev) ?? []);
+  }
+
   async adopt(ctx: DeviceContext): Promise<void> {
     for (const spec of readSpecs(ctx.runDir)) {
       const f = files(ctx.runDir, spec.vdev);
@@ -283,7 +312,7 @@ export class DiskProvider implements DeviceProvider {
   private async spawnBackend(spec: BackendSpec, runDir: string): Promise<number> {
     const f = files(runDir, spec.vdev);
     const logFile = this.logFile(spec);
-    const argv = [BACKEND_MAIN, '--socket', spec.socket, '--image', spec.image, '--format', spec.format, '--queues', String(spec.queues), '--serial', spec.vdev];
+    const argv = [BACKEND_MAIN, '--socket', spec.socket, '--image', spec.image, '--format', spec.format, '--queues', String(spec.queues), '--serial', spec.vdev, '--metrics', f.metrics];
     if (spec.readOnly) argv.push('--readonly');
     const child = spawnDetached(process.execPath, argv, logFile);
     const start = child.logStart;
@@ -436,7 +465,7 @@ export function qemuDiskArgs(spec: BackendSpec): string[] {
 function readSpecs(runDir: string): BackendSpec[] {
   let names: string[];
   try {
-    names = fs.readdirSync(runDir).filter((n) => /^blk-.+\.json$/.test(n));
+    names = fs.readdirSync(runDir).filter((n) => /^blk-[^.]+\.json$/.test(n)); // not blk-X.metrics.json
   } catch {
     return [];
   }

@@ -97,6 +97,26 @@ export interface DeviceProvider {
   adopt(ctx: DeviceContext): Promise<void>;
   /** After QEMU is gone (any reason) or a failed start: stop backends, free resources. */
   release(ctx: DeviceContext): Promise<void>;
+  /** Cumulative I/O counters of a running domain's devices (xvm top, /metrics). */
+  counters?(ctx: DeviceContext): DeviceCounters[];
+}
+
+/** One device's counters, cumulative since its backend started (bytes and requests). */
+export interface DeviceCounters {
+  kind: 'disk' | 'vif';
+  /** vdev (xvda) or vif name (vif0). */
+  device: string;
+  /** Disks: read from / written to the disk. NICs: rx = received by the guest, tx = sent by it. */
+  readBytes?: number;
+  writeBytes?: number;
+  readOps?: number;
+  writeOps?: number;
+  rxBytes?: number;
+  txBytes?: number;
+  rxPackets?: number;
+  txPackets?: number;
+  /** Requests or frames refused or dropped (malformed, spoofed, errors). */
+  errors?: number;
 }
 
 const RESTART_WINDOW_MS = 60_000;
@@ -523,6 +543,21 @@ export class DomainManager extends EventEmitter {
     writeFileAtomic(runtimeFiles(this.runDir(d.uuid)).runtime, JSON.stringify(d.runtime, null, 2));
     this.store.domainUp(d.rec, d.runtime.domid, this.runtimeExtras(d));
     this.emitChange(d);
+  }
+
+  /** Every device provider's counters for a running domain ([] when it is not running). */
+  deviceCounters(name: string): DeviceCounters[] {
+    const d = this.get(name);
+    if (!d.runtime) return [];
+    const out: DeviceCounters[] = [];
+    for (const p of this.providers) {
+      try {
+        out.push(...(p.counters?.(this.deviceContext(d)) ?? []));
+      } catch (e) {
+        this.log.warn('reading device counters failed', { domain: d.name, kind: p.kind, error: errorMessage(e) });
+      }
+    }
+    return out;
   }
 
   /** Notes when the guest prints its ready banner (once per boot). Idempotent. */

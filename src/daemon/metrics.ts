@@ -43,6 +43,7 @@ export function collectStats(domains: DomainManager): HostStats {
         maxmemKiB: ((info.config.maxmem as number | undefined) ?? info.memory) * 1024,
         vcpus: info.vcpus,
         consoleBytes: domains.consoleOf(info.name).bytesSeen,
+        devices: domains.deviceCounters(info.name),
       };
     }),
   };
@@ -105,6 +106,19 @@ export function prometheusText(domains: DomainManager, requests: RequestCounter,
   e.family('xvm_domain_resident_memory_bytes', 'gauge', 'Resident memory of the domain\'s QEMU process.', ds.filter((d) => d.pid).map((d) => [dl(d), d.rssKiB * 1024]));
   e.family('xvm_domain_vcpus', 'gauge', 'Virtual CPUs of the domain.', ds.map((d) => [dl(d), d.vcpus]));
   e.family('xvm_console_bytes_total', 'counter', 'Console output bytes captured since xvmd started.', ds.map((d) => [dl(d), d.consoleBytes]));
+  const devs = ds.flatMap((d) => d.devices.map((c) => ({ d, c })));
+  const devFamily = (name: string, help: string, kind: 'disk' | 'vif', key: keyof (typeof devs)[number]['c']) =>
+    e.family(name, 'counter', help, devs.filter(({ c }) => c.kind === kind && typeof c[key] === 'number').map(({ d, c }) => [{ domain: d.name, device: c.device }, c[key] as number]));
+  devFamily('xvm_disk_read_bytes_total', 'Bytes read by the guest from a disk (since its backend started).', 'disk', 'readBytes');
+  devFamily('xvm_disk_write_bytes_total', 'Bytes written by the guest to a disk.', 'disk', 'writeBytes');
+  devFamily('xvm_disk_reads_total', 'Read requests served by a disk backend.', 'disk', 'readOps');
+  devFamily('xvm_disk_writes_total', 'Write requests served by a disk backend.', 'disk', 'writeOps');
+  devFamily('xvm_disk_errors_total', 'Disk requests refused (malformed) or failed.', 'disk', 'errors');
+  devFamily('xvm_nic_receive_bytes_total', 'Bytes delivered to the guest by a NIC.', 'vif', 'rxBytes');
+  devFamily('xvm_nic_transmit_bytes_total', 'Bytes sent by the guest through a NIC.', 'vif', 'txBytes');
+  devFamily('xvm_nic_receive_packets_total', 'Frames delivered to the guest by a NIC.', 'vif', 'rxPackets');
+  devFamily('xvm_nic_transmit_packets_total', 'Frames sent by the guest through a NIC.', 'vif', 'txPackets');
+  devFamily('xvm_nic_errors_total', 'Frames dropped at a NIC (malformed, oversized, spoofed).', 'vif', 'errors');
   e.family('xvm_api_requests_total', 'counter', 'API requests served, by route and status.',
     requests.entries().map((r) => [{ method: r.method, route: r.route, status: r.status }, r.count]));
   const usage = process.cpuUsage();

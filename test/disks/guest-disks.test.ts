@@ -123,6 +123,20 @@ test('a vol= disk: the guest mounts it and writes, a killed backend comes back m
   // The guest writes a file and its checksum.
   const sum = sumOf(await con.run('dd if=/dev/urandom of=/mnt/vda/f bs=1k count=700 2>/dev/null; sync; md5sum /mnt/vda/f', 60_000));
 
+  // Its writes show in the per-device counters (xvm top, /metrics), from the backend's own count.
+  let written = 0;
+  await waitUntil(async () => {
+    const st = (await host.client.stats()).domains.find((d) => d.name === 'd1');
+    written = st?.devices.find((c) => c.kind === 'disk' && c.device === 'xvdb')?.writeBytes ?? 0;
+    return written >= 700 * 1024;
+  }, 30_000, 'the disk counters to show the 700 KiB written');
+  const prom = await host.client.metrics();
+  const line = prom.split('\n').find((l) => l.startsWith('xvm_disk_write_bytes_total{domain="d1",device="xvdb"}'));
+  assert.ok(line && Number(line.split(' ')[1]) >= 700 * 1024, `metrics line ${line}`);
+  const top = host.cli(['top', '--batch', '--iterations', '1']);
+  assert.equal(top.code, 0, top.stderr);
+  assert.match(top.stdout, /VBD_RD\(k\/s\)\s+VBD_WR\(k\/s\)\s+NET_RX\(k\/s\)\s+NET_TX\(k\/s\)/);
+
   // kill -9 the backend while the guest writes: xvmd restarts it, QEMU reconnects, the write completes.
   const pid0 = backendPids()[0]!;
   const src = sumOf(await con.run('dd if=/dev/urandom of=/tmp/src bs=64k count=128 2>/dev/null; md5sum /tmp/src', 60_000));

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { tailLines } from '../../src/daemon/ops-routes.js';
 import { checkSysrqKey, checkDumpTarget } from '../../src/daemon/debug.js';
 import { formatLogLine, systemdUnit } from '../../src/cli/ops.js';
-import { cpuPercent, renderTop } from '../../src/cli/top.js';
+import { cpuPercent, deviceRate, renderTop } from '../../src/cli/top.js';
 import type { HostStats } from '../../src/api/schema.js';
 
 test('tailLines returns the last complete lines, skipping a line still being written', () => {
@@ -55,17 +55,27 @@ test('SysRq keys and dump targets are checked', () => {
 });
 
 test('CPU % comes from two samples of the same QEMU process', () => {
-  const sample = (t: number, cpu: number, pid: number | null = 10): HostStats => ({
+  const sample = (t: number, cpu: number, pid: number | null = 10, written = 0): HostStats => ({
     time: new Date(t).toISOString(),
     timeMs: t,
     hostCpus: 2,
-    domains: [{ name: 'a', domid: pid ? 1 : null, state: pid ? 'running' : 'shutdown', pid, cpuSeconds: cpu, rssKiB: 1, memoryKiB: 1024, maxmemKiB: 1024, vcpus: 1, consoleBytes: 0 }],
+    domains: [{
+      name: 'a', domid: pid ? 1 : null, state: pid ? 'running' : 'shutdown', pid, cpuSeconds: cpu, rssKiB: 1, memoryKiB: 1024, maxmemKiB: 1024, vcpus: 1, consoleBytes: 0,
+      devices: [
+        { kind: 'disk', device: 'xvda', readBytes: 0, writeBytes: written, readOps: 0, writeOps: 0 },
+        { kind: 'disk', device: 'xvdb', readBytes: 0, writeBytes: written, readOps: 0, writeOps: 0 },
+      ],
+    }],
   });
   assert.equal(cpuPercent(undefined, sample(1000, 5), 'a'), 0);
   assert.equal(cpuPercent(sample(1000, 5), sample(3000, 6), 'a'), 50);
   assert.equal(cpuPercent(sample(1000, 5, 10), sample(3000, 1, 11), 'a'), 0, 'a new QEMU process starts over');
   assert.equal(cpuPercent(sample(1000, 5), sample(1000, 6), 'a'), 0, 'no time passed');
-  assert.match(renderTop(sample(1000, 5), sample(3000, 6)), /^a\s+r-----\s+6\s+50\.0\s+1024\s+1024\s+1\s+1\s+1$/m);
+  assert.match(renderTop(sample(1000, 5), sample(3000, 6)), /^a\s+r-----\s+6\s+50\.0\s+1024\s+1024\s+1\s+1\s+0\.0\s+0\.0\s+0\.0\s+0\.0\s+1$/m);
+  // 2 disks x 1 MiB written in 2 s: 1024 KiB/s; a backend restart (counters start over) is never negative.
+  assert.equal(deviceRate(sample(1000, 5, 10, 0), sample(3000, 6, 10, 1 << 20), 'a', 'disk', 'writeBytes'), 1024);
+  assert.equal(deviceRate(sample(1000, 5, 10, 1 << 20), sample(3000, 6, 10, 0), 'a', 'disk', 'writeBytes'), 0);
+  assert.match(renderTop(sample(1000, 5, 10, 0), sample(3000, 6, 10, 1 << 20)), /^a\s+r-----.*\s+0\.0\s+1024\.0\s+0\.0\s+0\.0\s+1$/m);
 });
 
 test('the systemd unit keeps guests alive across a stop and restarts xvmd on failure', () => {

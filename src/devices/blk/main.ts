@@ -31,7 +31,7 @@ async function main(): Promise<void> {
     .option('--readonly', 'expose the disk read-only', false)
     .option('--queues <n>', 'number of virtqueues', intArg(1, 64), 1)
     .option('--serial <s>', 'serial number reported to the guest (GET_ID)', '')
-    .option('--metrics <file>', 'write counters as JSON to this file on SIGUSR1 and at exit')
+    .option('--metrics <file>', 'write counters as JSON to this file every second (when they changed), on SIGUSR1 and at exit')
     .parse(process.argv);
   const o = cmd.opts<{ socket: string; image: string; format?: string; readonly: boolean; queues: number; serial: string; metrics?: string }>();
   if (o.format !== undefined && o.format !== 'raw' && o.format !== 'qcow2') throw new Error(`--format must be raw or qcow2, not ${o.format}`);
@@ -47,10 +47,19 @@ async function main(): Promise<void> {
   backend.listen();
   process.stdout.write(`XVM_BLK_READY socket=${o.socket} size=${image.size} format=${image.format}${device.readOnly ? ' readonly' : ''}\n`);
 
+  let lastMetrics = '';
   const dumpMetrics = () => {
-    if (o.metrics) fs.writeFileSync(o.metrics, JSON.stringify({ device: device.metrics.toJSON(), queues: backend.vrings.map((v) => v.stats) }, null, 2));
+    if (!o.metrics) return;
+    const text = JSON.stringify({ device: device.metrics.toJSON(), queues: backend.vrings.map((v) => v.stats) }, null, 2);
+    if (text === lastMetrics) return;
+    lastMetrics = text;
+    // Written aside and renamed: xvmd never reads half a file.
+    fs.writeFileSync(`${o.metrics}.tmp`, text);
+    fs.renameSync(`${o.metrics}.tmp`, o.metrics);
   };
   process.on('SIGUSR1', dumpMetrics);
+  // xvm top / metrics read this file: a second's staleness is fine, no IPC on the data path.
+  if (o.metrics) setInterval(dumpMetrics, 1000).unref();
   let stopping = false;
   const stop = async () => {
     if (stopping) return;
