@@ -48,18 +48,18 @@ async function main(): Promise<void> {
   process.stdout.write(`XVM_BLK_READY socket=${o.socket} size=${image.size} format=${image.format}${device.readOnly ? ' readonly' : ''}\n`);
 
   let lastMetrics = '';
-  const dumpMetrics = () => {
+  const dumpMetrics = (force = true) => {
     if (!o.metrics) return;
     const text = JSON.stringify({ device: device.metrics.toJSON(), queues: backend.vrings.map((v) => v.stats) }, null, 2);
-    if (text === lastMetrics) return;
+    if (!force && text === lastMetrics) return;
     lastMetrics = text;
     // Written aside and renamed: xvmd never reads half a file.
     fs.writeFileSync(`${o.metrics}.tmp`, text);
     fs.renameSync(`${o.metrics}.tmp`, o.metrics);
   };
-  process.on('SIGUSR1', dumpMetrics);
+  process.on('SIGUSR1', () => dumpMetrics());
   // xvm top / metrics read this file: a second's staleness is fine, no IPC on the data path.
-  if (o.metrics) setInterval(dumpMetrics, 1000).unref();
+  if (o.metrics) setInterval(() => dumpMetrics(false), 1000).unref();
   let stopping = false;
   const stop = async () => {
     if (stopping) return;
