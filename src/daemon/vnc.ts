@@ -243,8 +243,9 @@ function splice(client: net.Socket, qemu: net.Socket, fromClient: Buffer, fromQe
   qemu.pipe(client);
   qemu.on('error', () => client.destroy());
   client.on('error', () => qemu.destroy());
-  qemu.on('close', () => client.destroy());
-  client.on('close', () => qemu.destroy());
+  // end, not destroy: what one side sent last (a key release) still reaches the other.
+  qemu.on('close', () => client.end());
+  client.on('close', () => qemu.end());
 }
 
 async function listenOn(host: string, port: number): Promise<net.Server> {
