@@ -82,10 +82,19 @@ async function askMissing(o: InstallOpts): Promise<void> {
     throw new CliError(`missing ${missing.join(', ')}; stdin is not a terminal, so xvm install cannot ask: give them on the command line (see xvm install --help)`, 2);
   }
   const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
+  // Lines through the iterator are buffered: answers typed (or pasted) ahead are not lost.
+  const lines = rl[Symbol.asyncIterator]();
+  const line = async (prompt: string): Promise<string> => {
+    rl.setPrompt(prompt);
+    rl.prompt();
+    const r = await lines.next();
+    if (r.done) throw new CliError('input ended before every question was answered', 2);
+    return String(r.value).trim();
+  };
   try {
     const ask = async (q: string, def?: string): Promise<string> => {
       for (;;) {
-        const a = (await rl.question(def ? `${q} [${def}]: ` : `${q}: `)).trim();
+        const a = await line(def ? `${q} [${def}]: ` : `${q}: `);
         if (a) return a;
         if (def) return def;
       }
@@ -97,7 +106,7 @@ async function askMissing(o: InstallOpts): Promise<void> {
       const src = await ask('Install from: an ISO path, or kernel:PATH for an installer kernel');
       if (src.startsWith('kernel:')) {
         o.kernel = src.slice(7);
-        const initrd = (await rl.question('Installer initrd (empty for none): ')).trim();
+        const initrd = await line('Installer initrd (empty for none): ');
         if (initrd) o.initrd = initrd;
       } else o.cdrom = src;
     }

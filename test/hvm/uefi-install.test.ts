@@ -13,8 +13,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { execFileSync } from 'node:child_process';
-import { TestHost, ConsoleSession, waitUntil } from '../helpers/xvm.js';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { TestHost, ConsoleSession, waitUntil, XVM_BIN } from '../helpers/xvm.js';
 import { decodePng, nonBackgroundShare } from '../helpers/png.js';
 
 const ISO = '/usr/lib/grub-rescue/grub-rescue-cdrom.iso';
@@ -84,6 +84,24 @@ test('xvm install refuses to guess on a non-terminal, and a failed install leave
   const bad = host.cli(['install', '--name', 'inst5', '--memory', '64', '--disk', 'size=lots', '--cdrom', ISO]);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--disk size=lots: give a positive number of GiB/);
+});
+
+test('on a terminal, xvm install asks for what is missing', { timeout: 180_000 }, async () => {
+  // script(1) gives the CLI a pseudo-terminal; the answers are typed ahead.
+  const r = spawnSync('script', ['-qfec', `${process.execPath} ${XVM_BIN} install --no-autoconsole`, '/dev/null'], {
+    env: host.env, input: `asked\n128\nsize=1\n${ISO}\n`, encoding: 'utf8', timeout: 120_000,
+  });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /Name of the new domain: /);
+  assert.match(r.stdout, /Memory in MiB \[1024\]: /);
+  assert.match(r.stdout, /domain asked started/);
+  const c = host.client;
+  const d = await c.getDomain('asked');
+  assert.equal(d.config.memory, 128);
+  assert.equal(d.config.cdrom, ISO);
+  const vol = await c.request<{ size: number }>('GET', '/v1/pools/default/volumes/asked-disk0');
+  assert.equal(vol.size, 1024 ** 3);
+  cli(['destroy', 'asked']);
 });
 
 test('xvm install --kernel --initrd boots Debian\'s installer to its first screen', { timeout: 420_000 }, async () => {
