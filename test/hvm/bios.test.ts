@@ -16,6 +16,7 @@ import { spawnSync } from 'node:child_process';
 import { TestHost, ConsoleSession, REPO, waitUntil } from '../helpers/xvm.js';
 import { decodePng, differingShare, nonBackgroundShare, type Pixels } from '../helpers/png.js';
 import type { VncInfo } from '../../src/api/hvm-schema.js';
+import { rng } from '../helpers/random.js';
 
 const ISO = '/usr/lib/grub-rescue/grub-rescue-cdrom.iso';
 const VNC_CLIENT = path.join(REPO, 'test', 'hvm', 'vnc-client.pl');
@@ -237,4 +238,27 @@ test('HVM configuration errors are clear', { timeout: 120_000 }, async () => {
   assert.deepEqual((await c.listDomains()).filter((d) => d.name.startsWith('bad')), [], 'a domain that cannot start is not left defined');
   await assert.rejects(c.request('POST', '/v1/domains/x/cdrom/insert', { file: 'relative.iso' }), /must be an absolute path/);
   await assert.rejects(c.request('POST', '/v1/install', { name: 'x', bogus: 1 }), /unknown field/);
+
+  // Seeded random bodies on the HVM routes: always a 4xx with a message, never a 500, and xvmd keeps serving.
+  const rand = rng(0x4856);
+  const value = (depth: number): unknown => {
+    const k = Math.floor(rand() * 8);
+    if (depth > 2 || k === 0) return Math.floor(rand() * 2 ** 33) - 2 ** 32;
+    if (k === 1) return 'x'.repeat(Math.floor(rand() * 5000));
+    if (k === 2) return rand() < 0.5;
+    if (k === 3) return null;
+    if (k === 4) return Array.from({ length: Math.floor(rand() * 4) }, () => value(depth + 1));
+    if (k === 5) return '/../' + String.fromCharCode(Math.floor(rand() * 32)) + 'iso';
+    const keys = ['name', 'memory', 'disk', 'size', 'vol', 'cdrom', 'kernel', 'file', 'vdev', 'type', 'graphics', 'token', '__proto__'];
+    return Object.fromEntries(Array.from({ length: Math.floor(rand() * 5) }, () => [keys[Math.floor(rand() * keys.length)]!, value(depth + 1)]));
+  };
+  const routes = ['/v1/install', '/v1/domains/hvmz/cdrom/insert', '/v1/domains/hvmz/cdrom/eject', '/v1/domains/hvmz/vnc/token'];
+  for (let i = 0; i < 300; i++) {
+    const route = routes[i % routes.length]!;
+    const r = await c.rawRequest('POST', route, value(0));
+    assert.ok(r.status >= 400 && r.status < 500, `POST ${route} #${i}: HTTP ${r.status} ${r.body.slice(0, 200)}`);
+    assert.ok((JSON.parse(r.body) as { error: { message: string } }).error.message.length > 0);
+  }
+  assert.deepEqual((await c.listDomains()).map((d) => d.name).filter((n) => n !== 'hvm1'), [], 'no random body made a domain');
+  await c.host();
 });
