@@ -21,7 +21,7 @@ import type { DeviceContext, DeviceProvider, DomainManager } from './domains.js'
 import { diskProvider } from './disks.js';
 import type { Logger } from './log.js';
 import { randomVncPassword } from './vnc-auth.js';
-import { VNC_BASE_PORT, VncService, vncFiles, type VncInfo, type VncToken } from './vnc.js';
+import { VNC_BASE_PORT, VncService, vncFiles, type VncEndpoint, type VncInfo, type VncToken } from './vnc.js';
 import { deviceEvent } from './device-log.js';
 
 export const OVMF_CODE = process.env.XVM_OVMF_CODE ?? '/usr/share/OVMF/OVMF_CODE_4M.fd';
@@ -66,6 +66,8 @@ export class HvmProvider implements DeviceProvider {
   readonly vnc: VncService;
   private readonly paths: StatePaths;
   private readonly log: Logger;
+  /** The VNC endpoint each domain had last (by uuid), reused when it starts again. */
+  private readonly lastVnc = new Map<string, VncEndpoint>();
 
   constructor(opts: { paths: StatePaths; log: Logger }) {
     this.paths = opts.paths;
@@ -158,11 +160,17 @@ export class HvmProvider implements DeviceProvider {
     if (vncOn) {
       const f = vncFiles(ctx.runDir);
       if (Buffer.byteLength(f.socket) > 107) throw new XvmError('invalid', `the runtime folder ${ctx.runDir} is too deep for the VNC socket path: use a shorter XVM_HOME`);
-      await this.vnc.start(ctx.name, ctx.uuid, ctx.runDir, {
-        listen: cfg.vnclisten ?? '127.0.0.1',
+      // A restart (on_crash = "restart", xvm destroy + start) keeps the address and the
+      // random password the user already has, while the same xvmd runs.
+      const last = this.lastVnc.get(ctx.uuid);
+      const listen = cfg.vnclisten ?? '127.0.0.1';
+      const e = await this.vnc.start(ctx.name, ctx.uuid, ctx.runDir, {
+        listen,
         // An empty vncpasswd does not mean "no password" here: no screen without one.
-        password: cfg.vncpasswd ? cfg.vncpasswd : randomVncPassword(),
+        password: cfg.vncpasswd ? cfg.vncpasswd : last?.password ?? randomVncPassword(),
+        ...(last && last.listen === listen ? { port: last.port } : {}),
       });
+      this.lastVnc.set(ctx.uuid, e);
     }
     const args = buildHvmArgs({
       firmware,
@@ -183,7 +191,7 @@ export class HvmProvider implements DeviceProvider {
       this.log.warn('vnc state of a running domain is missing; no VNC server for it', { domain: ctx.name });
       return;
     }
-    await this.vnc.start(ctx.name, ctx.uuid, ctx.runDir, saved);
+    this.lastVnc.set(ctx.uuid, await this.vnc.start(ctx.name, ctx.uuid, ctx.runDir, saved));
   }
 
   async release(ctx: DeviceContext): Promise<void> {

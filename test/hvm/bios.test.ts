@@ -223,6 +223,11 @@ test('grub-rescue ISO boots as an HVM guest; screen through screenshot, VNC (pas
   assert.ok(await connectRefused('127.0.0.1', v.port), 'the VNC port closes with the domain');
   await assert.rejects(c.screenshot('hvm1'), /cannot take a screenshot of domain 'hvm1': it is shutdown/);
   await assert.rejects(c.vncInfo('nope'), /no domain named 'nope'/);
+  // Started again by the same xvmd: the password the user has still works.
+  cli(['start', 'hvm1']);
+  const third = JSON.parse(cli(['vnc', 'hvm1', '--json'])) as VncInfo;
+  assert.equal(third.password, v.password);
+  cli(['destroy', 'hvm1']);
 });
 
 test('HVM configuration errors are clear', { timeout: 120_000 }, async () => {
