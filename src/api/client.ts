@@ -5,6 +5,7 @@ import { createRequire } from 'node:module';
 import type WebSocket from 'ws';
 import { statePaths } from '../common/paths.js';
 import type { PoolInfo, VolumeInfo, VolumeSummary, SnapshotResult, RollbackResult } from '../storage/pool.js';
+import type { CdromInfo, InstallBody, InstallResult, VncInfo, VncToken } from './hvm-schema.js';
 import type { CreateDomainBody, DaemonStopResult, DomainInfo, DumpCoreResult, GdbStubInfo, HostInfo, HostStats, ImageInfo, LogName, MemSetResult, SysrqResult, VcpuSetResult } from './schema.js';
 
 // ws is loaded on first use: most CLI verbs never open a websocket, and
@@ -437,5 +438,55 @@ export class XvmClient {
   /** Domain state changes as they happen. */
   events(): WebSocket {
     return new (wsClass())(this.wsUrl('/v1/events'));
+  }
+
+  // ---- HVM guests: graphics console, screenshots, CD-ROM, install (src/daemon/hvm-routes.ts)
+
+  vncInfo(name: string): Promise<VncInfo> {
+    return this.request('GET', `${this.d(name)}/vnc`);
+  }
+  /** A single-use, 60-second token; `path` is the noVNC websocket route with it. */
+  vncToken(name: string): Promise<VncToken> {
+    return this.request('POST', `${this.d(name)}/vnc/token`, {});
+  }
+  /** The noVNC websocket (RFB stream in binary frames) with a token from vncToken(). */
+  openVnc(name: string, token: string): WebSocket {
+    return new (wsClass())(this.wsUrl(`${this.d(name)}/vnc/ws?token=${encodeURIComponent(token)}`));
+  }
+  /** The guest's screen as PNG bytes. */
+  screenshot(name: string): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      const req = http.request({ socketPath: this.socketPath, method: 'GET', path: `${this.d(name)}/screenshot` }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const body = Buffer.concat(chunks);
+          if ((res.statusCode ?? 0) < 400) return resolve(body);
+          let e: { code?: string; message?: string } | undefined;
+          try {
+            e = (JSON.parse(body.toString('utf8')) as { error?: { code?: string; message?: string } }).error;
+          } catch {
+            /* not JSON */
+          }
+          reject(new ApiError(e?.code ?? 'internal', res.statusCode ?? 0, e?.message ?? `HTTP ${res.statusCode}`));
+        });
+        res.on('error', reject);
+      });
+      req.on('error', (e) => reject(this.unavailable(e as NodeJS.ErrnoException)));
+      req.end();
+    });
+  }
+  cdroms(name: string): Promise<CdromInfo[]> {
+    return this.request('GET', `${this.d(name)}/cdrom`);
+  }
+  cdromInsert(name: string, file: string, vdev?: string): Promise<CdromInfo[]> {
+    return this.request('POST', `${this.d(name)}/cdrom/insert`, { file, ...(vdev ? { vdev } : {}) });
+  }
+  cdromEject(name: string, vdev?: string): Promise<CdromInfo[]> {
+    return this.request('POST', `${this.d(name)}/cdrom/eject`, vdev ? { vdev } : {});
+  }
+  /** virt-install: volume + configuration + start; says which console to attach. */
+  install(body: InstallBody): Promise<InstallResult> {
+    return this.request('POST', '/v1/install', body);
   }
 }

@@ -2,6 +2,7 @@
 // schemas the server validates with (GET /v1/openapi.json serves it).
 import { z } from 'zod';
 import * as s from './schema.js';
+import { HVM_ROUTES } from './hvm-schema.js';
 
 interface Route {
   method: 'get' | 'post' | 'delete';
@@ -61,6 +62,7 @@ export const ROUTES: Route[] = [
   { method: 'post', path: `${domain}/disks`, summary: 'Hot-plug a disk into a running domain (not persistent, like xl block-attach)', body: s.blockAttachBody },
   { method: 'delete', path: `${domain}/disks/{vdev}`, summary: 'Hot-unplug a disk (waits up to 30 s for the guest to release it)' },
   { method: 'post', path: `${domain}/clone`, summary: 'Clone a shut-down domain: new name and UUID, vol= disks cloned as qcow2 overlays', body: s.cloneDomainBody, response: s.domainInfoSchema },
+  ...HVM_ROUTES,
   { method: 'get', path: '/metrics', summary: 'Prometheus text exposition: per-domain CPU, memory, state, vCPUs, console bytes; API request counters; xvmd process figures', produces: 'text/plain; version=0.0.4' },
 ];
 

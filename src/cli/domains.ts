@@ -193,7 +193,7 @@ export function registerDomainCommands(program: Command): void {
         }
         const cfg = await buildConfig(file, opts, overrides);
         const c = client();
-        if (!cfg.kernel) await ensureImage(c);
+        if (!cfg.kernel && cfg.type !== 'hvm') await ensureImage(c); // an HVM guest boots its own firmware
         let d = await c.createDomain({ config: cfg, start: true, paused: !!opts.paused });
         if (opts.waitReady) d = await waitReady(c, d.name, Number(opts.timeout));
         if (opts.json) printJson(d);
@@ -227,7 +227,7 @@ export function registerDomainCommands(program: Command): void {
       action(async (name: string, opts) => {
         const c = client();
         const cur = await c.getDomain(name);
-        if (!(cur.config as Record<string, unknown>).kernel) await ensureImage(c);
+        if (!(cur.config as Record<string, unknown>).kernel && cur.config.type !== 'hvm') await ensureImage(c);
         let d = await c.start(name, { paused: !!opts.paused });
         if (opts.waitReady) d = await waitReady(c, name, Number(opts.timeout));
         say(`Started domain ${d.name} (id=${d.domid})`);

@@ -8,6 +8,7 @@ export type ErrorCode =
   | 'conflict'
   | 'unavailable'
   | 'timeout'
+  | 'forbidden'
   | 'internal';
 
 const STATUS: Record<ErrorCode, number> = {
@@ -16,6 +17,7 @@ const STATUS: Record<ErrorCode, number> = {
   conflict: 409,
   unavailable: 503,
   timeout: 504,
+  forbidden: 403,
   internal: 500,
 };
 

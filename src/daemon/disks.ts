@@ -23,6 +23,7 @@ import { Storage } from '../storage/index.js';
 import type { DeviceContext, DeviceCounters, DeviceProvider } from './domains.js';
 import type { Logger } from './log.js';
 import { deviceEvent } from './device-log.js';
+import { isEmulatedVdev } from '../engine/hvm-args.js';
 
 const BACKEND_MAIN = fileURLToPath(new URL('../devices/blk/main.js', import.meta.url));
 const RESTART_WINDOW_MS = 60_000;
@@ -241,7 +242,8 @@ export class DiskProvider implements DeviceProvider {
     // Resolve and start one disk at a time: a started backend claims its
     // image at once, so a second disk (of this or another domain) on the same
     // image is refused by resolveDisk's in-use check.
-    for (const d of cfg.disk) {
+    // An HVM domain's hdX / sdX / CD-ROM disks are emulated (hvm.ts); its vdX / xvdX ones are ours.
+    for (const d of cfg.type === 'hvm' ? cfg.disk.filter((x) => !isEmulatedVdev(x.vdev, x.devtype)) : cfg.disk) {
       const spec = await this.resolveDisk(ctx.name, ctx.uuid, d, ctx.runDir, queues);
       await this.startBackend(spec, ctx.runDir);
       args.push(...qemuDiskArgs(spec));

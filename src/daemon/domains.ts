@@ -89,8 +89,8 @@ export interface DeviceContext {
  * them. Each lives in its own module and is registered by xvmd's main.
  */
 export interface DeviceProvider {
-  /** Which config key it serves. */
-  readonly kind: 'disk' | 'vif';
+  /** Which config key it serves ('hvm': firmware, emulated disks, screen of type = "hvm" domains). */
+  readonly kind: 'disk' | 'vif' | 'hvm';
   /** Before QEMU starts: start backends; returns QEMU arguments. Throw XvmError on bad config. */
   prepare(ctx: DeviceContext): Promise<string[]>;
   /** After an xvmd restart, for a domain whose QEMU still runs: take the backends back. */
@@ -389,6 +389,8 @@ export class DomainManager extends EventEmitter {
   }
 
   private async resolveBoot(cfg: DomainConfig): Promise<{ kernel: string; initrd?: string; cmdline: string }> {
+    // An HVM guest boots its firmware (src/daemon/hvm.ts) unless it names a kernel.
+    if (cfg.type === 'hvm' && !cfg.kernel) return { kernel: '', cmdline: '' };
     const extra = [cfg.root ? `root=${cfg.root}` : '', cfg.extra ?? ''].filter(Boolean).join(' ');
     if (cfg.kernel) {
       for (const [key, file] of [['kernel', cfg.kernel], ['ramdisk', cfg.ramdisk]] as const) {
@@ -406,8 +408,8 @@ export class DomainManager extends EventEmitter {
 
   private async launch(d: Domain, opts: { paused?: boolean } = {}): Promise<void> {
     const cfg = d.rec.config;
-    if (cfg.type !== 'pv') {
-      throw new XvmError('invalid', `domain '${cfg.name}': type "${cfg.type}" guests are not supported yet (only "pv")`);
+    if (cfg.type === 'hvm' && !this.providers.some((p) => p.kind === 'hvm')) {
+      throw new XvmError('invalid', `domain '${cfg.name}': type "hvm" guests are not served by this xvmd`);
     }
     for (const kind of ['disk', 'vif'] as const) {
       if (cfg[kind].length > 0 && !this.providers.some((p) => p.kind === kind)) {

@@ -14,6 +14,7 @@ import { VERSION } from './version.js';
 import { openDeviceLog } from './device-log.js';
 import { autostartDomains } from './autostart.js';
 import { DiskProvider } from './disks.js';
+import { HvmProvider } from './hvm.js';
 
 function usage(): never {
   process.stderr.write('usage: xvmd [--foreground] [--log-level debug|info|warn|error]\n');
@@ -74,6 +75,7 @@ async function main(): Promise<void> {
   log.info('store open', { data: store.dataDir, socket: storeSocket, nodes: store.stats().nodes });
   const domains = new DomainManager(paths, log, store);
   domains.addProvider(new DiskProvider({ paths, log }));
+  domains.addProvider(new HvmProvider({ paths, log }));
   await domains.load();
 
   let stopping = false;

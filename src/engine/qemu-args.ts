@@ -12,6 +12,7 @@ export interface QemuLaunchSpec {
   vcpus: number;
   maxVcpus?: number;
   accel: Accel;
+  /** Direct kernel boot; empty for an HVM guest that boots its firmware (see hvm-args.ts). */
   kernel: string;
   initrd?: string;
   cmdline: string;
@@ -51,9 +52,7 @@ export function buildQemuArgs(spec: QemuLaunchSpec): string[] {
     '-cpu', spec.accel === 'kvm' ? 'host' : 'max',
     '-m', `${ramMiB}M`,
     '-smp', smp,
-    '-kernel', spec.kernel,
-    ...(spec.initrd ? ['-initrd', spec.initrd] : []),
-    '-append', spec.cmdline,
+    ...(spec.kernel ? ['-kernel', spec.kernel, ...(spec.initrd ? ['-initrd', spec.initrd] : []), '-append', spec.cmdline] : []),
     // The serial console is a pair of FIFOs that QEMU holds open read-write:
     // bytes wait in the pipe while xvmd is away (a daemon restart loses none).
     '-chardev', `pipe,id=console0,path=${f.console}`,
