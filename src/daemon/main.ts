@@ -14,6 +14,7 @@ import { VERSION } from './version.js';
 import { openDeviceLog } from './device-log.js';
 import { autostartDomains } from './autostart.js';
 import { DiskProvider } from './disks.js';
+import { restoreSaved } from '../migrate/service.js';
 
 function usage(): never {
   process.stderr.write('usage: xvmd [--foreground] [--log-level debug|info|warn|error]\n');
@@ -101,8 +102,9 @@ async function main(): Promise<void> {
   });
   await listenUnix(app, paths.apiSocket);
   log.info('xvmd ready', { socket: paths.apiSocket });
-  // The domains service: autostart domains that are not running (re-adopted ones are).
-  void autostartDomains(domains, log);
+  // The domains service: restore the domains saved by 'daemon stop --domains=save',
+  // then autostart domains that are not running (re-adopted/restored ones are).
+  void restoreSaved(domains, paths, log).then(() => autostartDomains(domains, log));
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGHUP', () => undefined);

@@ -21,6 +21,8 @@ import { VERSION } from './version.js';
 import { registerOpsRoutes } from './ops-routes.js';
 import { registerStorageRoutes } from './storage-routes.js';
 import { shutdownAll } from './autostart.js';
+import { registerMigrateRoutes } from '../migrate/routes.js';
+import { saveAll } from '../migrate/service.js';
 import { deviceEvent } from './device-log.js';
 
 export interface ServerDeps {
@@ -98,6 +100,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   // Operations and debugging: sysrq, dump-core, gdbstub, autostart, stats, logs, /metrics.
   registerOpsRoutes(app, { paths, domains, log, startedAt: deps.startedAt });
   registerStorageRoutes(app, { paths, domains, log });
+  registerMigrateRoutes(app, { domains, log });
 
   app.get('/v1/openapi.json', async () => openApiDocument(VERSION));
 
@@ -255,8 +258,10 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     const body = parseInput(s.daemonStopBody, req.body, 'request body');
     // --domains=shutdown: every running guest gets the power button, in parallel, with a bounded wait.
     const shutdown = body.domains === 'shutdown' ? await shutdownAll(domains, log, body.timeout) : undefined;
+    // --domains=save: every running guest is saved into <lib>/save, in parallel; the next start restores them.
+    const saved = body.domains === 'save' ? await saveAll(domains, paths, log, body.timeout) : undefined;
     setImmediate(deps.onStop);
-    return { stopping: true, pid: process.pid, ...(shutdown ? { shutdown } : {}) };
+    return { stopping: true, pid: process.pid, ...(shutdown ? { shutdown } : {}), ...(saved ? { saved } : {}) };
   });
 
   return app;
