@@ -83,7 +83,9 @@ async function main(): Promise<void> {
     stopping = true;
     log.info('xvmd stopping; domains keep running', { why });
     domains.close();
-    await app.close().catch(() => undefined);
+    // Bounded: a console client that does not answer the websocket close
+    // handshake must not hold xvmd (and a host shutdown) for ws's 30 s.
+    await Promise.race([app.close().catch(() => undefined), new Promise((r) => setTimeout(r, 3000).unref())]);
     fs.rmSync(paths.apiSocket, { force: true });
     await domains.flushStore().catch(() => undefined);
     await storeServer.close().catch(() => undefined);

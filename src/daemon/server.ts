@@ -254,13 +254,15 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     }
   });
 
-  app.post('/v1/daemon/stop', async (req) => {
+  app.post('/v1/daemon/stop', async (req, reply) => {
     const body = parseInput(s.daemonStopBody, req.body, 'request body');
     // --domains=shutdown: every running guest gets the power button, in parallel, with a bounded wait.
     const shutdown = body.domains === 'shutdown' ? await shutdownAll(domains, log, body.timeout) : undefined;
     // --domains=save: every running guest is saved into <lib>/save, in parallel; the next start restores them.
     const saved = body.domains === 'save' ? await saveAll(domains, paths, log, body.timeout) : undefined;
-    setImmediate(deps.onStop);
+    // Stop once the answer is out: a connection still busy when the server
+    // closes would hold xvmd for the keep-alive timeout (5 s).
+    reply.raw.once('finish', () => setImmediate(deps.onStop));
     return { stopping: true, pid: process.pid, ...(shutdown ? { shutdown } : {}), ...(saved ? { saved } : {}) };
   });
 
