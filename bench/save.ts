@@ -19,6 +19,7 @@ import { QmpClient } from '../src/engine/qmp.js';
 import { makeFifo } from '../src/daemon/console.js';
 import { detectAccel } from '../src/engine/accel.js';
 import { SAVE_MAX_BANDWIDTH } from '../src/migrate/save.js';
+import { StreamSink } from '../src/migrate/stream.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -71,17 +72,23 @@ async function stopRaw(g: RawGuest): Promise<void> {
 }
 
 /** Raw QEMU's own save: stop, migrate to a file through exec:cat, fsync, quit. */
-async function rawSave(g: RawGuest, file: string): Promise<number> {
+async function rawSave(g: RawGuest, file: string, viaSink = false): Promise<number> {
   fs.rmSync(file, { force: true });
   const t0 = performance.now();
+  let sink: StreamSink | undefined;
+  if (viaSink) sink = await StreamSink.listen(path.join(g.runDir, 'sink.sock'), fs.openSync(file, 'w'), 0, crypto.createHash('sha256'));
   await g.qmp.execute('stop');
   await g.qmp.execute('migrate-set-parameters', { 'max-bandwidth': SAVE_MAX_BANDWIDTH });
-  await g.qmp.execute('migrate', { uri: `exec:cat > ${file}` });
+  await g.qmp.execute('migrate', { uri: sink ? `unix:${sink.socketPath}` : `exec:cat > ${file}` });
   for (;;) {
     const q = await g.qmp.execute<{ status: string }>('query-migrate');
     if (q.status === 'completed') break;
     if (q.status === 'failed') throw new Error('raw migrate failed');
     await sleep(100);
+  }
+  if (sink) {
+    await sink.finished();
+    sink.close();
   }
   const fd = fs.openSync(file, 'r+');
   fs.fsyncSync(fd);
@@ -97,6 +104,11 @@ async function rawRestore(image: { kernel: string; initrd: string; cmdline: stri
   for (;;) {
     const st = await g.qmp.execute<{ status: string }>('query-status');
     if (st.status === 'running') break;
+    // The stream carries the source's run state (stopped before the save): continue it, as xvm does.
+    if (st.status === 'paused') {
+      await g.qmp.execute('cont');
+      break;
+    }
     if (st.status !== 'inmigrate') throw new Error(`raw restore: QEMU is ${st.status}`);
     await sleep(10);
   }
@@ -136,10 +148,11 @@ export async function benchSave(args: string[]): Promise<void> {
       res.xvmSave.push(performance.now() - t0);
       res.xvmBytes = s.fileBytes;
       t0 = performance.now();
-      await client.restoreDomain(xvmFile);
+      const rs = await client.restoreDomain(xvmFile);
       res.xvmRestore.push(performance.now() - t0);
+      if (args.includes('--phases')) console.log('  xvm save', JSON.stringify(s.phases), 'restore', JSON.stringify(rs.phases));
 
-      res.rawSave.push(await rawSave(raw, rawFile));
+      res.rawSave.push(await rawSave(raw, rawFile, args.includes('--raw-via-sink')));
       res.rawBytes = fs.statSync(rawFile).size;
       const rr = await rawRestore(image, memoryMiB, rawFile);
       res.rawRestore.push(rr.ms);

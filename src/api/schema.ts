@@ -216,6 +216,8 @@ export const saveResult = z.object({
   ms: z.number(),
   downtimeMs: z.number().nullable(),
   state: z.string(),
+  /** ms per step (prepare, stop, migrate, drain, sync, end-qemu | resume). */
+  phases: z.record(z.string(), z.number()),
 });
 export const restoreBody = z.strictObject({
   file: absPath,
@@ -231,6 +233,8 @@ export const restoreResult = z.object({
   verifyMs: z.number(),
   streamBytes: z.number(),
   state: z.string(),
+  /** ms per step (verify, define, start-qemu, feed, load, resume). */
+  phases: z.record(z.string(), z.number()),
 });
 export const saveFileQuery = z.strictObject({ file: absPath });
 export type SaveResult = z.infer<typeof saveResult>;

@@ -49,6 +49,8 @@ export interface SaveResult {
   downtimeMs: number | null;
   /** The domain's state afterwards. */
   state: string;
+  /** Where the time went, ms per step. */
+  phases: Record<string, number>;
 }
 
 export interface RestoreResult {
@@ -59,6 +61,18 @@ export interface RestoreResult {
   verifyMs: number;
   streamBytes: number;
   state: string;
+  phases: Record<string, number>;
+}
+
+/** Where the time of an operation goes (ms per step, in order). */
+class Phases {
+  private t = performance.now();
+  readonly ms: Record<string, number> = {};
+  mark(name: string): void {
+    const now = performance.now();
+    this.ms[name] = Math.round((now - this.t) * 10) / 10;
+    this.t = now;
+  }
 }
 
 /** Huge migration bandwidth: a save is local, QEMU's default (32 MiB/s in 7.x) would throttle it. */
@@ -140,6 +154,7 @@ export async function saveDomain(
       throw new XvmError('conflict', `cannot save domain '${name}': disk ${hot.map((x) => x.vdev).join(', ')} was hot-plugged; detach it first ('xvm block-detach ${name} ${hot[0]!.vdev}') or add it to the configuration and restart the domain`);
     }
     const t0 = Date.now();
+    const ph = new Phases();
     const info = domains.info(name);
     const version = await qmp.execute<{ qemu: { major: number; minor: number; micro: number } }>('query-version');
     const header: SaveHeader = {
@@ -164,16 +179,20 @@ export async function saveDomain(
     try {
       fs.writeSync(fd, preamble, 0, preamble.length, 0);
       sink = await StreamSink.listen(path.join(runDir, 'save.sock'), fd, preamble.length, hash);
+      ph.mark('prepare');
       opts.onProgress?.({ phase: 'stopping', done: 0, total: 0 });
       if (wasRunning) {
         await qmp.execute('stop');
         stoppedAt = Date.now();
       }
+      ph.mark('stop');
       d.console.mark(checkpoint ? `writing a checkpoint to ${file} (xvm save --checkpoint)` : `saving to ${file} (xvm save)`);
       await qmp.execute('migrate-set-parameters', { 'max-bandwidth': SAVE_MAX_BANDWIDTH });
       await qmp.execute('migrate', { uri: `unix:${sink.socketPath}` });
       await waitMigration(qmp, opts.onProgress, () => sink?.bytes ?? 0, timeoutMs);
+      ph.mark('migrate');
       const streamBytes = await withTimeout(sink.finished(), 30_000, 'the end of the migration stream');
+      ph.mark('drain');
       const trailer = encodeTrailer(streamBytes, hash.digest());
       fs.writeSync(fd, trailer, 0, trailer.length, preamble.length + streamBytes);
       opts.onProgress?.({ phase: 'sync', done: 0, total: 0 });
@@ -181,6 +200,7 @@ export async function saveDomain(
       fs.closeSync(fd);
       fs.renameSync(partial, file);
       fsyncDir(path.dirname(file));
+      ph.mark('sync');
       let downtimeMs: number | null = null;
       if (checkpoint) {
         if (wasRunning) {
@@ -190,6 +210,7 @@ export async function saveDomain(
       } else {
         await domains.retireLocked(d, `saved to ${file} (xvm save); 'xvm restore ${file}' continues it`);
       }
+      ph.mark(checkpoint ? 'resume' : 'end-qemu');
       const result: SaveResult = {
         domain: name,
         file,
@@ -200,6 +221,7 @@ export async function saveDomain(
         ms: Date.now() - t0,
         downtimeMs,
         state: domains.info(name).state,
+        phases: ph.ms,
       };
       log.info(checkpoint ? 'domain checkpointed' : 'domain saved', { domain: name, file, bytes: result.fileBytes, ms: result.ms, downtimeMs });
       return result;
@@ -233,9 +255,11 @@ export async function restoreDomain(
   if (typeof fileArg !== 'string' || !path.isAbsolute(fileArg)) throw new XvmError('invalid', `the save file must be an absolute path (got '${String(fileArg)}')`);
   const file = fileArg;
   const t0 = Date.now();
+  const ph = new Phases();
   opts.onProgress?.({ phase: 'verifying', done: 0, total: 0 });
   const saved = await readSaveFile(file);
   const verifyMs = Date.now() - t0;
+  ph.mark('verify');
   const header = saved.header;
   const machine = currentMachine();
   if (header.qemu.machine !== machine) {
@@ -274,14 +298,18 @@ export async function restoreDomain(
       if (d.runtime) throw new XvmError('conflict', `domain '${name}' is already ${d.state}`);
       if (previous) domains.replaceConfigLocked(d, { ...config, uuid: d.uuid });
       opts.onProgress?.({ phase: 'starting', done: 0, total: saved.streamBytes });
+      ph.mark('define');
       await domains.launchIncomingLocked(d);
+      ph.mark('start-qemu');
       try {
         const qmp = d.qmp!;
         const sock = path.join(domains.runDirOf(d), 'incoming.sock');
         d.console.mark(`restoring from ${file} (xvm restore)`);
         await qmp.execute('migrate-incoming', { uri: `unix:${sock}` });
         await feedStream(sock, file, saved.streamOffset, saved.streamBytes, (n) => opts.onProgress?.({ phase: 'memory', done: n, total: saved.streamBytes }));
+        ph.mark('feed');
         await waitIncoming(d, qmp, (opts.timeoutSec ?? 600) * 1000);
+        ph.mark('load');
         domains.setRunFacts(d, { readyAt: header.run.readyAt, reboots: header.run.reboots });
         domains.incomingDoneLocked(d);
         if (header.state === 'running' && !opts.paused) {
@@ -289,12 +317,13 @@ export async function restoreDomain(
           domains.markRunningLocked(d);
         }
         d.console.mark(`restored from ${file}`);
+        ph.mark('resume');
       } catch (e) {
         const tail = qemuLogTail(domains, name);
         await domains.retireLocked(d, `restore from ${file} failed`);
         throw new XvmError(e instanceof XvmError ? e.code : 'internal', `restoring '${name}' from ${file} failed: ${errorMessage(e)}${tail ? `\nQEMU: ${tail}` : ''}`);
       }
-      const result: RestoreResult = { domain: name, file, ms: Date.now() - t0, verifyMs, streamBytes: saved.streamBytes, state: domains.info(name).state };
+      const result: RestoreResult = { domain: name, file, ms: Date.now() - t0, verifyMs, streamBytes: saved.streamBytes, state: domains.info(name).state, phases: ph.ms };
       log.info('domain restored', { domain: name, file, ms: result.ms, verifyMs });
       return result;
     });
