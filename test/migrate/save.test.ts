@@ -266,3 +266,39 @@ test('xvm daemon stop --domains=save saves the running guests; the next start re
   s1.close();
   con2.close();
 });
+
+test('a paused guest restores paused; a hot-plugged disk and a copy sharing a writable disk are refused and leave nothing behind', { timeout: 300_000 }, async () => {
+  const c = host.client;
+  // Hot-plugged disks are not in the configuration: saving is refused with what to do.
+  cli(['vol', 'create', 'hot', '--size', '8M', '--format', 'raw']);
+  await c.blockAttach('s1', 'vol=default/hot', 'xvdc');
+  await assert.rejects(c.saveDomain('s1', path.join(files(), 'hot.xvmsave')), /disk xvdc was hot-plugged; detach it first/);
+  assert.equal((await c.getDomain('s1')).state, 'running', 'a refused save leaves the guest running');
+  assert.equal(fs.existsSync(path.join(files(), 'hot.xvmsave')), false);
+  await c.blockDetach('s1', 'xvdc');
+
+  // A copy of s1 would share its writable vol= disk with the running s1.
+  const ck = path.join(files(), 's1-ckpt.xvmsave');
+  await c.saveDomain('s1', ck, { checkpoint: true });
+  assert.equal((await c.getDomain('s1')).state, 'running');
+  await assert.rejects(c.restoreDomain(ck, { name: 's1copy' }), /default\/data is already in use read-write by domain 's1'/);
+  assert.equal((await c.listDomains()).some((d) => d.name === 's1copy'), false, 'the failed restore left no domain');
+
+  // Paused when saved → paused when restored; it counts on once unpaused.
+  const con = new ConsoleSession(c, 'd1', 0);
+  await con.ready();
+  await con.waitFor(/C=\d+\r\n/, 60_000);
+  await c.pause('d1');
+  const atPause = Math.max(...counts(con.output));
+  const f = path.join(files(), 'd1-paused.xvmsave');
+  const r = await c.saveDomain('d1', f);
+  assert.equal(r.state, 'shutdown');
+  const rr = await c.restoreDomain(f);
+  assert.equal(rr.state, 'paused');
+  assert.equal((await c.getDomain('d1')).state, 'paused');
+  const mark = con.output.length;
+  await c.unpause('d1');
+  const seen = await countsAbove(con, atPause + 1, mark, 60_000);
+  assert.ok(seen[0]! >= atPause && seen[0]! <= atPause + 2, `d1 counts on after unpause (${atPause}: ${seen.join(',')})`);
+  con.close();
+});
