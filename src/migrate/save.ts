@@ -75,6 +75,9 @@ class Phases {
   }
 }
 
+/** The stream's socket in the domain's runtime folder: as long a name as qmp.sock, whose path length launch() checks. */
+const MIGRATION_SOCKET = 'mig.sock';
+
 /** Huge migration bandwidth: a save is local, QEMU's default (32 MiB/s in 7.x) would throttle it. */
 export const SAVE_MAX_BANDWIDTH = 64 * 1024 ** 3;
 
@@ -118,6 +121,8 @@ export function checkSaveTarget(file: unknown): string {
   } catch (e) {
     if (e instanceof XvmError) throw e;
   }
+  const user = diskProvider()?.users(file)[0];
+  if (user) throw new XvmError('conflict', `cannot save to ${file}: it is the disk image behind domain '${user.domain}' (${user.vdev})`);
   return file;
 }
 
@@ -178,7 +183,7 @@ export async function saveDomain(
     const runDir = domains.runDirOf(d);
     try {
       fs.writeSync(fd, preamble, 0, preamble.length, 0);
-      sink = await StreamSink.listen(path.join(runDir, 'save.sock'), fd, preamble.length, hash);
+      sink = await StreamSink.listen(path.join(runDir, MIGRATION_SOCKET), fd, preamble.length, hash);
       ph.mark('prepare');
       opts.onProgress?.({ phase: 'stopping', done: 0, total: 0 });
       if (wasRunning) {
@@ -303,7 +308,7 @@ export async function restoreDomain(
       ph.mark('start-qemu');
       try {
         const qmp = d.qmp!;
-        const sock = path.join(domains.runDirOf(d), 'incoming.sock');
+        const sock = path.join(domains.runDirOf(d), MIGRATION_SOCKET);
         d.console.mark(`restoring from ${file} (xvm restore)`);
         await qmp.execute('migrate-incoming', { uri: `unix:${sock}` });
         await feedStream(sock, file, saved.streamOffset, saved.streamBytes, (n) => opts.onProgress?.({ phase: 'memory', done: n, total: saved.streamBytes }));

@@ -189,6 +189,8 @@ test('corrupt, truncated, wrong-version and foreign files are refused with a cle
   await assert.rejects(c.saveDomain('nosuch', path.join(files(), 'x.xvmsave')), /no domain named 'nosuch'/);
   await assert.rejects(c.saveDomain('s1', 'x.xvmsave'), /absolute path/);
   await assert.rejects(c.saveDomain('s1', '/nonexistent-dir/x.xvmsave'), /folder \/nonexistent-dir does not exist/);
+  const image = (JSON.parse(cli(['vol', 'info', 'data', '--json'])) as { path: string }).path;
+  await assert.rejects(c.saveDomain('s1', image), /it is the disk image behind domain 's1' \(xvdb\)/);
   const raw = await c.rawRequest('POST', '/v1/restore', { file: savedFile, bogus: 1 });
   assert.equal(raw.status, 400);
   assert.match(raw.body, /unknown field/);
