@@ -7,6 +7,7 @@ import { statePaths } from '../common/paths.js';
 import type { PoolInfo, VolumeInfo, VolumeSummary, SnapshotResult, RollbackResult } from '../storage/pool.js';
 import type { CdromInfo, InstallBody, InstallResult, VncInfo, VncToken } from './hvm-schema.js';
 import type { CreateDomainBody, DaemonStopResult, DomainInfo, DumpCoreResult, GdbStubInfo, HostInfo, HostStats, ImageInfo, LogName, MemSetResult, SysrqResult, VcpuSetResult } from './schema.js';
+import type { RestoreResult, SaveProgress, SaveResult } from './schema.js';
 
 // ws is loaded on first use: most CLI verbs never open a websocket, and
 // every module loaded is start-up time for a short-lived command.
@@ -152,7 +153,7 @@ export class XvmClient {
     return this.request('GET', `${this.d(name)}/log?bytes=${bytes}`);
   }
   /** Stops xvmd; with domains='shutdown' it first shuts running domains down (bounded by timeout seconds). */
-  stopDaemon(opts: { domains?: 'keep' | 'shutdown'; timeout?: number } = {}): Promise<DaemonStopResult> {
+  stopDaemon(opts: { domains?: 'keep' | 'shutdown' | 'save'; timeout?: number } = {}): Promise<DaemonStopResult> {
     return this.request('POST', '/v1/daemon/stop', opts);
   }
 
@@ -216,6 +217,53 @@ export class XvmClient {
     } catch {
       return new ApiError('internal', res.status, res.body || `HTTP ${res.status}`);
     }
+  }
+
+  /** A POST answered with NDJSON progress lines, then {done:true,result} or {error}. */
+  private async ndjsonPost<T>(path: string, body: unknown, what: string, onProgress?: (p: SaveProgress) => void): Promise<T> {
+    let pending = '';
+    let result: T | undefined;
+    let error: ApiError | undefined;
+    const onLine = (line: string) => {
+      if (!line.trim()) return;
+      let msg: { progress?: SaveProgress; done?: boolean; result?: T; error?: { code: string; message: string } };
+      try {
+        msg = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (msg.progress) onProgress?.(msg.progress);
+      if (msg.done && msg.result) result = msg.result;
+      if (msg.error) error = new ApiError(msg.error.code, msg.error.code === 'not_found' ? 404 : msg.error.code === 'conflict' ? 409 : msg.error.code === 'invalid' ? 400 : 500, msg.error.message);
+    };
+    const res = await this.rawRequest('POST', path, body, (chunk) => {
+      pending += chunk;
+      let nl: number;
+      while ((nl = pending.indexOf('\n')) >= 0) {
+        onLine(pending.slice(0, nl));
+        pending = pending.slice(nl + 1);
+      }
+    });
+    if (res.status >= 400) throw this.errorOf(res);
+    onLine(pending);
+    if (error) throw error;
+    if (!result) throw new ApiError('internal', res.status, `${what} ended without a result`);
+    return result;
+  }
+
+  /** Saves a domain into `file` (absolute, on the daemon's host); checkpoint=true leaves it running. */
+  saveDomain(name: string, file: string, opts: { checkpoint?: boolean } = {}, onProgress?: (p: SaveProgress) => void): Promise<SaveResult> {
+    return this.ndjsonPost(`${this.d(name)}/save`, { file, ...opts }, 'save', onProgress);
+  }
+
+  /** Restores a saved domain from `file`; name=NEW restores a copy as a new domain. */
+  restoreDomain(file: string, opts: { name?: string; paused?: boolean } = {}, onProgress?: (p: SaveProgress) => void): Promise<RestoreResult> {
+    return this.ndjsonPost('/v1/restore', { file, ...opts }, 'restore', onProgress);
+  }
+
+  /** What a save file holds (its header), after checking it whole. */
+  inspectSaveFile(file: string): Promise<Record<string, unknown>> {
+    return this.request('GET', `/v1/save-file?file=${encodeURIComponent(file)}`);
   }
 
   /** Writes an ELF core of the guest's memory to `file` (absolute, on the daemon's host), reporting progress. */

@@ -198,8 +198,8 @@ export const daemonLogQuery = z.object({
 export const daemonStopBody = z
   .object({
     /** keep: leave guests running (default); shutdown: shut running domains down first, in parallel. */
-    domains: z.enum(['keep', 'shutdown']).default('keep'),
-    /** Seconds to wait for the guests to shut down (then stop anyway). */
+    domains: z.enum(['keep', 'shutdown', 'save']).default('keep'),
+    /** Seconds to wait for the guests to shut down or be saved (then stop anyway). */
     timeout: z.number().int().min(1).max(3600).default(60),
   })
   .strict();
@@ -207,6 +207,8 @@ export const daemonStopResult = z.object({
   stopping: z.boolean(),
   pid: z.number().int(),
   shutdown: z.array(z.object({ domain: z.string(), state: z.string(), ok: z.boolean(), error: z.string().optional() })).optional(),
+  /** domains=save: one entry per running domain (saved into <lib>/save, restored at the next start). */
+  saved: z.array(z.object({ domain: z.string(), file: z.string().nullable(), state: z.string(), ok: z.boolean(), ms: z.number(), error: z.string().optional() })).optional(),
 });
 
 export type HostStats = z.infer<typeof hostStatsSchema>;
@@ -234,3 +236,45 @@ export const blockAttachBody = z.strictObject({
   format: imageFormat.optional(),
 });
 export const cloneDomainBody = z.strictObject({ name: z.string() });
+
+// ---- save / restore (src/migrate/routes.ts)
+const absPath = z.string().min(1).max(4096).describe('absolute path on the daemon host');
+export const saveBody = z.strictObject({
+  file: absPath,
+  /** Leave the guest running (the file is a checkpoint). */
+  checkpoint: z.boolean().default(false),
+});
+export const saveResult = z.object({
+  domain: z.string(),
+  file: z.string(),
+  checkpoint: z.boolean(),
+  fileBytes: z.number(),
+  streamBytes: z.number(),
+  sha256: z.string(),
+  ms: z.number(),
+  downtimeMs: z.number().nullable(),
+  state: z.string(),
+  /** ms per step (prepare, stop, migrate, drain, sync, end-qemu | resume). */
+  phases: z.record(z.string(), z.number()),
+});
+export const restoreBody = z.strictObject({
+  file: absPath,
+  /** Restore as a new domain with this name (and a new uuid). */
+  name: z.string().optional(),
+  /** Leave the restored guest paused. */
+  paused: z.boolean().default(false),
+});
+export const restoreResult = z.object({
+  domain: z.string(),
+  file: z.string(),
+  ms: z.number(),
+  verifyMs: z.number(),
+  streamBytes: z.number(),
+  state: z.string(),
+  /** ms per step (verify, define, start-qemu, feed, load, resume). */
+  phases: z.record(z.string(), z.number()),
+});
+export const saveFileQuery = z.strictObject({ file: absPath });
+export type SaveResult = z.infer<typeof saveResult>;
+export type RestoreResult = z.infer<typeof restoreResult>;
+export type SaveProgress = { phase: string; done: number; total: number };

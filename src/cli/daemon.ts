@@ -61,22 +61,26 @@ export function registerDaemonCommands(program: Command): void {
 
   daemon
     .command('stop')
-    .description('stop xvmd; running domains keep running and are re-adopted at the next start (--domains=shutdown shuts them down first)')
-    .option('--domains <policy>', 'keep: guests keep running; shutdown: ACPI shutdown of every running guest, in parallel, before xvmd stops', 'keep')
-    .option('--timeout <seconds>', 'with --domains=shutdown: how long to wait for the guests', '60')
+    .description('stop xvmd; running domains keep running and are re-adopted at the next start (--domains=shutdown shuts them down first, --domains=save saves them and the next start restores them)')
+    .option('--domains <policy>', 'keep: guests keep running; shutdown: ACPI shutdown of every running guest, in parallel, before xvmd stops; save: save every running guest (in parallel) into <lib>/save, restored at the next start', 'keep')
+    .option('--timeout <seconds>', 'with --domains=shutdown|save: how long to wait for each guest', '60')
     .action(
       action(async (opts: { domains: string; timeout: string }) => {
-        if (opts.domains !== 'keep' && opts.domains !== 'shutdown') throw new CliError(`--domains takes keep or shutdown (got '${opts.domains}')`, 2);
+        if (opts.domains !== 'keep' && opts.domains !== 'shutdown' && opts.domains !== 'save') throw new CliError(`--domains takes keep, shutdown or save (got '${opts.domains}')`, 2);
         const timeout = Number(opts.timeout);
         if (!Number.isInteger(timeout) || timeout < 1 || timeout > 3600) throw new CliError(`--timeout must be whole seconds from 1 to 3600 (got '${opts.timeout}')`, 2);
         const c = client();
         let pid: number;
         let guestsLeft = false;
         try {
-          const r = await c.stopDaemon(opts.domains === 'shutdown' ? { domains: 'shutdown', timeout } : {});
+          const r = await c.stopDaemon(opts.domains === 'keep' ? {} : { domains: opts.domains, timeout });
           pid = r.pid;
           for (const s of r.shutdown ?? []) {
             process.stdout.write(s.ok ? `${s.domain}: ${s.state}\n` : `${s.domain}: did not shut down (${s.error}); left ${s.state}\n`);
+            if (!s.ok) guestsLeft = true;
+          }
+          for (const s of r.saved ?? []) {
+            process.stdout.write(s.ok ? `${s.domain}: saved to ${s.file} (${(s.ms / 1000).toFixed(1)} s)\n` : `${s.domain}: not saved (${s.error}); left ${s.state}\n`);
             if (!s.ok) guestsLeft = true;
           }
         } catch (e) {
@@ -89,7 +93,7 @@ export function registerDaemonCommands(program: Command): void {
         const end = Date.now() + 15000;
         while (pidAlive(pid) && Date.now() < end) await sleep(50);
         if (pidAlive(pid)) throw new CliError(`xvmd (pid ${pid}) did not stop within 15 s`);
-        process.stdout.write(opts.domains === 'shutdown' ? `xvmd stopped (pid ${pid})${guestsLeft ? '; some domains are still running' : ''}\n` : `xvmd stopped (pid ${pid}); domains keep running\n`);
+        process.stdout.write(opts.domains !== 'keep' ? `xvmd stopped (pid ${pid})${guestsLeft ? '; some domains are still running' : ''}\n` : `xvmd stopped (pid ${pid}); domains keep running\n`);
       }),
     );
 

@@ -11,6 +11,7 @@ import { registerStoreCommands } from './store.js';
 import { registerOpsCommands } from './ops.js';
 import { registerStorageCommands } from './storage.js';
 import { registerHvmCommands } from './hvm.js';
+import { registerSaveCommands } from './save.js';
 import { statePaths } from '../common/paths.js';
 
 const program = new Command();
@@ -30,6 +31,7 @@ registerImageCommands(program);
 registerOpsCommands(program);
 registerStorageCommands(program);
 registerHvmCommands(program);
+registerSaveCommands(program);
 registerStoreCommands(program, () => process.env.XENSTORED_PATH ?? `${statePaths().run}/xenstored.sock`);
 
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -61,7 +61,7 @@ export interface UnitOptions {
   /** XVM_HOME to put in the unit's environment (omit for the system defaults). */
   home?: string;
   /** What stopping the unit does to running guests. */
-  onStop: 'keep' | 'shutdown';
+  onStop: 'keep' | 'shutdown' | 'save';
   shutdownTimeout: number;
 }
 
@@ -80,14 +80,14 @@ export function systemdUnit(o: UnitOptions): string {
     'Type=simple',
     ...(o.home ? [`Environment=XVM_HOME=${q(o.home)}`] : []),
     `ExecStart=${q(o.node)} ${q(o.xvmd)}`,
-    ...(o.onStop === 'shutdown'
-      ? [`ExecStop=${q(o.node)} ${q(o.xvm)} daemon stop --domains=shutdown --timeout ${o.shutdownTimeout}`]
+    ...(o.onStop !== 'keep'
+      ? [`ExecStop=${q(o.node)} ${q(o.xvm)} daemon stop --domains=${o.onStop} --timeout ${o.shutdownTimeout}`]
       : []),
     '# Guests run in their own QEMU processes: stopping xvmd must not take them down.',
     'KillMode=process',
     'Restart=on-failure',
     'RestartSec=2s',
-    `TimeoutStopSec=${o.onStop === 'shutdown' ? o.shutdownTimeout + 30 : 30}`,
+    `TimeoutStopSec=${o.onStop !== 'keep' ? o.shutdownTimeout + 30 : 30}`,
     '',
     '[Install]',
     'WantedBy=multi-user.target',
@@ -277,12 +277,12 @@ export function registerOpsCommands(program: Command): void {
     .command('install')
     .description('write a systemd unit for xvmd (default /etc/systemd/system/xvmd.service) and say how to enable it')
     .option('--dest <dir>', 'folder to write xvmd.service into', '/etc/systemd/system')
-    .option('--on-stop <policy>', 'what stopping the unit does to running guests: keep | shutdown', 'keep')
-    .option('--timeout <seconds>', 'with --on-stop shutdown: how long to wait for guests', '60')
+    .option('--on-stop <policy>', 'what stopping the unit does to running guests: keep | shutdown | save (saved into <lib>/save, restored when xvmd starts)', 'keep')
+    .option('--timeout <seconds>', 'with --on-stop shutdown|save: how long to wait for each guest', '60')
     .option('--home <dir>', 'run xvmd with XVM_HOME=DIR (default: the current XVM_HOME, if set)')
     .action(
       action(async (opts: { dest: string; onStop: string; timeout: string; home?: string }) => {
-        if (opts.onStop !== 'keep' && opts.onStop !== 'shutdown') throw new CliError(`--on-stop takes keep or shutdown (got '${opts.onStop}')`, 2);
+        if (opts.onStop !== 'keep' && opts.onStop !== 'shutdown' && opts.onStop !== 'save') throw new CliError(`--on-stop takes keep, shutdown or save (got '${opts.onStop}')`, 2);
         const timeout = Number(opts.timeout);
         if (!Number.isInteger(timeout) || timeout < 1 || timeout > 3600) throw new CliError(`--timeout must be whole seconds from 1 to 3600 (got '${opts.timeout}')`, 2);
         const dest = path.resolve(opts.dest);

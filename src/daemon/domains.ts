@@ -122,6 +122,8 @@ export interface DeviceCounters {
 const RESTART_WINDOW_MS = 60_000;
 const MAX_RESTARTS_IN_WINDOW = 5;
 
+export type { Domain };
+
 class Domain {
   rec: DomainRecord;
   runtime: Runtime | undefined;
@@ -406,7 +408,7 @@ export class DomainManager extends EventEmitter {
     return { kernel: img.kernel, initrd: cfg.ramdisk ?? img.initrd, cmdline };
   }
 
-  private async launch(d: Domain, opts: { paused?: boolean } = {}): Promise<void> {
+  private async launch(d: Domain, opts: { paused?: boolean; incoming?: boolean } = {}): Promise<void> {
     const cfg = d.rec.config;
     if (cfg.type === 'hvm' && !this.providers.some((p) => p.kind === 'hvm')) {
       throw new XvmError('invalid', `domain '${cfg.name}': type "hvm" guests are not served by this xvmd`);
@@ -460,7 +462,9 @@ export class DomainManager extends EventEmitter {
       onReboot: cfg.on_reboot,
       extraArgs: deviceArgs,
     });
-    if (opts.paused) argv.push('-S');
+    if (opts.paused || opts.incoming) argv.push('-S');
+    // Restore / incoming migration: QEMU waits for migrate-incoming (src/migrate).
+    if (opts.incoming) argv.push('-incoming', 'defer');
     const qemuLog = path.join(this.paths.log, 'qemu', `${cfg.name}.log`);
     const child = spawnDetached(QEMU_BINARY, argv, qemuLog);
 
@@ -525,7 +529,7 @@ export class DomainManager extends EventEmitter {
     d.readyAt = undefined;
     d.bannerScan = '';
     d.console.mark(`domain ${cfg.name} started (id ${domid}, ${accel})`);
-    this.setState(d, opts.paused ? 'paused' : 'running');
+    this.setState(d, opts.paused || opts.incoming ? 'paused' : 'running');
     this.log.info('domain started', { domain: cfg.name, domid, pid: child.pid, accel });
     deviceEvent('qemu-start', { domain: cfg.name, domid, pid: child.pid, accel, qmp: files.qmp });
   }
@@ -875,6 +879,73 @@ export class DomainManager extends EventEmitter {
     this.log.info('autostart changed', { domain: name, autostart: on });
     this.emitChange(d);
     return this.info(name);
+  }
+
+  // ---- hooks for src/migrate (save, restore, migration) ---------------
+
+  /**
+   * Runs `fn` with the domain to itself (no other lifecycle operation on it
+   * meanwhile). Inside `fn`, use the `*Locked` hooks below, not start/destroy.
+   */
+  exclusive<T>(name: string, fn: (d: Domain) => Promise<T>): Promise<T> {
+    const d = this.get(name);
+    return this.serial(d, () => fn(d));
+  }
+
+  /** Starts QEMU waiting for a migration stream (-S -incoming defer); the domain shows as paused. */
+  async launchIncomingLocked(d: Domain): Promise<void> {
+    if (d.runtime) throw new XvmError('conflict', `domain '${d.name}' is already ${d.state}`);
+    await this.launch(d, { incoming: true });
+    // Until the stream is in, a QEMU exit is a failed restore, not a crash to apply on_crash to.
+    d.intent = 'destroy';
+    this.pendingStop.set(d.name, { state: 'shutdown', reason: 'QEMU exited while loading a migration stream' });
+  }
+
+  /** The incoming stream is loaded: the domain is a normal running (or paused) one again. */
+  incomingDoneLocked(d: Domain): void {
+    d.intent = undefined;
+    this.pendingStop.delete(d.name);
+  }
+
+  /** Records that QEMU runs the guest again (after a `cont` issued by src/migrate). */
+  markRunningLocked(d: Domain): void {
+    this.setState(d, 'running');
+  }
+
+  /** The domain's runtime folder (sockets live there). */
+  runDirOf(d: Domain): string {
+    return this.runDir(d.uuid);
+  }
+
+  /** Where QEMU's own output for a domain goes. */
+  qemuLogFile(name: string): string {
+    return path.join(this.paths.log, 'qemu', `${name}.log`);
+  }
+
+  /** After a restore: what the saved run had seen (its ready banner, reboots). */
+  setRunFacts(d: Domain, facts: { readyAt?: string | null; reboots?: number }): void {
+    if (facts.readyAt) d.readyAt = facts.readyAt;
+    if (facts.reboots !== undefined) d.reboots = facts.reboots;
+    this.emitChange(d);
+  }
+
+  /**
+   * Ends the domain's QEMU without applying on_poweroff / on_crash (its state
+   * went into a save file or to another host): state `shutdown` with `reason`.
+   */
+  async retireLocked(d: Domain, reason: string): Promise<void> {
+    if (!d.runtime) return;
+    d.intent = 'destroy';
+    this.pendingStop.set(d.name, { state: 'shutdown', reason });
+    d.console.mark(reason);
+    await this.quit(d);
+  }
+
+  /** Replaces the stored configuration of a domain that is not running (a restore brings its saved one). */
+  replaceConfigLocked(d: Domain, config: DomainConfig): void {
+    if (d.runtime) throw new XvmError('conflict', `domain '${d.name}' is ${d.state}`);
+    d.rec.config = { ...config, name: d.name, uuid: d.uuid };
+    this.store.save(d.rec);
   }
 
   /** Detaches from every domain without stopping any (xvmd shutting down). */

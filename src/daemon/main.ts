@@ -15,6 +15,7 @@ import { openDeviceLog } from './device-log.js';
 import { autostartDomains } from './autostart.js';
 import { DiskProvider } from './disks.js';
 import { HvmProvider } from './hvm.js';
+import { restoreSaved } from '../migrate/service.js';
 
 function usage(): never {
   process.stderr.write('usage: xvmd [--foreground] [--log-level debug|info|warn|error]\n');
@@ -84,7 +85,9 @@ async function main(): Promise<void> {
     stopping = true;
     log.info('xvmd stopping; domains keep running', { why });
     domains.close();
-    await app.close().catch(() => undefined);
+    // Bounded: a console client that does not answer the websocket close
+    // handshake must not hold xvmd (and a host shutdown) for ws's 30 s.
+    await Promise.race([app.close().catch(() => undefined), new Promise((r) => setTimeout(r, 3000).unref())]);
     fs.rmSync(paths.apiSocket, { force: true });
     await domains.flushStore().catch(() => undefined);
     await storeServer.close().catch(() => undefined);
@@ -103,8 +106,9 @@ async function main(): Promise<void> {
   });
   await listenUnix(app, paths.apiSocket);
   log.info('xvmd ready', { socket: paths.apiSocket });
-  // The domains service: autostart domains that are not running (re-adopted ones are).
-  void autostartDomains(domains, log);
+  // The domains service: restore the domains saved by 'daemon stop --domains=save',
+  // then autostart domains that are not running (re-adopted/restored ones are).
+  void restoreSaved(domains, paths, log).then(() => autostartDomains(domains, log));
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGHUP', () => undefined);

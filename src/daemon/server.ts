@@ -22,6 +22,8 @@ import { registerOpsRoutes } from './ops-routes.js';
 import { registerStorageRoutes } from './storage-routes.js';
 import { registerHvmRoutes } from './hvm-routes.js';
 import { shutdownAll } from './autostart.js';
+import { registerMigrateRoutes } from '../migrate/routes.js';
+import { saveAll } from '../migrate/service.js';
 import { deviceEvent } from './device-log.js';
 
 export interface ServerDeps {
@@ -100,6 +102,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerOpsRoutes(app, { paths, domains, log, startedAt: deps.startedAt });
   registerStorageRoutes(app, { paths, domains, log });
   registerHvmRoutes(app, { paths, domains, log });
+  registerMigrateRoutes(app, { domains, log });
 
   app.get('/v1/openapi.json', async () => openApiDocument(VERSION));
 
@@ -253,12 +256,16 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     }
   });
 
-  app.post('/v1/daemon/stop', async (req) => {
+  app.post('/v1/daemon/stop', async (req, reply) => {
     const body = parseInput(s.daemonStopBody, req.body, 'request body');
     // --domains=shutdown: every running guest gets the power button, in parallel, with a bounded wait.
     const shutdown = body.domains === 'shutdown' ? await shutdownAll(domains, log, body.timeout) : undefined;
-    setImmediate(deps.onStop);
-    return { stopping: true, pid: process.pid, ...(shutdown ? { shutdown } : {}) };
+    // --domains=save: every running guest is saved into <lib>/save, in parallel; the next start restores them.
+    const saved = body.domains === 'save' ? await saveAll(domains, paths, log, body.timeout) : undefined;
+    // Stop once the answer is out: a connection still busy when the server
+    // closes would hold xvmd for the keep-alive timeout (5 s).
+    reply.raw.once('finish', () => setImmediate(deps.onStop));
+    return { stopping: true, pid: process.pid, ...(shutdown ? { shutdown } : {}), ...(saved ? { saved } : {}) };
   });
 
   return app;

@@ -295,7 +295,7 @@ test('malformed requests to the operations routes get clear 4xx errors', { timeo
     ['GET', '/v1/logs/passwd', undefined, 400, /log/],
     ['GET', '/v1/logs/xvmd?lines=-1', undefined, 400, /lines/],
     ['GET', '/v1/logs/xvmd?follow=maybe', undefined, 400, /follow/],
-    ['POST', '/v1/daemon/stop', { domains: 'save' }, 400, /domains/],
+    ['POST', '/v1/daemon/stop', { domains: 'hibernate' }, 400, /domains/],
   ];
   for (const [method, p, body, status, re] of cases) {
     const r = await c.rawRequest(method, p, body);

@@ -1,0 +1,87 @@
+// xvm save / restore (xm save / xm restore): thin verbs over the API
+// (src/migrate holds the logic, in xvmd).
+import path from 'node:path';
+import type { Command } from 'commander';
+import { action, client, printJson } from './context.js';
+import { progress, type Progress } from './progress.js';
+
+const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+const secs = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+
+function barUpdate(bar: Progress | undefined) {
+  return (p: { phase: string; done: number; total: number }) => {
+    if (!bar) return;
+    const step = p.total ? `${p.phase} ${mib(p.done)} / ${mib(p.total)}` : p.done ? `${p.phase} ${mib(p.done)}` : p.phase;
+    bar.update(step, p.total ? p.done : undefined, p.total || undefined);
+  };
+}
+
+export function registerSaveCommands(program: Command): void {
+  program
+    .command('save')
+    .description('save a running domain into FILE and stop it (--checkpoint: leave it running); xvm restore FILE continues it')
+    .argument('<domain>')
+    .argument('<file>', 'the save file (relative paths are taken from this directory; written by xvmd)')
+    .option('-c, --checkpoint', 'leave the domain running (the file is a checkpoint)')
+    .option('--json', 'print JSON (sizes, time, downtime)')
+    .action(
+      action(async (domain: string, file: string, opts: { checkpoint?: boolean; json?: boolean }) => {
+        const abs = path.resolve(file);
+        const bar = opts.json ? undefined : progress(`save ${domain}`);
+        try {
+          const r = await client().saveDomain(domain, abs, { checkpoint: Boolean(opts.checkpoint) }, barUpdate(bar));
+          bar?.stop();
+          if (opts.json) printJson(r);
+          else {
+            const down = r.downtimeMs !== null ? `, guest paused ${secs(r.downtimeMs)}` : '';
+            process.stdout.write(`${r.checkpoint ? 'checkpoint of' : 'saved'} ${r.domain} to ${r.file}: ${mib(r.fileBytes)} in ${secs(r.ms)}${down}; ${r.domain} is ${r.state}\n`);
+          }
+        } catch (e) {
+          bar?.stop();
+          throw e;
+        }
+      }),
+    );
+
+  program
+    .command('restore')
+    .description('bring back a domain saved with xvm save (it continues where it was); --info only checks the file and shows what it holds')
+    .argument('<file>', 'the save file')
+    .option('--name <name>', 'restore a copy as a new domain with this name (new uuid)')
+    .option('-p, --paused', 'leave the restored domain paused')
+    .option('--info', 'check the file (format, checksum) and print its header; restore nothing')
+    .option('--json', 'print JSON')
+    .action(
+      action(async (file: string, opts: { name?: string; paused?: boolean; info?: boolean; json?: boolean }) => {
+        const abs = path.resolve(file);
+        const c = client();
+        if (opts.info) {
+          const info = (await c.inspectSaveFile(abs)) as { header: { config: { name: string; memory: number }; state: string; checkpoint: boolean; createdAt: string; xvmVersion: string; qemu: { version: string; machine: string } }; formatVersion: number; fileBytes: number; sha256: string };
+          if (opts.json) printJson(info);
+          else {
+            const h = info.header;
+            process.stdout.write(
+              [
+                `File:      ${abs} (${mib(info.fileBytes)}, format ${info.formatVersion}, checksum ok)`,
+                `Domain:    ${h.config.name} (${h.config.memory} MiB), ${h.state}${h.checkpoint ? ', checkpoint' : ''}`,
+                `Saved:     ${h.createdAt} by xvm ${h.xvmVersion}, QEMU ${h.qemu.version} (${h.qemu.machine})`,
+                `SHA-256:   ${info.sha256}`,
+                '',
+              ].join('\n'),
+            );
+          }
+          return;
+        }
+        const bar = opts.json ? undefined : progress('restore');
+        try {
+          const r = await c.restoreDomain(abs, { name: opts.name, paused: Boolean(opts.paused) }, barUpdate(bar));
+          bar?.stop();
+          if (opts.json) printJson(r);
+          else process.stdout.write(`restored ${r.domain} from ${r.file} in ${secs(r.ms)} (check ${secs(r.verifyMs)}); ${r.domain} is ${r.state}\n`);
+        } catch (e) {
+          bar?.stop();
+          throw e;
+        }
+      }),
+    );
+}

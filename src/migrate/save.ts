@@ -1,0 +1,409 @@
+// xvm save / xvm restore: a running domain into one file and back.
+//
+// Save: pause the guest (its vhost-user disk backends drain their rings when
+// QEMU stops the devices), let QEMU migrate into a unix socket xvmd listens
+// on, write xvm's header + the stream + a trailer with the checksum into
+// FILE.partial, fsync, rename to FILE. Then either end QEMU without applying
+// on_poweroff (the domain is "saved"; its disk backends stop and flush their
+// images) or, with `checkpoint`, let the guest run on.
+//
+// Restore: verify the whole file first (magic, version, sizes, SHA-256);
+// start QEMU with the saved configuration, its own disk backends on the same
+// images, `-S -incoming defer`; feed the stream through `migrate-incoming`;
+// continue the guest if it was running. A failure at any step ends that QEMU
+// and leaves no half-made domain behind.
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { XvmError, errorMessage } from '../common/errors.js';
+import { validateDomainConfig, type DomainConfig } from '../config/index.js';
+import { QEMU_BINARY } from '../engine/qemu-args.js';
+import type { QmpClient } from '../engine/qmp.js';
+import { pidAlive } from '../engine/process.js';
+import type { Domain, DomainInfo, DomainManager } from '../daemon/domains.js';
+import { diskProvider } from '../daemon/disks.js';
+import type { Logger } from '../daemon/log.js';
+import { VERSION } from '../daemon/version.js';
+import { encodePreamble, encodeTrailer, readSaveFile, type SaveFileInfo, type SaveHeader } from './format.js';
+import { feedStream, StreamSink } from './stream.js';
+
+export interface MigrateProgress {
+  phase: string;
+  /** Bytes done / total of the phase (total 0 when unknown). */
+  done: number;
+  total: number;
+}
+
+export interface SaveResult {
+  domain: string;
+  file: string;
+  checkpoint: boolean;
+  /** Size of the file and of QEMU's stream in it. */
+  fileBytes: number;
+  streamBytes: number;
+  sha256: string;
+  /** From the request to the file being durable. */
+  ms: number;
+  /** How long the guest's vCPUs were stopped (checkpoint of a running guest); null when the guest does not run on. */
+  downtimeMs: number | null;
+  /** The domain's state afterwards. */
+  state: string;
+  /** Where the time went, ms per step. */
+  phases: Record<string, number>;
+}
+
+export interface RestoreResult {
+  domain: string;
+  file: string;
+  ms: number;
+  /** Verifying the file (checksum of the whole) took this long. */
+  verifyMs: number;
+  streamBytes: number;
+  state: string;
+  phases: Record<string, number>;
+}
+
+/** Where the time of an operation goes (ms per step, in order). */
+class Phases {
+  private t = performance.now();
+  readonly ms: Record<string, number> = {};
+  mark(name: string): void {
+    const now = performance.now();
+    this.ms[name] = Math.round((now - this.t) * 10) / 10;
+    this.t = now;
+  }
+}
+
+/** The stream's socket in the domain's runtime folder: as long a name as qmp.sock, whose path length launch() checks. */
+const MIGRATION_SOCKET = 'mig.sock';
+
+/** Huge migration bandwidth: a save is local, QEMU's default (32 MiB/s in 7.x) would throttle it. */
+export const SAVE_MAX_BANDWIDTH = 64 * 1024 ** 3;
+
+/** The machine type QEMU's `pc` alias stands for with this binary (e.g. pc-i440fx-7.2). */
+let machineCache: string | undefined;
+export function currentMachine(): string {
+  if (machineCache) return machineCache;
+  const r = spawnSync(QEMU_BINARY, ['-machine', 'help'], { encoding: 'utf8' });
+  const m = /^pc\s+.*\(alias of (\S+)\)/m.exec(r.stdout ?? '');
+  machineCache = m ? m[1]! : 'pc';
+  return machineCache;
+}
+
+function live(d: Domain, verb: string): QmpClient {
+  if (!d.runtime || !d.qmp || d.preserved || (d.state !== 'running' && d.state !== 'paused')) {
+    throw new XvmError('conflict', `cannot ${verb} domain '${d.name}': it is ${d.state}${d.preserved ? ' (preserved)' : ''}`);
+  }
+  return d.qmp;
+}
+
+/** Checks the target of a save: absolute path, existing writable folder, not a folder or device itself. */
+export function checkSaveTarget(file: unknown): string {
+  if (typeof file !== 'string' || !file) throw new XvmError('invalid', 'save needs a file name');
+  if (!path.isAbsolute(file)) throw new XvmError('invalid', `the save file must be an absolute path (got '${file}')`);
+  if (/[\u0000-\u001f]/.test(file)) throw new XvmError('invalid', 'the save file name contains control characters');
+  const dir = path.dirname(file);
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch {
+    throw new XvmError('invalid', `cannot save to ${file}: folder ${dir} does not exist`);
+  }
+  if (!st.isDirectory()) throw new XvmError('invalid', `cannot save to ${file}: ${dir} is not a folder`);
+  try {
+    fs.accessSync(dir, fs.constants.W_OK);
+  } catch {
+    throw new XvmError('invalid', `cannot save to ${file}: folder ${dir} is not writable by xvmd`);
+  }
+  try {
+    if (!fs.lstatSync(file).isFile()) throw new XvmError('invalid', `cannot save to ${file}: it exists and is not a regular file`);
+  } catch (e) {
+    if (e instanceof XvmError) throw e;
+  }
+  const user = diskProvider()?.users(file)[0];
+  if (user) throw new XvmError('conflict', `cannot save to ${file}: it is the disk image behind domain '${user.domain}' (${user.vdev})`);
+  return file;
+}
+
+async function waitMigration(qmp: QmpClient, onProgress: ((p: MigrateProgress) => void) | undefined, fileBytes: () => number, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const q = await qmp.execute<{ status?: string; 'error-desc'?: string; ram?: { transferred: number; remaining: number; total: number } }>('query-migrate');
+    if (q.status === 'completed') return;
+    if (q.status === 'failed' || q.status === 'cancelled') {
+      throw new XvmError('internal', `QEMU's migration ${q.status}${q['error-desc'] ? `: ${q['error-desc']}` : ''}`);
+    }
+    if (q.ram) onProgress?.({ phase: 'memory', done: q.ram.total - q.ram.remaining, total: q.ram.total });
+    else onProgress?.({ phase: 'memory', done: fileBytes(), total: 0 });
+    if (Date.now() > end) throw new XvmError('timeout', `QEMU's migration did not complete within ${timeoutMs / 1000} s (status ${q.status})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export async function saveDomain(
+  domains: DomainManager,
+  log: Logger,
+  name: string,
+  fileArg: unknown,
+  opts: { checkpoint?: boolean; timeoutSec?: number; onProgress?: (p: MigrateProgress) => void } = {},
+): Promise<SaveResult> {
+  const file = checkSaveTarget(fileArg);
+  const checkpoint = opts.checkpoint ?? false;
+  const timeoutMs = (opts.timeoutSec ?? 600) * 1000;
+  return domains.exclusive(name, async (d) => {
+    const qmp = live(d, checkpoint ? 'checkpoint' : 'save');
+    const disks = diskProvider()?.disksOf(d.uuid) ?? [];
+    const hot = disks.filter((x) => x.hotplug);
+    if (hot.length) {
+      throw new XvmError('conflict', `cannot save domain '${name}': disk ${hot.map((x) => x.vdev).join(', ')} was hot-plugged; detach it first ('xvm block-detach ${name} ${hot[0]!.vdev}') or add it to the configuration and restart the domain`);
+    }
+    const t0 = Date.now();
+    const ph = new Phases();
+    const info = domains.info(name);
+    const version = await qmp.execute<{ qemu: { major: number; minor: number; micro: number } }>('query-version');
+    const header: SaveHeader = {
+      xvmVersion: VERSION,
+      createdAt: new Date().toISOString(),
+      config: d.rec.config as unknown as Record<string, unknown>,
+      state: d.state === 'paused' ? 'paused' : 'running',
+      checkpoint,
+      qemu: { version: `${version.qemu.major}.${version.qemu.minor}.${version.qemu.micro}`, machine: currentMachine() },
+      memoryMiB: d.rec.config.memory,
+      run: { readyAt: info.readyAt, reboots: info.reboots, startedAt: info.startedAt },
+      disks: disks.map((x) => ({ vdev: x.vdev, image: x.image, format: x.format, readOnly: x.readOnly, ...(x.vol ? { vol: x.vol } : {}) })),
+    };
+    const preamble = encodePreamble(header);
+    const partial = `${file}.partial`;
+    const hash = crypto.createHash('sha256').update(preamble);
+    const fd = fs.openSync(partial, 'w', 0o600);
+    let sink: StreamSink | undefined;
+    let stoppedAt: number | undefined;
+    const wasRunning = d.state === 'running';
+    const runDir = domains.runDirOf(d);
+    try {
+      fs.writeSync(fd, preamble, 0, preamble.length, 0);
+      sink = await StreamSink.listen(path.join(runDir, MIGRATION_SOCKET), fd, preamble.length, hash);
+      ph.mark('prepare');
+      opts.onProgress?.({ phase: 'stopping', done: 0, total: 0 });
+      if (wasRunning) {
+        await qmp.execute('stop');
+        stoppedAt = Date.now();
+      }
+      ph.mark('stop');
+      d.console.mark(checkpoint ? `writing a checkpoint to ${file} (xvm save --checkpoint)` : `saving to ${file} (xvm save)`);
+      await qmp.execute('migrate-set-parameters', { 'max-bandwidth': SAVE_MAX_BANDWIDTH });
+      await qmp.execute('migrate', { uri: `unix:${sink.socketPath}` });
+      await waitMigration(qmp, opts.onProgress, () => sink?.bytes ?? 0, timeoutMs);
+      ph.mark('migrate');
+      const streamBytes = await withTimeout(sink.finished(), 30_000, 'the end of the migration stream');
+      ph.mark('drain');
+      const trailer = encodeTrailer(streamBytes, hash.digest());
+      fs.writeSync(fd, trailer, 0, trailer.length, preamble.length + streamBytes);
+      opts.onProgress?.({ phase: 'sync', done: 0, total: 0 });
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+      fs.renameSync(partial, file);
+      fsyncDir(path.dirname(file));
+      ph.mark('sync');
+      let downtimeMs: number | null = null;
+      if (checkpoint) {
+        if (wasRunning) {
+          await qmp.execute('cont');
+          downtimeMs = Date.now() - stoppedAt!;
+        }
+      } else {
+        await domains.retireLocked(d, `saved to ${file} (xvm save); 'xvm restore ${file}' continues it`);
+      }
+      ph.mark(checkpoint ? 'resume' : 'end-qemu');
+      const result: SaveResult = {
+        domain: name,
+        file,
+        checkpoint,
+        fileBytes: preamble.length + streamBytes + trailer.length,
+        streamBytes,
+        sha256: trailer.subarray(16).toString('hex'),
+        ms: Date.now() - t0,
+        downtimeMs,
+        state: domains.info(name).state,
+        phases: ph.ms,
+      };
+      log.info(checkpoint ? 'domain checkpointed' : 'domain saved', { domain: name, file, bytes: result.fileBytes, ms: result.ms, downtimeMs });
+      return result;
+    } catch (e) {
+      try {
+        fs.closeSync(fd);
+      } catch {
+        /* closed */
+      }
+      fs.rmSync(partial, { force: true });
+      // The guest keeps running as it was.
+      await qmp.execute('migrate_cancel').catch(() => undefined);
+      if (wasRunning && d.qmp === qmp) {
+        await qmp.execute('cont').catch((err) => log.error('could not resume the guest after a failed save', { domain: name, error: errorMessage(err) }));
+      }
+      log.error('save failed', { domain: name, file, error: errorMessage(e) });
+      d.console.mark(`save to ${file} failed: ${errorMessage(e)}`);
+      throw e instanceof XvmError ? e : new XvmError('internal', `saving domain '${name}' failed: ${errorMessage(e)}`);
+    } finally {
+      sink?.close();
+    }
+  });
+}
+
+export async function restoreDomain(
+  domains: DomainManager,
+  log: Logger,
+  fileArg: unknown,
+  opts: { name?: string; paused?: boolean; timeoutSec?: number; onProgress?: (p: MigrateProgress) => void } = {},
+): Promise<RestoreResult> {
+  if (typeof fileArg !== 'string' || !path.isAbsolute(fileArg)) throw new XvmError('invalid', `the save file must be an absolute path (got '${String(fileArg)}')`);
+  const file = fileArg;
+  const t0 = Date.now();
+  const ph = new Phases();
+  opts.onProgress?.({ phase: 'verifying', done: 0, total: 0 });
+  const saved = await readSaveFile(file);
+  const verifyMs = Date.now() - t0;
+  ph.mark('verify');
+  const header = saved.header;
+  const machine = currentMachine();
+  if (header.qemu.machine !== machine) {
+    throw new XvmError('invalid', `${file} holds a guest of machine type ${header.qemu.machine} (QEMU ${header.qemu.version}); this host's QEMU runs ${machine}: restore it on a host with the same QEMU`);
+  }
+  let config: DomainConfig;
+  try {
+    config = validateDomainConfig(header.config);
+  } catch (e) {
+    throw new XvmError('invalid', `${file}: the saved domain configuration is not valid here: ${errorMessage(e)}`);
+  }
+  if (opts.name !== undefined) {
+    const { uuid: _old, ...rest } = config;
+    config = validateDomainConfig({ ...rest, name: opts.name });
+  }
+  const name = config.name;
+
+  // The domain to restore into: the saved one (same uuid, not running) or a new definition.
+  let created = false;
+  let previous: DomainConfig | undefined;
+  if (domains.has(name)) {
+    const cur = domains.info(name);
+    if (opts.name === undefined && cur.uuid !== config.uuid) {
+      throw new XvmError('conflict', `a different domain named '${name}' exists (uuid ${cur.uuid}, the file's is ${config.uuid}); restore under another name with --name NEW`);
+    }
+    if (opts.name !== undefined) throw new XvmError('conflict', `a domain named '${name}' already exists; choose another --name`);
+    if (cur.domid !== null) throw new XvmError('conflict', `domain '${name}' is ${cur.state}; destroy it first, or restore a copy with --name NEW`);
+    previous = cur.config;
+  } else {
+    domains.define(config);
+    created = true;
+  }
+
+  try {
+    return await domains.exclusive(name, async (d) => {
+      if (d.runtime) throw new XvmError('conflict', `domain '${name}' is already ${d.state}`);
+      if (previous) domains.replaceConfigLocked(d, { ...config, uuid: d.uuid });
+      opts.onProgress?.({ phase: 'starting', done: 0, total: saved.streamBytes });
+      ph.mark('define');
+      await domains.launchIncomingLocked(d);
+      ph.mark('start-qemu');
+      try {
+        const qmp = d.qmp!;
+        const sock = path.join(domains.runDirOf(d), MIGRATION_SOCKET);
+        d.console.mark(`restoring from ${file} (xvm restore)`);
+        await qmp.execute('migrate-incoming', { uri: `unix:${sock}` });
+        await feedStream(sock, file, saved.streamOffset, saved.streamBytes, (n) => opts.onProgress?.({ phase: 'memory', done: n, total: saved.streamBytes }));
+        ph.mark('feed');
+        await waitIncoming(d, qmp, (opts.timeoutSec ?? 600) * 1000);
+        ph.mark('load');
+        domains.setRunFacts(d, { readyAt: header.run.readyAt, reboots: header.run.reboots });
+        domains.incomingDoneLocked(d);
+        if (header.state === 'running' && !opts.paused) {
+          await qmp.execute('cont');
+          domains.markRunningLocked(d);
+        }
+        d.console.mark(`restored from ${file}`);
+        ph.mark('resume');
+      } catch (e) {
+        const tail = qemuLogTail(domains, name);
+        await domains.retireLocked(d, `restore from ${file} failed`);
+        throw new XvmError(e instanceof XvmError ? e.code : 'internal', `restoring '${name}' from ${file} failed: ${errorMessage(e)}${tail ? `\nQEMU: ${tail}` : ''}`);
+      }
+      const result: RestoreResult = { domain: name, file, ms: Date.now() - t0, verifyMs, streamBytes: saved.streamBytes, state: domains.info(name).state, phases: ph.ms };
+      log.info('domain restored', { domain: name, file, ms: result.ms, verifyMs });
+      return result;
+    });
+  } catch (e) {
+    // No half-made domain: a definition made for this restore goes, an old one gets its configuration back.
+    if (created) {
+      try {
+        domains.undefine(name);
+      } catch (err) {
+        log.error('could not remove the domain of a failed restore', { domain: name, error: errorMessage(err) });
+      }
+    } else if (previous) {
+      await domains.exclusive(name, async (d) => domains.replaceConfigLocked(d, previous!)).catch(() => undefined);
+    }
+    log.error('restore failed', { domain: name, file, error: errorMessage(e) });
+    throw e;
+  }
+}
+
+/** Waits until QEMU has loaded the whole incoming stream (run state leaves inmigrate). */
+async function waitIncoming(d: Domain, qmp: QmpClient, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    if (d.qmp !== qmp || !d.runtime || !pidAlive(d.runtime.pid)) throw new XvmError('internal', 'QEMU exited while loading the migration stream');
+    const st = await qmp.execute<{ status: string }>('query-status');
+    if (st.status !== 'inmigrate') {
+      if (st.status === 'paused' || st.status === 'prelaunch' || st.status === 'running') return;
+      throw new XvmError('internal', `QEMU is ${st.status} after loading the migration stream`);
+    }
+    if (Date.now() > end) throw new XvmError('timeout', `QEMU did not finish loading the migration stream within ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** What a save file holds, checked (xvm restore --info / GET). */
+export async function inspectSaveFile(file: unknown, checksum = true): Promise<SaveFileInfo> {
+  if (typeof file !== 'string' || !path.isAbsolute(file)) throw new XvmError('invalid', `the save file must be an absolute path (got '${String(file)}')`);
+  return readSaveFile(file, { checksum });
+}
+
+function qemuLogTail(domains: DomainManager, name: string): string {
+  try {
+    const f = domains.qemuLogFile(name);
+    const text = fs.readFileSync(f, 'utf8');
+    return text.trim().split('\n').filter((l) => l && !l.includes(' starting: ')).slice(-3).join(' | ');
+  } catch {
+    return '';
+  }
+}
+
+function fsyncDir(dir: string): void {
+  try {
+    const fd = fs.openSync(dir, 'r');
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    /* best effort */
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new XvmError('timeout', `timed out after ${ms / 1000} s waiting for ${what}`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
+}
