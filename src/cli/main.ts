@@ -11,6 +11,7 @@ import { registerStoreCommands } from './store.js';
 import { registerOpsCommands } from './ops.js';
 import { registerStorageCommands } from './storage.js';
 import { statePaths } from '../common/paths.js';
+import { registerWebCommands } from './web.js';
 
 const program = new Command();
 program
@@ -28,6 +29,7 @@ registerConsoleCommands(program);
 registerImageCommands(program);
 registerOpsCommands(program);
 registerStorageCommands(program);
+registerWebCommands(program);
 registerStoreCommands(program, () => process.env.XENSTORED_PATH ?? `${statePaths().run}/xenstored.sock`);
 
 program.parseAsync(process.argv).catch((e: unknown) => {

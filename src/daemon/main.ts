@@ -14,6 +14,7 @@ import { VERSION } from './version.js';
 import { openDeviceLog } from './device-log.js';
 import { autostartDomains } from './autostart.js';
 import { DiskProvider } from './disks.js';
+import { WebService } from './web.js';
 
 function usage(): never {
   process.stderr.write('usage: xvmd [--foreground] [--log-level debug|info|warn|error]\n');
@@ -82,6 +83,7 @@ async function main(): Promise<void> {
     stopping = true;
     log.info('xvmd stopping; domains keep running', { why });
     domains.close();
+    await web.close();
     await app.close().catch(() => undefined);
     fs.rmSync(paths.apiSocket, { force: true });
     await domains.flushStore().catch(() => undefined);
@@ -94,13 +96,17 @@ async function main(): Promise<void> {
     }
     process.exit(0);
   };
-  const app = await buildServer({ paths, domains, log, startedAt: new Date(), storeSocket, onStop: () => void stop('API request') });
+  // The web manager: HTTPS listener only when <lib>/xvmd.json enables it (xvm web enable).
+  const web = new WebService({ paths, log });
+  const serverDeps = { paths, domains, log, startedAt: new Date(), storeSocket, onStop: () => void stop('API request'), web };
+  const app = await buildServer(serverDeps);
   // An answer goes out only once the store writes it caused are durable.
   app.addHook('onSend', async () => {
     await domains.flushStore();
   });
   await listenUnix(app, paths.apiSocket);
   log.info('xvmd ready', { socket: paths.apiSocket });
+  await web.start(serverDeps);
   // The domains service: autostart domains that are not running (re-adopted ones are).
   void autostartDomains(domains, log);
   process.on('SIGTERM', () => void stop('SIGTERM'));
