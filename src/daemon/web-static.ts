@@ -17,6 +17,7 @@ const TYPES: Record<string, string> = {
   '.png': 'image/png',
   '.map': 'application/json',
   '.woff2': 'font/woff2',
+  '.txt': 'text/plain; charset=utf-8',
 };
 
 // What a page may load: only this origin (websockets included), no inline scripts.

@@ -198,8 +198,21 @@ export class WebService {
   }
 
   private installAuth(app: FastifyInstance): void {
-    const refuse = (reply: FastifyReply, status: number, message: string) =>
-      reply.code(status).header('www-authenticate', 'Bearer realm="xvm"').send({ error: { code: status === 401 ? 'unauthorized' : 'forbidden', message } });
+    const refuse = (reply: FastifyReply, status: number, message: string) => {
+      const body = JSON.stringify({ error: { code: status === 401 ? 'unauthorized' : 'forbidden', message } });
+      if (reply.request.headers.upgrade) {
+        // A websocket upgrade: answer on the raw socket and end it gracefully
+        // (a reply through fastify would be cut off when the upgrade socket is
+        // destroyed, before TLS has flushed it).
+        reply.hijack();
+        reply.request.raw.socket.end(
+          `HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : 'Forbidden'}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+            `www-authenticate: Bearer realm="xvm"\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+        );
+        return reply;
+      }
+      return reply.code(status).header('www-authenticate', 'Bearer realm="xvm"').type('application/json; charset=utf-8').send(body);
+    };
 
     app.addHook('onRequest', async (req, reply) => {
       reply.header('x-content-type-options', 'nosniff');
