@@ -1,13 +1,13 @@
 // `xvm web …`: the web manager's listener and access tokens (docs/web.md).
 // Each verb is one API call on the unix socket.
 import path from 'node:path';
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import type { WebStatus } from '../api/web-types.js';
 import { action, client, CliError, keyValues, printJson, table } from './context.js';
 
 function port(v: string): number {
   const n = Number(v);
-  if (!/^\d+$/.test(v) || n > 65535) throw new CliError(`--port must be a number from 0 to 65535, not '${v}'`, 2);
+  if (!/^\d+$/.test(v) || n > 65535) throw new InvalidArgumentError('must be a number from 0 to 65535');
   return n;
 }
 

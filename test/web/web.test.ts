@@ -104,6 +104,11 @@ test('a wrong token is refused with HTTP 401 and the login page says so', async 
 });
 
 test('log in, create a domain from the form, use its console, destroy it; a second page follows; a revoked token stops working', { timeout: 420_000 }, async () => {
+  if (shots) {
+    // Something more to look at in the pictures: a volume and a defined domain.
+    assert.equal(host.cli(['vol', 'create', 'db-data', '--size', '2G']).code, 0);
+    await host.client.createDomain({ config: { name: 'db1', memory: 512, vcpus: 2, disk: ['vol=default/db-data,xvda,w'] }, start: false });
+  }
   const token = makeToken(host, 'e2e');
   const page = await browser!.context.newPage();
   assert.equal(await login(page, token), 200);
@@ -158,6 +163,9 @@ test('log in, create a domain from the form, use its console, destroy it; a seco
     await page.getByRole('heading', { name: 'Storage pools' }).waitFor();
     await shot(page, 'storage');
   }
+  // Networks: listed when this xvmd has the API, else a clear "not available".
+  await page.goto(`${ep.url}#/networks`);
+  await page.getByTestId('networks-unavailable').or(page.locator('table.list')).or(page.getByText('No networks.')).waitFor();
 
   // Revoking the token ends its session: the next request is refused and the page shows the login.
   const r = host.cli(['web', 'revoke', 'e2e']);

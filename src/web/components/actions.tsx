@@ -18,10 +18,10 @@ export function verbsFor(d: DomainInfo): Verb[] {
   }
 }
 
-export function DomainActions({ d, onError, compact = false }: { d: DomainInfo; onError: (msg: string | null) => void; compact?: boolean }) {
+export function DomainActions({ d, onError }: { d: DomainInfo; onError: (msg: string | null) => void; compact?: boolean }) {
   const [busy, setBusy] = useState<Verb | null>(null);
   const run = async (verb: Verb) => {
-    if (verb === 'destroy' && !compact && !confirm(`Destroy ${d.name}? This pulls the plug.`)) return;
+    if (verb === 'destroy' && !confirm(`Destroy ${d.name}? This pulls the plug.`)) return;
     setBusy(verb);
     onError(null);
     try {

@@ -17,6 +17,7 @@ export function SerialConsole({ name }: { name: string }) {
       scrollback: 5000,
       fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace',
       fontSize: 14,
+      lineHeight: 1.2,
       theme: { background: '#0f1720', foreground: '#e2e8f0' },
     });
     const fit = new FitAddon();

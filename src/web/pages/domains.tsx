@@ -36,8 +36,8 @@ export function DomainsPage() {
                   <td class="num">{d.domid ?? '–'}</td>
                   <td class="num">{d.memory} MiB</td>
                   <td class="num">{d.vcpus}</td>
-                  <td>{on ? <Sparkline values={s.map((x) => x.cpuPct)} max={100 * d.vcpus} unit="%" label={`CPU of ${d.name}`} /> : <span class="muted">–</span>}</td>
-                  <td>{on ? <Sparkline values={s.map((x) => x.memMiB)} max={d.memory + 64} unit=" MiB" color="#2f855a" label={`memory of ${d.name}`} /> : <span class="muted">–</span>}</td>
+                  <td>{on ? <Sparkline values={s.map((x) => x.cpuPct)} max={100 * d.vcpus} unit="%" width={110} label={`CPU of ${d.name}`} /> : <span class="muted">–</span>}</td>
+                  <td>{on ? <Sparkline values={s.map((x) => x.memMiB)} max={d.memory + 64} unit=" MiB" width={110} color="#2f855a" label={`memory of ${d.name}`} /> : <span class="muted">–</span>}</td>
                   <td class="right"><DomainActions d={d} onError={setError} compact /></td>
                 </tr>
               );

@@ -33,6 +33,7 @@ export function HostPage() {
         </div>
         <div class="tile"><div class="tile-label">Domains</div><div class="tile-value">{running.length} <span class="muted small">running of</span> {live.domains.size}</div></div>
       </div>
+      <div class="card">
       <table class="kv">
         <tbody>
           <tr><th>xvm version</th><td>{host.version}</td></tr>
@@ -44,6 +45,7 @@ export function HostPage() {
           <tr><th>Store socket</th><td><code>{host.store.socket}</code></td></tr>
         </tbody>
       </table>
+      </div>
     </section>
   );
 }
