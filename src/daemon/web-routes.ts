@@ -12,21 +12,7 @@ import type { DomainManager } from './domains.js';
 import { collectStats } from './metrics.js';
 import { parseInput } from './server.js';
 import type { WebService } from './web.js';
-
-export const webEnableBody = z.strictObject({
-  enabled: z.boolean(),
-  port: z.number().int().min(0).max(65535).optional(),
-  listen: z.string().max(64).optional(),
-  cert: z.string().max(4096).optional(),
-  key: z.string().max(4096).optional(),
-});
-export const webTokenBody = z.strictObject({ name: z.string().max(64).default('web') });
-export const validateDomainBody = z.strictObject({
-  config: z.record(z.string(), z.unknown()).optional(),
-  configText: z.string().max(1 << 20).optional(),
-  file: z.string().max(4096).optional(),
-});
-export const statsStreamQuery = z.object({ interval: z.coerce.number().int().min(500).max(60000).default(2000) });
+import { statsStreamQuery, validateDomainBody, webEnableBody, webTokenBody } from '../api/web-types.js';
 
 export interface WebRouteDeps {
   domains: DomainManager;

@@ -120,3 +120,68 @@ test('bad settings get clear errors; a broken xvmd.json keeps the web manager of
   assert.equal(status().listening, true);
   host.cli(['web', 'disable']);
 });
+
+test('malformed bodies at the web routes get 4xx answers, never a crash', { timeout: 120_000 }, async () => {
+  const fix = host.cli(['web', 'enable', '--port', '0', '--listen', '127.0.0.1', '--json']);
+  assert.equal(fix.code, 0, fix.stderr);
+  const st = JSON.parse(fix.stdout) as WebStatus;
+  const ep: WebEndpoint = { url: st.url!, ca: fs.readFileSync(st.cert.file, 'utf8'), status: st };
+  const doc = (await host.client.openapi()) as { paths: Record<string, Record<string, unknown>> };
+  for (const [p, m] of [['/v1/web', 'put'], ['/v1/web/tokens', 'post'], ['/v1/web/tokens/{token}', 'delete'], ['/v1/web/login', 'post'], ['/v1/domains/validate', 'post'], ['/v1/stats/stream', 'get']] as const) {
+    assert.ok(doc.paths[p]?.[m], `${m.toUpperCase()} ${p} is documented`);
+  }
+  // The dry run says what the CLI says.
+  const v = await host.client.request<{ valid: boolean; issues: { key?: string; line?: number; message: string }[] }>('POST', '/v1/domains/validate', { configText: 'name = "ok"\nmemroy = 256\n', file: 'x.cfg' });
+  assert.equal(v.valid, false);
+  assert.equal(v.issues[0]!.line, 2);
+  assert.match(v.issues[0]!.message, /did you mean "memory"/);
+  assert.equal((await host.client.request<{ valid: boolean }>('POST', '/v1/domains/validate', { config: { name: 'ok', memory: 256 } })).valid, true);
+
+  let seed = 777;
+  const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n);
+  const mutate = (text: string) => {
+    const t = text.split('');
+    for (let k = 0; k < 1 + rand(4); k++) {
+      const at = rand(t.length);
+      const op = rand(3);
+      if (op === 0) t.splice(at, 1);
+      else if (op === 1) t.splice(at, 0, String.fromCharCode(rand(128)));
+      else t[at] = String.fromCharCode(32 + rand(95));
+    }
+    return t.join('');
+  };
+  const unixTemplates: [string, string][] = [
+    ['/v1/domains/validate', JSON.stringify({ config: { name: 'fz', memory: 128, disk: ['vol=default/a,xvda,w'] } })],
+    ['/v1/domains/validate', JSON.stringify({ configText: 'name = "fz"\nmemory = 128\nvif = ["mac=00:16:3e:00:00:01"]\n' })],
+    ['/v1/web/tokens', JSON.stringify({ name: 'fuzz' })],
+  ];
+  for (let i = 0; i < 150; i++) {
+    const [route, tpl] = unixTemplates[rand(unixTemplates.length)]!;
+    const body = i % 6 === 0 ? Buffer.from(Array.from({ length: rand(100) }, () => rand(256))).toString('latin1') : mutate(tpl);
+    const r = await rawUnix('POST', route, body);
+    assert.ok(r.status >= 200 && r.status < 500, `POST ${route} ${JSON.stringify(body)} -> ${r.status} ${r.body}`);
+  }
+  for (let i = 0; i < 60; i++) {
+    const body = mutate(JSON.stringify({ token: 'xvm_0123abcd_' + 'Q'.repeat(43) }));
+    const r = await httpsRequest(ep, 'POST', '/v1/web/login', { headers: { 'content-type': 'application/json' }, rawBody: body });
+    assert.ok(r.status === 400 || r.status === 401 || r.status === 415, `login ${JSON.stringify(body)} -> ${r.status} ${r.body}`);
+  }
+  assert.equal((await host.client.host()).version.length > 0, true, 'xvmd still answers');
+  host.cli(['web', 'disable']);
+});
+
+function rawUnix(method: string, urlPath: string, body: string): Promise<{ status: number; body: string }> {
+  return import('node:http').then(
+    (http) =>
+      new Promise((resolve, reject) => {
+        const req = http.request({ socketPath: host.client.socketPath, method, path: urlPath, headers: { 'content-type': 'application/json' } }, (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (text += c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+        });
+        req.on('error', reject);
+        req.end(body);
+      }),
+  );
+}

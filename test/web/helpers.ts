@@ -33,9 +33,9 @@ export function makeToken(host: TestHost, name: string): string {
 }
 
 /** One HTTPS request to the web listener, verifying its certificate against the one xvmd made. */
-export function httpsRequest(ep: WebEndpoint, method: string, urlPath: string, opts: { headers?: Record<string, string>; body?: unknown } = {}): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
+export function httpsRequest(ep: WebEndpoint, method: string, urlPath: string, opts: { headers?: Record<string, string>; body?: unknown; rawBody?: string } = {}): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
   const u = new URL(urlPath, ep.url);
-  const payload = opts.body === undefined ? undefined : Buffer.from(JSON.stringify(opts.body));
+  const payload = opts.rawBody !== undefined ? Buffer.from(opts.rawBody) : opts.body === undefined ? undefined : Buffer.from(JSON.stringify(opts.body));
   return new Promise((resolve, reject) => {
     const req = https.request(
       { host: u.hostname, port: u.port, path: u.pathname + u.search, method, ca: ep.ca, headers: { ...(payload ? { 'content-type': 'application/json' } : {}), ...opts.headers } },
