@@ -15,8 +15,10 @@ mkdirSync(path.join(out, 'assets'), { recursive: true });
 await build({
   entryPoints: { app: path.join(src, 'main.tsx') },
   outdir: path.join(out, 'assets'),
+  chunkNames: 'chunk-[name]-[hash]',
   bundle: true,
   format: 'esm',
+  splitting: true, // noVNC in its own chunk, loaded when a graphical console opens
   platform: 'browser',
   target: ['chrome110', 'firefox110', 'safari16'],
   jsx: 'automatic',
