@@ -45,7 +45,7 @@ export function DomainPage({ name, tab }: { name: string; tab: Tab }) {
     );
   }
   const tabs: [Tab, string][] = [['overview', 'Overview'], ['console', 'Console'], ['disks', 'Disks'], ['nics', 'Network'], ['snapshots', 'Snapshots']];
-  // Hook for the graphical console (noVNC over /v1/domains/NAME/vnc/ws): shown when the domain has vnc.
+  // The graphical console (noVNC over /v1/domains/NAME/vnc/ws) for domains with vnc = 1.
   if (hasVnc(d)) tabs.push(['graphics', 'Graphics']);
   const link = (t: Tab) => `#/domains/${encodeURIComponent(name)}${t === 'overview' ? '' : `/${t}`}`;
   return (
