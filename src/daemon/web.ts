@@ -35,6 +35,8 @@ export class WebService {
   private app: FastifyInstance | undefined;
   private deps: ServerDeps | undefined;
   private sessions = new Map<string, Session>();
+  /** Open websockets by token id: revoking a token closes them. */
+  private sockets = new Map<string, Set<import('node:net').Socket>>();
   private lastError: string | null = null;
   private certInfo: WebStatus['cert'];
 
@@ -110,6 +112,8 @@ export class WebService {
   revokeToken(nameOrId: string): TokenSummary {
     const gone = this.tokens.revoke(nameOrId);
     for (const [id, s] of this.sessions) if (s.tokenId === gone.id) this.sessions.delete(id);
+    for (const sock of this.sockets.get(gone.id) ?? []) sock.destroy();
+    this.sockets.delete(gone.id);
     return gone;
   }
 
@@ -230,6 +234,16 @@ export class WebService {
         if (origin !== undefined && origin !== `https://${req.headers.host}`) return refuse(reply, 403, `websocket from origin ${origin} refused`);
       }
       (req as FastifyRequest & { webUser?: string }).webUser = who.name;
+      if (req.headers.upgrade) {
+        const sock = req.raw.socket;
+        let set = this.sockets.get(who.tokenId);
+        if (!set) this.sockets.set(who.tokenId, (set = new Set()));
+        set.add(sock);
+        sock.once('close', () => {
+          set.delete(sock);
+          if (set.size === 0 && this.sockets.get(who.tokenId) === set) this.sockets.delete(who.tokenId);
+        });
+      }
     });
 
     app.post('/v1/web/login', async (req, reply) => {

@@ -78,7 +78,10 @@ class LiveState {
     ws.onclose = () => {
       this.connected = false;
       this.emit();
-      if (!this.stopped) setTimeout(() => !this.stopped && this.openEvents(), (this.retry = Math.min(this.retry * 2, 10000)));
+      if (this.stopped) return;
+      // Closed because the session ended (token revoked)? whoami answers 401 and the app shows the login page.
+      get('/v1/web/whoami').catch(() => undefined);
+      setTimeout(() => !this.stopped && this.openEvents(), (this.retry = Math.min(this.retry * 2, 10000)));
     };
   }
 

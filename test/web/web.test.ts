@@ -142,11 +142,20 @@ test('log in, create a domain from the form, use its console, destroy it; a seco
   const other = await browser!.context.newPage();
   await other.goto(`${ep.url}#/domains`);
   await other.locator('[data-domain=webe2e] [data-state=running]').waitFor({ timeout: 30_000 });
-  await other.waitForTimeout(4500); // two stats samples for the graphs in the picture (not a synchronisation)
-  await shot(other, 'domains');
+  if (shots) {
+    await other.waitForTimeout(4500); // two stats samples for the graphs in the picture (not a synchronisation)
+    await shot(other, 'domains');
+  }
   await page.goto(`${ep.url}#/domains/webe2e`);
   await page.getByTestId('config').waitFor();
   await shot(page, 'domain');
+  // Pause and resume from the page; the other page is told.
+  await page.locator('button[data-action=pause]').click();
+  await page.locator('h2 [data-state=paused]').waitFor({ timeout: 30_000 });
+  await other.locator('[data-domain=webe2e] [data-state=paused]').waitFor({ timeout: 30_000 });
+  assert.equal((await host.client.getDomain('webe2e')).state, 'paused');
+  await page.locator('button[data-action=unpause]').click();
+  await other.locator('[data-domain=webe2e] [data-state=running]').waitFor({ timeout: 30_000 });
   page.once('dialog', (d) => void d.accept());
   await page.locator('button[data-action=destroy]').click();
   await page.locator('h2 [data-state=shutdown]').waitFor({ timeout: 60_000 });
@@ -154,6 +163,20 @@ test('log in, create a domain from the form, use its console, destroy it; a seco
   const info = await host.client.getDomain('webe2e');
   assert.equal(info.state, 'shutdown');
   assert.equal(info.domid, null);
+
+  // Clone the stopped domain from its page, then undefine the clone.
+  await page.locator('input[placeholder="name of the clone"]').fill('webe2e-copy');
+  await page.getByRole('button', { name: 'Clone' }).click();
+  await page.waitForURL(/#\/domains\/webe2e-copy$/);
+  await page.locator('h2 [data-state]').waitFor();
+  const copy = await host.client.getDomain('webe2e-copy');
+  assert.notEqual(copy.uuid, info.uuid);
+  await other.locator('[data-domain=webe2e-copy]').waitFor({ timeout: 30_000 });
+  page.once('dialog', (d) => void d.accept());
+  await page.getByRole('button', { name: 'Undefine' }).click();
+  await page.waitForURL(/#\/domains$/);
+  await other.locator('[data-domain=webe2e-copy]').waitFor({ state: 'detached', timeout: 30_000 });
+  await assert.rejects(host.client.getDomain('webe2e-copy'), /webe2e-copy/);
 
   if (shots) {
     await page.goto(`${ep.url}#/host`);
@@ -167,10 +190,13 @@ test('log in, create a domain from the form, use its console, destroy it; a seco
   await page.goto(`${ep.url}#/networks`);
   await page.getByTestId('networks-unavailable').or(page.locator('table.list')).or(page.getByText('No networks.')).waitFor();
 
-  // Revoking the token ends its session: the next request is refused and the page shows the login.
+  // Revoking the token ends its session: its websockets close, the open page falls back to the login page, requests are refused.
+  await page.goto(`${ep.url}#/domains`);
+  await page.getByTestId('domain-list').waitFor();
   const r = host.cli(['web', 'revoke', 'e2e']);
   assert.equal(r.code, 0, r.stderr);
   assert.equal((await httpsRequest(ep, 'GET', '/v1/domains', { headers: { authorization: `Bearer ${token}` } })).status, 401);
+  await page.locator('#token').waitFor({ timeout: 30_000 });
   await other.reload();
   await other.locator('#token').waitFor();
   const after = await other.evaluate(async () => (await fetch('/v1/domains', { credentials: 'same-origin' })).status);
