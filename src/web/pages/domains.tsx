@@ -23,7 +23,7 @@ export function DomainsPage() {
       ) : (
         <table class="list" data-testid="domain-list">
           <thead>
-            <tr><th>Name</th><th>State</th><th class="num">ID</th><th class="num">Memory</th><th class="num">vCPUs</th><th>CPU</th><th>Memory used</th><th /></tr>
+            <tr><th>Name</th><th>State</th><th class="num">ID</th><th class="num">Memory</th><th class="num">vCPUs</th><th>CPU</th><th>Resident</th><th /></tr>
           </thead>
           <tbody>
             {list.map((d) => {
@@ -36,8 +36,8 @@ export function DomainsPage() {
                   <td class="num">{d.domid ?? '–'}</td>
                   <td class="num">{d.memory} MiB</td>
                   <td class="num">{d.vcpus}</td>
-                  <td>{on ? <Sparkline values={s.map((x) => x.cpuPct)} max={100 * d.vcpus} unit="%" width={110} label={`CPU of ${d.name}`} /> : <span class="muted">–</span>}</td>
-                  <td>{on ? <Sparkline values={s.map((x) => x.memMiB)} max={d.memory + 64} unit=" MiB" width={110} color="#2f855a" label={`memory of ${d.name}`} /> : <span class="muted">–</span>}</td>
+                  <td>{on ? <Sparkline values={s.map((x) => x.cpuPct)} max={100 * d.vcpus} unit="%" width={100} label={`CPU of ${d.name}`} /> : <span class="muted">–</span>}</td>
+                  <td>{on ? <Sparkline values={s.map((x) => x.memMiB)} max={d.memory + 64} unit=" MiB" width={100} color="#2f855a" label={`memory of ${d.name}`} /> : <span class="muted">–</span>}</td>
                   <td class="right"><DomainActions d={d} onError={setError} compact /></td>
                 </tr>
               );
