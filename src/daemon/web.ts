@@ -254,6 +254,7 @@ export class WebService {
         this.opts.log.warn('web login refused', { ip: req.ip });
         return refuse(reply, 401, 'invalid or revoked access token');
       }
+      this.liveSessions(); // drops expired and revoked ones
       const sid = crypto.randomBytes(32).toString('base64url');
       this.sessions.set(sid, { tokenId: t.id, tokenName: t.name, expires: Date.now() + SESSION_TTL_MS });
       this.opts.log.info('web login', { token: t.name, ip: req.ip });

@@ -23,11 +23,13 @@ export function setUnauthorizedHandler(fn: () => void): void {
 }
 
 export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+  // GET and DELETE carry no body; every other verb a JSON one ({} when there is nothing to say).
+  const bodyless = method === 'GET' || method === 'DELETE';
   const res = await fetch(path, {
     method,
     credentials: 'same-origin',
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? (method === 'GET' || method === 'DELETE' ? undefined : '{}') : JSON.stringify(body),
+    headers: bodyless ? {} : { 'content-type': 'application/json' },
+    body: bodyless ? undefined : JSON.stringify(body ?? {}),
   }).catch((e: Error) => {
     throw new ApiError(0, 'unavailable', `cannot reach xvmd: ${e.message}`);
   });
@@ -46,7 +48,6 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
   return parsed as T;
 }
 
-// The POST verbs with a JSON body need content-type json; empty bodies are sent as {}.
 export const post = <T>(path: string, body: unknown = {}) => api<T>('POST', path, body);
 export const get = <T>(path: string) => api<T>('GET', path);
 
