@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Page } from 'playwright-core';
+import WebSocket from 'ws';
 import { TestHost, READY_BANNER, REPO } from '../helpers/xvm.js';
 import { enableWeb, httpsRequest, launchBrowser, makeToken, type Browser, type WebEndpoint } from './helpers.js';
 
@@ -87,6 +88,26 @@ test('the web listener serves nothing of the API without a token, and tokens can
   assert.equal(JSON.parse(hostInfo.body).version.length > 0, true);
   const mint = await httpsRequest(ep, 'POST', '/v1/web/tokens', { headers: { authorization: `Bearer ${token}` }, body: { name: 'more' } });
   assert.equal(mint.status, 403);
+  // Logging in sets a cookie the page's scripts cannot read and other sites cannot send.
+  const li = await httpsRequest(ep, 'POST', '/v1/web/login', { body: { token } });
+  assert.equal(li.status, 200);
+  const setCookie = String(li.headers['set-cookie']);
+  assert.match(setCookie, /^xvm_session=[A-Za-z0-9_-]{43}; Path=\/; HttpOnly; Secure; SameSite=Strict; Max-Age=\d+$/);
+  const cookieHeader = setCookie.split(';')[0]!;
+  assert.equal((await httpsRequest(ep, 'GET', '/v1/domains', { headers: { cookie: cookieHeader } })).status, 200);
+  // A websocket with that cookie from another site's page is refused; from the manager's own origin it opens.
+  const wsStatus = (origin: string) =>
+    new Promise<number>((resolve, reject) => {
+      const sock = new WebSocket(new URL('/v1/events', ep.url.replace(/^https/, 'wss')).href, { ca: ep.ca, headers: { cookie: cookieHeader }, origin });
+      sock.once('open', () => {
+        sock.close();
+        resolve(101);
+      });
+      sock.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+      sock.once('error', reject);
+    });
+  assert.equal(await wsStatus('https://evil.example'), 403);
+  assert.equal(await wsStatus(new URL(ep.url).origin), 101);
   // Only the hash is on disk.
   const stored = fs.readFileSync(path.join(host.home, 'lib', 'web-tokens.json'), 'utf8');
   assert.ok(!stored.includes(token.split('_')[2]!), 'the token text is not stored');
