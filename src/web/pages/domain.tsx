@@ -113,8 +113,8 @@ function Overview({ d, onError }: { d: DomainInfo; onError: (m: string | null) =
         </table>
         {on && (
           <div class="graphs">
-            <div><div class="tile-label">CPU</div><Sparkline values={s.map((x) => x.cpuPct)} max={100 * d.vcpus} unit="%" width={260} height={60} label="CPU" /></div>
-            <div><div class="tile-label">Memory (resident)</div><Sparkline values={s.map((x) => x.memMiB)} max={d.memory + 64} unit=" MiB" width={260} height={60} color="#2f855a" label="memory" /></div>
+            <div><div class="tile-label">CPU</div><Sparkline values={s.map((x) => x.cpuPct)} max={100 * d.vcpus} unit="%" width={260} height={60} label="CPU" showScale /></div>
+            <div><div class="tile-label">Memory (resident)</div><Sparkline values={s.map((x) => x.memMiB)} max={d.memory + 64} unit=" MiB" width={260} height={60} color="#2f855a" label="memory" showScale /></div>
           </div>
         )}
         {stopped && (
