@@ -125,11 +125,9 @@ test('a wrong token is refused with HTTP 401 and the login page says so', async 
 });
 
 test('log in, create a domain from the form, use its console, destroy it; a second page follows; a revoked token stops working', { timeout: 420_000 }, async () => {
-  if (shots) {
-    // Something more to look at in the pictures: a volume and a defined domain.
-    assert.equal(host.cli(['vol', 'create', 'db-data', '--size', '2G']).code, 0);
-    await host.client.createDomain({ config: { name: 'db1', memory: 512, vcpus: 2, disk: ['vol=default/db-data,xvda,w'] }, start: false });
-  }
+  // A defined domain with a volume disk: for the storage and snapshot pages (and the pictures).
+  assert.equal(host.cli(['vol', 'create', 'db-data', '--size', '2G']).code, 0);
+  await host.client.createDomain({ config: { name: 'db1', memory: 512, vcpus: 2, disk: ['vol=default/db-data,xvda,w'] }, start: false });
   const token = makeToken(host, 'e2e');
   const page = await browser!.context.newPage();
   assert.equal(await login(page, token), 200);
@@ -201,14 +199,22 @@ test('log in, create a domain from the form, use its console, destroy it; a seco
   await other.locator('[data-domain=webe2e-copy]').waitFor({ state: 'detached', timeout: 30_000 });
   await assert.rejects(host.client.getDomain('webe2e-copy'), /webe2e-copy/);
 
-  if (shots) {
-    await page.goto(`${ep.url}#/host`);
-    await page.getByText('Accelerator').first().waitFor();
-    await shot(page, 'host');
-    await page.goto(`${ep.url}#/storage`);
-    await page.getByRole('heading', { name: 'Storage pools' }).waitFor();
-    await shot(page, 'storage');
-  }
+  // Snapshot the volumes of a domain from its page; the storage page counts it.
+  await page.goto(`${ep.url}#/domains/db1/snapshots`);
+  await page.locator('input[placeholder="snapshot name"]').fill('before-upgrade');
+  await page.getByRole('button', { name: 'Snapshot all volumes' }).click();
+  await page.getByRole('cell', { name: 'before-upgrade' }).waitFor({ timeout: 30_000 });
+  const vol = await host.client.volumeInfo('default', 'db-data');
+  assert.deepEqual(vol.snapshots.map((x) => x.name), ['before-upgrade']);
+  await page.goto(`${ep.url}#/storage`);
+  const row = page.locator('[data-pool=default] tr', { hasText: 'db-data' });
+  await row.waitFor();
+  assert.match(await row.innerText(), /db-data\s+qcow2\s+2 GiB\s+\S+ \S+\s+–\s+1\b/);
+  await shot(page, 'storage');
+  await page.goto(`${ep.url}#/host`);
+  await page.getByText('Accelerator').first().waitFor();
+  assert.match(await page.locator('.tile', { hasText: 'Accelerator' }).innerText(), /TCG|KVM/);
+  await shot(page, 'host');
   // Networks: listed when this xvmd has the API, else a clear "not available".
   await page.goto(`${ep.url}#/networks`);
   await page.getByTestId('networks-unavailable').or(page.locator('table.list')).or(page.getByText('No networks.')).waitFor();
