@@ -8,6 +8,7 @@ import type { PoolInfo, VolumeInfo, VolumeSummary, SnapshotResult, RollbackResul
 import type { CdromInfo, InstallBody, InstallResult, VncInfo, VncToken } from './hvm-schema.js';
 import type { CreateDomainBody, DaemonStopResult, DomainInfo, DumpCoreResult, GdbStubInfo, HostInfo, HostStats, ImageInfo, LogName, MemSetResult, SysrqResult, VcpuSetResult } from './schema.js';
 import type { RestoreResult, SaveProgress, SaveResult } from './schema.js';
+import type { TokenSummary, WebSettings, WebStatus } from './web-types.js';
 
 // ws is loaded on first use: most CLI verbs never open a websocket, and
 // every module loaded is start-up time for a short-lived command.
@@ -332,6 +333,23 @@ export class XvmClient {
     if (error) throw error;
     if (!result) throw new ApiError('internal', res.status, 'image build ended without a result');
     return result;
+  }
+
+  // ---- the web manager (docs/web.md): listener and access tokens
+  webStatus(): Promise<WebStatus> {
+    return this.request('GET', '/v1/web');
+  }
+  webConfigure(settings: WebSettings): Promise<WebStatus> {
+    return this.request('PUT', '/v1/web', settings);
+  }
+  webTokens(): Promise<TokenSummary[]> {
+    return this.request('GET', '/v1/web/tokens');
+  }
+  webCreateToken(name: string): Promise<{ token: string; entry: TokenSummary }> {
+    return this.request('POST', '/v1/web/tokens', { name });
+  }
+  webRevokeToken(name: string): Promise<{ revoked: TokenSummary }> {
+    return this.request('DELETE', `/v1/web/tokens/${encodeURIComponent(name)}`);
   }
 
   // ---- storage (pools, volumes), disk hot plug, domain clone

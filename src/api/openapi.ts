@@ -3,9 +3,10 @@
 import { z } from 'zod';
 import * as s from './schema.js';
 import { HVM_ROUTES } from './hvm-schema.js';
+import * as w from './web-types.js';
 
 interface Route {
-  method: 'get' | 'post' | 'delete';
+  method: 'get' | 'post' | 'put' | 'delete';
   path: string;
   summary: string;
   body?: z.ZodType;
@@ -66,6 +67,17 @@ export const ROUTES: Route[] = [
   { method: 'delete', path: `${domain}/disks/{vdev}`, summary: 'Hot-unplug a disk (waits up to 30 s for the guest to release it)' },
   { method: 'post', path: `${domain}/clone`, summary: 'Clone a shut-down domain: new name and UUID, vol= disks cloned as qcow2 overlays', body: s.cloneDomainBody, response: s.domainInfoSchema },
   ...HVM_ROUTES,
+  // The web manager (docs/web.md). /v1/web and /v1/web/tokens answer on the unix socket only (403 over TCP).
+  { method: 'get', path: '/v1/web', summary: "The web manager's HTTPS listener: enabled, listening, URL, certificate and its SHA-256, token and session counts" },
+  { method: 'put', path: '/v1/web', summary: 'Enable or disable the HTTPS listener (port, listen address, certificate); written to <lib>/xvmd.json and applied at once', body: w.webEnableBody },
+  { method: 'get', path: '/v1/web/tokens', summary: 'Access tokens: name, id, created, last used (never the token)' },
+  { method: 'post', path: '/v1/web/tokens', summary: 'Make an access token; the answer is the only time its text is shown (only a hash is kept)', body: w.webTokenBody },
+  { method: 'delete', path: '/v1/web/tokens/{token}', summary: 'Revoke a token (by name or id): it and every session made with it stop working at once' },
+  { method: 'post', path: '/v1/web/login', summary: 'TCP only: exchange an access token for a session cookie (HttpOnly, Secure, SameSite=Strict); 401 for a wrong or revoked token', body: w.webLoginBody },
+  { method: 'post', path: '/v1/web/logout', summary: 'TCP only: end the session of the cookie sent' },
+  { method: 'get', path: '/v1/web/whoami', summary: 'TCP only: the name of the token the request is authenticated by' },
+  { method: 'post', path: '/v1/domains/validate', summary: 'Dry run of a domain configuration (object or xl.cfg text) with the rules of create: {valid, issues: [{key, line, message}], config (normalised)}; a name in use is an issue', body: w.validateDomainBody },
+  { method: 'get', path: '/v1/stats/stream', summary: 'Websocket: a /v1/stats sample as JSON every interval ms (default 2000) while open (the web graphs)', query: w.statsStreamQuery, produces: 'websocket' },
   { method: 'get', path: '/metrics', summary: 'Prometheus text exposition: per-domain CPU, memory, state, vCPUs, console bytes; API request counters; xvmd process figures', produces: 'text/plain; version=0.0.4' },
 ];
 
@@ -84,7 +96,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
     if (r.path.includes('{log}')) {
       params.push({ name: 'log', in: 'path', required: true, schema: schema(s.logNameParams.shape.log) });
     }
-    for (const m of r.path.matchAll(/\{(pool|vol|vdev)\}/g)) {
+    for (const m of r.path.matchAll(/\{(pool|vol|vdev|token)\}/g)) {
       params.push({ name: m[1], in: 'path', required: true, schema: { type: 'string' } });
     }
     if (r.query instanceof z.ZodObject) {

@@ -13,6 +13,7 @@ import { registerStorageCommands } from './storage.js';
 import { registerHvmCommands } from './hvm.js';
 import { registerSaveCommands } from './save.js';
 import { statePaths } from '../common/paths.js';
+import { registerWebCommands } from './web.js';
 
 const program = new Command();
 program
@@ -32,6 +33,7 @@ registerOpsCommands(program);
 registerStorageCommands(program);
 registerHvmCommands(program);
 registerSaveCommands(program);
+registerWebCommands(program);
 registerStoreCommands(program, () => process.env.XENSTORED_PATH ?? `${statePaths().run}/xenstored.sock`);
 
 program.parseAsync(process.argv).catch((e: unknown) => {

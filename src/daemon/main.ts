@@ -16,6 +16,7 @@ import { autostartDomains } from './autostart.js';
 import { DiskProvider } from './disks.js';
 import { HvmProvider } from './hvm.js';
 import { restoreSaved } from '../migrate/service.js';
+import { WebService } from './web.js';
 
 function usage(): never {
   process.stderr.write('usage: xvmd [--foreground] [--log-level debug|info|warn|error]\n');
@@ -87,7 +88,9 @@ async function main(): Promise<void> {
     domains.close();
     // Bounded: a console client that does not answer the websocket close
     // handshake must not hold xvmd (and a host shutdown) for ws's 30 s.
-    await Promise.race([app.close().catch(() => undefined), new Promise((r) => setTimeout(r, 3000).unref())]);
+    const bounded = (p: Promise<unknown>) => Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, 3000).unref())]);
+    await bounded(web.close());
+    await bounded(app.close());
     fs.rmSync(paths.apiSocket, { force: true });
     await domains.flushStore().catch(() => undefined);
     await storeServer.close().catch(() => undefined);
@@ -99,13 +102,17 @@ async function main(): Promise<void> {
     }
     process.exit(0);
   };
-  const app = await buildServer({ paths, domains, log, startedAt: new Date(), storeSocket, onStop: () => void stop('API request') });
+  // The web manager: HTTPS listener only when <lib>/xvmd.json enables it (xvm web enable).
+  const web = new WebService({ paths, log });
+  const serverDeps = { paths, domains, log, startedAt: new Date(), storeSocket, onStop: () => void stop('API request'), web };
+  const app = await buildServer(serverDeps);
   // An answer goes out only once the store writes it caused are durable.
   app.addHook('onSend', async () => {
     await domains.flushStore();
   });
   await listenUnix(app, paths.apiSocket);
   log.info('xvmd ready', { socket: paths.apiSocket });
+  await web.start(serverDeps);
   // The domains service: restore the domains saved by 'daemon stop --domains=save',
   // then autostart domains that are not running (re-adopted/restored ones are).
   void restoreSaved(domains, paths, log).then(() => autostartDomains(domains, log));

@@ -25,6 +25,8 @@ import { shutdownAll } from './autostart.js';
 import { registerMigrateRoutes } from '../migrate/routes.js';
 import { saveAll } from '../migrate/service.js';
 import { deviceEvent } from './device-log.js';
+import { registerWebRoutes } from './web-routes.js';
+import type { WebService } from './web.js';
 
 export interface ServerDeps {
   paths: StatePaths;
@@ -35,6 +37,15 @@ export interface ServerDeps {
   storeSocket: string;
   /** Called when a client asks the daemon to stop. */
   onStop: () => void;
+  /** The web manager (its listener and tokens: src/daemon/web.ts). */
+  web?: WebService;
+}
+
+export interface BuildOptions {
+  /** Serve HTTPS with this certificate (the web manager's TCP listener). */
+  https?: { cert: string; key: string };
+  /** The app answers over TCP (web manager): web administration routes refuse. */
+  remote?: boolean;
 }
 
 /** Validates `value` with a zod schema; failures become a 400 that says what is wrong where. */
@@ -58,9 +69,9 @@ function qemuVersion(): string | null {
   return qemuVersionCache;
 }
 
-export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
+export async function buildServer(deps: ServerDeps, opts: BuildOptions = {}): Promise<FastifyInstance> {
   const { domains, paths, log } = deps;
-  const app = Fastify({ logger: false, bodyLimit: 2 << 20, requestIdHeader: 'x-request-id', genReqId: () => Math.random().toString(36).slice(2, 10) });
+  const app = Fastify({ logger: false, bodyLimit: 2 << 20, requestIdHeader: 'x-request-id', genReqId: () => Math.random().toString(36).slice(2, 10), ...(opts.https ? { https: opts.https } : {}) }) as unknown as FastifyInstance;
   await app.register(websocket, { options: { maxPayload: 1 << 20 } });
 
   app.addHook('onResponse', async (req, reply) => {
@@ -103,6 +114,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerStorageRoutes(app, { paths, domains, log });
   registerHvmRoutes(app, { paths, domains, log });
   registerMigrateRoutes(app, { domains, log });
+  registerWebRoutes(app, { domains, web: deps.web, remote: opts.remote ?? false });
 
   app.get('/v1/openapi.json', async () => openApiDocument(VERSION));
 
