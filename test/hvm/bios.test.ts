@@ -70,6 +70,8 @@ test('grub-rescue ISO boots as an HVM guest; screen through screenshot, VNC (pas
   const c = host.client;
   const disk = path.join(tmp, 'hda.raw');
   const pvDisk = path.join(tmp, 'vdb.raw');
+  const sataDisk = path.join(tmp, 'sda.qcow2');
+  spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', sataDisk, '16M']);
   fs.writeFileSync(disk, Buffer.alloc(16 << 20));
   fs.writeFileSync(pvDisk, Buffer.alloc(16 << 20));
   const cfgFile = path.join(tmp, 'hvm1.cfg');
@@ -79,8 +81,8 @@ test('grub-rescue ISO boots as an HVM guest; screen through screenshot, VNC (pas
     'memory = 128',
     `cdrom = "${ISO}"`,
     'boot = "dc"',
-    // an emulated IDE disk and a paravirtual one (our vhost-user backend): "PV drivers for HVM"
-    `disk = [ "${disk},raw,hda,w", "${pvDisk},raw,vdb,w" ]`,
+    // emulated IDE and AHCI disks, and a paravirtual one (our vhost-user backend): "PV drivers for HVM"
+    `disk = [ "${disk},raw,hda,w", "${pvDisk},raw,vdb,w", "${sataDisk},qcow2,sda,w" ]`,
     '',
   ].join('\n'));
   const out = cli(['create', cfgFile]);
@@ -147,8 +149,8 @@ test('grub-rescue ISO boots as an HVM guest; screen through screenshot, VNC (pas
     const r = vncClient(v, v.password, 'serial\\nterminal_output serial console\\nset v=vncok\\necho grub$v\\nls\\n');
     assert.equal(r.code, 0, r.stderr);
     await con.waitFor('grubvncok', 60_000, from);
-    // GRUB's `ls` lists the disks the firmware found: the CD, the IDE disk (hd0) and the virtio one on our vhost-user backend (hd1).
-    await con.waitFor(/\(hd1\)/, 30_000, from);
+    // GRUB's `ls` lists the disks the firmware found: the CD, the IDE and AHCI disks, and the virtio one on our vhost-user backend.
+    await con.waitFor(/\(hd2\)/, 30_000, from);
     assert.match(con.output.slice(from), /\(cd\)/);
   });
 
