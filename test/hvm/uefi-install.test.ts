@@ -111,6 +111,7 @@ test('xvm install --kernel --initrd boots Debian\'s installer to its first scree
   assert.doesNotMatch(out, /password/, 'no VNC for --graphics none');
   const c = host.client;
   assert.equal((await c.getDomain('di')).config.vnc, false);
+  await assert.rejects(c.vncInfo('di'), /has vnc = 0: it has no graphics console/);
   const con = new ConsoleSession(c, 'di', 1 << 20);
   await con.ready();
   // The installer's first dialog (newt on the serial line): the language, or its low-memory notice.
