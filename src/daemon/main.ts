@@ -15,6 +15,7 @@ import { openDeviceLog } from './device-log.js';
 import { autostartDomains } from './autostart.js';
 import { DiskProvider } from './disks.js';
 import { restoreSaved } from '../migrate/service.js';
+import { startRelocation } from '../migrate/service.js';
 
 function usage(): never {
   process.stderr.write('usage: xvmd [--foreground] [--log-level debug|info|warn|error]\n');
@@ -76,6 +77,8 @@ async function main(): Promise<void> {
   const domains = new DomainManager(paths, log, store);
   domains.addProvider(new DiskProvider({ paths, log }));
   await domains.load();
+  // The relocation service (incoming live migrations): only when configured.
+  const relocation = await startRelocation(domains, paths, log);
 
   let stopping = false;
   const stop = async (why: string) => {

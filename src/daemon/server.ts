@@ -100,7 +100,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   // Operations and debugging: sysrq, dump-core, gdbstub, autostart, stats, logs, /metrics.
   registerOpsRoutes(app, { paths, domains, log, startedAt: deps.startedAt });
   registerStorageRoutes(app, { paths, domains, log });
-  registerMigrateRoutes(app, { domains, log });
+  registerMigrateRoutes(app, { domains, log, paths });
 
   app.get('/v1/openapi.json', async () => openApiDocument(VERSION));
 
