@@ -7,7 +7,7 @@ import { statePaths } from '../common/paths.js';
 import type { PoolInfo, VolumeInfo, VolumeSummary, SnapshotResult, RollbackResult } from '../storage/pool.js';
 import type { CdromInfo, InstallBody, InstallResult, VncInfo, VncToken } from './hvm-schema.js';
 import type { CreateDomainBody, DaemonStopResult, DomainInfo, DumpCoreResult, GdbStubInfo, HostInfo, HostStats, ImageInfo, LogName, MemSetResult, SysrqResult, VcpuSetResult } from './schema.js';
-import type { RestoreResult, SaveProgress, SaveResult } from './schema.js';
+import type { MigrateResult, RestoreResult, SaveProgress, SaveResult } from './schema.js';
 import type { TokenSummary, WebSettings, WebStatus } from './web-types.js';
 
 // ws is loaded on first use: most CLI verbs never open a websocket, and
@@ -260,6 +260,11 @@ export class XvmClient {
   /** Restores a saved domain from `file`; name=NEW restores a copy as a new domain. */
   restoreDomain(file: string, opts: { name?: string; paused?: boolean } = {}, onProgress?: (p: SaveProgress) => void): Promise<RestoreResult> {
     return this.ndjsonPost('/v1/restore', { file, ...opts }, 'restore', onProgress);
+  }
+
+  /** Moves a running domain to the xvmd whose relocation service is at `target` (HOST[:PORT]). */
+  migrateDomain(name: string, target: string, opts: { live?: boolean } = {}, onProgress?: (p: SaveProgress) => void): Promise<MigrateResult> {
+    return this.ndjsonPost(`${this.d(name)}/migrate`, { target, ...opts }, 'migrate', onProgress);
   }
 
   /** What a save file holds (its header), after checking it whole. */

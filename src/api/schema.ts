@@ -278,3 +278,19 @@ export const saveFileQuery = z.strictObject({ file: absPath });
 export type SaveResult = z.infer<typeof saveResult>;
 export type RestoreResult = z.infer<typeof restoreResult>;
 export type SaveProgress = { phase: string; done: number; total: number };
+export const migrateBody = z.strictObject({
+  /** HOST[:PORT] of the target's relocation service (default port 8002). */
+  target: z.string().min(1).max(300),
+  /** Pre-copy while the guest runs (otherwise it is paused for the whole transfer). */
+  live: z.boolean().default(false),
+});
+export const migrateResult = z.object({
+  domain: z.string(),
+  target: z.string(),
+  live: z.boolean(),
+  ms: z.number(),
+  downtimeMs: z.number(),
+  qemuDowntimeMs: z.number().nullable(),
+  bytes: z.number(),
+});
+export type MigrateResult = z.infer<typeof migrateResult>;

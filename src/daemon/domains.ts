@@ -272,6 +272,13 @@ export class DomainManager extends EventEmitter {
       case 'guest-panicked':
         await this.onGuestStop(d, 'crash');
         break;
+      case 'inmigrate':
+        // A restore or incoming migration that xvmd's exit interrupted: that
+        // QEMU holds no guest yet (src/migrate); end it.
+        d.intent = 'destroy';
+        this.pendingStop.set(d.name, { state: 'shutdown', reason: 'a restore or incoming migration was interrupted when xvmd stopped' });
+        await this.quit(d);
+        break;
       default:
         // paused by the user, or in a preserved shutdown/crash: keep what we recorded
         if (d.state === 'shutdown' || d.state === 'crashed') d.preserved = true;

@@ -17,6 +17,7 @@ import { DiskProvider } from './disks.js';
 import { HvmProvider } from './hvm.js';
 import { restoreSaved } from '../migrate/service.js';
 import { WebService } from './web.js';
+import { startRelocation } from '../migrate/service.js';
 
 function usage(): never {
   process.stderr.write('usage: xvmd [--foreground] [--log-level debug|info|warn|error]\n');
@@ -79,6 +80,8 @@ async function main(): Promise<void> {
   domains.addProvider(new DiskProvider({ paths, log }));
   domains.addProvider(new HvmProvider({ paths, log }));
   await domains.load();
+  // The relocation service (incoming live migrations): only when configured.
+  const relocation = await startRelocation(domains, paths, log);
 
   let stopping = false;
   const stop = async (why: string) => {

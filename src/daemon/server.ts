@@ -113,7 +113,7 @@ export async function buildServer(deps: ServerDeps, opts: BuildOptions = {}): Pr
   registerOpsRoutes(app, { paths, domains, log, startedAt: deps.startedAt });
   registerStorageRoutes(app, { paths, domains, log });
   registerHvmRoutes(app, { paths, domains, log });
-  registerMigrateRoutes(app, { domains, log });
+  registerMigrateRoutes(app, { domains, log, paths });
   registerWebRoutes(app, { domains, web: deps.web, remote: opts.remote ?? false });
 
   app.get('/v1/openapi.json', async () => openApiDocument(VERSION));
