@@ -15,9 +15,8 @@ import { openDeviceLog } from './device-log.js';
 import { autostartDomains } from './autostart.js';
 import { DiskProvider } from './disks.js';
 import { HvmProvider } from './hvm.js';
-import { restoreSaved } from '../migrate/service.js';
+import { restoreSaved, startRelocation } from '../migrate/service.js';
 import { WebService } from './web.js';
-import { startRelocation } from '../migrate/service.js';
 
 function usage(): never {
   process.stderr.write('usage: xvmd [--foreground] [--log-level debug|info|warn|error]\n');
