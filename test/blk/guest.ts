@@ -125,8 +125,9 @@ class Child {
 }
 
 export class Backend extends Child {
-  static async start(args: string[], env: Record<string, string> = {}): Promise<Backend> {
-    const b = new Backend(spawn(process.execPath, [BLK_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } }));
+  /** `nodeArgs` go before the script (e.g. --cpu-prof for a profile). */
+  static async start(args: string[], env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<Backend> {
+    const b = new Backend(spawn(process.execPath, [...nodeArgs, BLK_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } }));
     await waitFor(() => b.out, /XVM_BLK_READY/, 30_000, 'backend ready', b.proc);
     return b;
   }
