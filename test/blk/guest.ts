@@ -122,6 +122,10 @@ class Child {
     if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal);
     await this.exited;
   }
+
+  async waitOutput(re: RegExp, timeoutMs: number, what: string): Promise<RegExpMatchArray> {
+    return waitFor(() => this.out, re, timeoutMs, what, this.proc);
+  }
 }
 
 export class Backend extends Child {
@@ -180,10 +184,6 @@ export class Guest extends Child {
   /** Start a command in the guest without waiting. */
   send(line: string): void {
     this.proc.stdin!.write(line + '\n');
-  }
-
-  async waitOutput(re: RegExp, timeoutMs: number, what: string): Promise<RegExpMatchArray> {
-    return waitFor(() => this.out, re, timeoutMs, what, this.proc);
   }
 
   async poweroff(): Promise<void> {
