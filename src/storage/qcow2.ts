@@ -6,7 +6,8 @@
 //     data before the L2 entry that points at it, a new L2 table before the
 //     L1 entry that points at it. Nothing is cached dirty in memory.
 //   * Clusters are handed out from a reservation: a batch of free clusters
-//     gets refcount 1 on disk, then fdatasync, then they are used one by one
+//     gets refcount 1 on disk (an O_DSYNC write of the refcount bytes), then
+//     they are used one by one
 //     without further barriers. A crash leaves the unused ones leaked
 //     (qemu-img check: exit 3, "leaked clusters"), never referenced with a
 //     refcount of 0. A clean close gives them back.
@@ -156,6 +157,8 @@ export class Qcow2Image implements BlockImage {
   private readonly zeroHosts = new Set<number>();
   private bgFlush: Promise<void> | null = null;
   private readonly io: FileIo;
+  /** The same file opened O_DSYNC (read-write images): writes on it are durable when they complete. */
+  private dsyncFd = -1;
   /** Stats for tests and info. */
   readonly stats = { leaksRepaired: 0, reservations: 0 };
 
@@ -305,6 +308,7 @@ export class Qcow2Image implements BlockImage {
       await preadFull(fd, rt, h.refcountTableOffset);
       img = new Qcow2Image(file, fd, h, readOnly, fileSize, l1, rt, opts.l2CacheBytes ?? 32 << 20, !!opts.inlineIo);
       if (!readOnly) {
+        img.dsyncFd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_DSYNC);
         if (h.autoclear !== 0n) {
           // We maintain no auto-clear feature (e.g. bitmaps): clear the bits before writing.
           const b = Buffer.alloc(8);
@@ -318,6 +322,7 @@ export class Qcow2Image implements BlockImage {
       return img;
     } catch (err) {
       if (img?.backing) await img.backing.close().catch(() => {});
+      if (img && img.dsyncFd >= 0) fs.closeSync(img.dsyncFd);
       fs.closeSync(fd);
       throw wrapIo(err, file);
     }
@@ -365,6 +370,7 @@ export class Qcow2Image implements BlockImage {
       this.closed = true;
       if (this.marking) await this.marking; // never write after the fd is closed (and maybe reused)
       await closeFd(this.fd).catch(() => {});
+      if (this.dsyncFd >= 0) await closeFd(this.dsyncFd).catch(() => {});
       if (this.backing) await this.backing.close();
     }
   }
@@ -619,11 +625,13 @@ export class Qcow2Image implements BlockImage {
     this.refDirty.set(r, d ? [Math.min(d[0], s), Math.max(d[1], e)] : [s, e]);
   }
 
-  private async writeRefs(): Promise<void> {
+  /** Write the changed refcount ranges; with `durable`, through the O_DSYNC fd (on stable storage when this resolves). */
+  private async writeRefs(durable = false): Promise<void> {
     const jobs: Promise<void>[] = [];
     for (const [r, [s, e]] of this.refDirty) {
       const off = this.refblockOffset(r);
-      jobs.push(this.io.write(this.refblocks.get(r)!.subarray(s, e), off + s));
+      const part = this.refblocks.get(r)!.subarray(s, e);
+      jobs.push(durable ? pwriteAll(this.dsyncFd, part, off + s) : this.io.write(part, off + s));
     }
     this.refDirty.clear();
     await Promise.all(jobs);
@@ -752,15 +760,20 @@ export class Qcow2Image implements BlockImage {
         this.reserveTop = Math.max(this.reserveTop, c + 1);
       }
     }
-    await this.writeRefs();
+    // The barrier: refcounts (and the file's new size) on stable storage
+    // before any of these clusters is used. O_DSYNC writes of just those
+    // bytes, not an fdatasync: that would also push every dirty data page
+    // of the image to the disk, mid-stream (a sequential writer stalled
+    // on it at every refill).
+    await this.writeRefs(true);
     const end = (got[got.length - 1] + 1) * this.cs;
     const eofCluster = Math.ceil(this.fileSize / this.cs);
     if (end > this.fileSize) {
-      await ftruncate(this.fd, end);
+      // Grow by writing the last byte (O_DSYNC: the size is durable too); it reads as zero, like the rest.
+      await pwriteAll(this.dsyncFd, Buffer.alloc(1), end - 1);
       this.fileSize = end;
     }
     for (const x of got) if (x >= eofCluster) this.zeroHosts.add(x);
-    await fdatasync(this.fd);
     this.allocHint = c;
     this.reserved.push(...got);
     this.reserved.sort((a, b) => a - b);
