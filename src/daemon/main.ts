@@ -14,6 +14,8 @@ import { VERSION } from './version.js';
 import { openDeviceLog } from './device-log.js';
 import { autostartDomains } from './autostart.js';
 import { DiskProvider } from './disks.js';
+import { NicProvider } from './nics.js';
+import { NetworkManager } from './networks.js';
 
 function usage(): never {
   process.stderr.write('usage: xvmd [--foreground] [--log-level debug|info|warn|error]\n');
@@ -74,6 +76,9 @@ async function main(): Promise<void> {
   log.info('store open', { data: store.dataDir, socket: storeSocket, nodes: store.stats().nodes });
   const domains = new DomainManager(paths, log, store);
   domains.addProvider(new DiskProvider({ paths, log }));
+  const networks = new NetworkManager(paths, log);
+  networks.adoptAll();
+  domains.addProvider(new NicProvider(networks));
   await domains.load();
 
   let stopping = false;
