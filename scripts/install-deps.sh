@@ -8,7 +8,7 @@
 set -euo pipefail
 
 RUNTIME=(qemu-system-x86 qemu-utils busybox-static cpio gzip zstd xz-utils kmod ca-certificates)
-TEST=(xenstore-utils e2fsprogs iproute2 procps gdb binutils bsdutils systemd)
+TEST=(xenstore-utils e2fsprogs iproute2 procps gdb binutils bsdutils systemd tshark)
 
 want=("${RUNTIME[@]}")
 if [[ "${1:-}" == "--test" ]]; then want+=("${TEST[@]}"); fi

@@ -59,6 +59,15 @@ export const ROUTES: Route[] = [
   { method: 'post', path: `${domain}/disks`, summary: 'Hot-plug a disk into a running domain (not persistent, like xl block-attach)', body: s.blockAttachBody },
   { method: 'delete', path: `${domain}/disks/{vdev}`, summary: 'Hot-unplug a disk (waits up to 30 s for the guest to release it)' },
   { method: 'post', path: `${domain}/clone`, summary: 'Clone a shut-down domain: new name and UUID, vol= disks cloned as qcow2 overlays', body: s.cloneDomainBody, response: s.domainInfoSchema },
+  { method: 'get', path: '/v1/networks', summary: 'Networks (virtual switches) with subnet, gateway, native VLAN and whether their switch runs' },
+  { method: 'post', path: '/v1/networks', summary: 'Create a network (default subnet: a free 10.0.X.0/24)', body: s.createNetworkBody },
+  { method: 'get', path: '/v1/networks/{net}', summary: 'A network: ports with counters, forwarding table, DHCP leases' },
+  { method: 'delete', path: '/v1/networks/{net}', summary: 'Delete a network (refused while ports are attached)' },
+  { method: 'get', path: '/v1/networks/{net}/capture', summary: 'Capture frames as a pcap stream', query: s.captureQuery, produces: 'application/vnd.tcpdump.pcap' },
+  { method: 'get', path: `${domain}/vifs`, summary: "A running domain's NICs (switch ports)" },
+  { method: 'post', path: `${domain}/vifs`, summary: 'Hot-plug a NIC into a running domain (not persistent, like xl network-attach)', body: s.networkAttachBody },
+  { method: 'delete', path: `${domain}/vifs/{index}`, summary: 'Hot-unplug a NIC (waits up to 30 s for the guest)' },
+  { method: 'get', path: `${domain}/vifs/{index}/capture`, summary: "Capture one NIC's frames as a pcap stream", query: s.captureQuery.omit({ port: true }), produces: 'application/vnd.tcpdump.pcap' },
   { method: 'get', path: '/metrics', summary: 'Prometheus text exposition: per-domain CPU, memory, state, vCPUs, console bytes; API request counters; xvmd process figures', produces: 'text/plain; version=0.0.4' },
 ];
 
@@ -77,7 +86,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
     if (r.path.includes('{log}')) {
       params.push({ name: 'log', in: 'path', required: true, schema: schema(s.logNameParams.shape.log) });
     }
-    for (const m of r.path.matchAll(/\{(pool|vol|vdev)\}/g)) {
+    for (const m of r.path.matchAll(/\{(pool|vol|vdev|net|index)\}/g)) {
       params.push({ name: m[1], in: 'path', required: true, schema: { type: 'string' } });
     }
     if (r.query instanceof z.ZodObject) {

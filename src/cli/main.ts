@@ -10,6 +10,7 @@ import { VERSION } from '../daemon/version.js';
 import { registerStoreCommands } from './store.js';
 import { registerOpsCommands } from './ops.js';
 import { registerStorageCommands } from './storage.js';
+import { registerNetCommands } from './net.js';
 import { statePaths } from '../common/paths.js';
 
 const program = new Command();
@@ -28,6 +29,7 @@ registerConsoleCommands(program);
 registerImageCommands(program);
 registerOpsCommands(program);
 registerStorageCommands(program);
+registerNetCommands(program);
 registerStoreCommands(program, () => process.env.XENSTORED_PATH ?? `${statePaths().run}/xenstored.sock`);
 
 program.parseAsync(process.argv).catch((e: unknown) => {

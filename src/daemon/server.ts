@@ -20,6 +20,7 @@ import type { Logger } from './log.js';
 import { VERSION } from './version.js';
 import { registerOpsRoutes } from './ops-routes.js';
 import { registerStorageRoutes } from './storage-routes.js';
+import { registerNetRoutes } from './net-routes.js';
 import { shutdownAll } from './autostart.js';
 import { deviceEvent } from './device-log.js';
 
@@ -98,6 +99,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   // Operations and debugging: sysrq, dump-core, gdbstub, autostart, stats, logs, /metrics.
   registerOpsRoutes(app, { paths, domains, log, startedAt: deps.startedAt });
   registerStorageRoutes(app, { paths, domains, log });
+  registerNetRoutes(app, { paths, domains, log });
 
   app.get('/v1/openapi.json', async () => openApiDocument(VERSION));
 
