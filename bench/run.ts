@@ -4,6 +4,7 @@ const benches: Record<string, () => Promise<(args: string[]) => Promise<void>>> 
   boot: async () => (await import('./boot.js')).benchBoot,
   store: async () => (await import('./store.js')).benchStore,
   blk: async () => (await import('./blk.js')).benchBlk,
+  net: async () => (await import('./net.js')).benchNet,
 };
 
 const [name, ...args] = process.argv.slice(2);

@@ -19,6 +19,7 @@ export interface NetworkSummary {
   subnet: string;
   gateway: string;
   vlan: number;
+  tap: string;
   created: string;
   running?: boolean;
 }
@@ -37,6 +38,8 @@ export interface NetworkPortInfo {
 export interface NetworkDetails extends NetworkSummary {
   running: boolean;
   pid: number | null;
+  /** The host uplink (TAP interface holding the gateway address), when xvmd runs as root. */
+  uplink: { name: string; mac: string; readFrames: number; writeDropped: number } | null;
   ports: NetworkPortInfo[];
   fdb: { vlan: number; mac: string; port: string; ageMs: number }[];
   leases: { mac: string; ip: string; hostname?: string; expires: number }[];

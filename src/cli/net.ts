@@ -47,8 +47,8 @@ export function registerNetCommands(program: Command): void {
       action(async (name: string, o: { json?: boolean }) => {
         const n = await client().networkInfo(name);
         if (o.json) return printJson(n);
-        process.stdout.write(keyValues([['name', n.name], ['subnet', n.subnet], ['gateway', n.gateway], ['vlan', n.vlan || 'untagged'], ['switch', n.running ? `running (pid ${n.pid})` : 'stopped (starts with the first port)']]));
-        const ports = n.ports.filter((p) => p.id !== 'services');
+        process.stdout.write(keyValues([['name', n.name], ['subnet', n.subnet], ['gateway', n.gateway], ['vlan', n.vlan || 'untagged'], ['switch', n.running ? `running (pid ${n.pid})` : 'stopped (starts with the first port)'], ['uplink', n.uplink ? `${n.uplink.name} (${n.uplink.mac}), host address ${n.gateway}` : n.running ? 'none (xvmd is not root)' : '-']]));
+        const ports = n.ports.filter((p) => p.id !== 'services' && p.id !== 'uplink');
         if (ports.length) {
           process.stdout.write('\nports:\n');
           process.stdout.write(

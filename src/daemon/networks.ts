@@ -10,6 +10,7 @@
 //   <run>/networks/<name>/ports.json     its ports (re-created after a crash)
 //   <run>/networks/<name>/switch.pid
 //   <log>/networks/<name>.log
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -37,12 +38,15 @@ export interface NetworkDef {
   gateway: string;
   /** Native VLAN: DHCP and ports without their own vlan= are on it (0 = untagged). */
   vlan: number;
+  /** Host uplink: a TAP interface of this name holds the gateway address (when xvmd runs as root). */
+  tap: string;
   created: string;
 }
 
 export interface NetworkInfo extends NetworkDef {
   running: boolean;
   pid: number | null;
+  uplink: { name: string; mac: string; readFrames: number; writeDropped: number } | null;
   ports: unknown[];
   fdb: unknown[];
   leases: { mac: string; ip: string; hostname?: string; expires: number }[];
@@ -156,6 +160,11 @@ export class NetworkManager {
     });
   }
 
+  /** xvm + 8 hex digits of (state root, name): unique per installation and network, ≤ 15 characters. */
+  private tapName(name: string): string {
+    return `xvm${crypto.createHash('sha256').update(`${this.paths.lib}\0${name}`).digest('hex').slice(0, 8)}`;
+  }
+
   /** A /24 in 10.0.99.0 … 10.0.254.0 used by no other network and no host route. */
   private pickSubnet(): string {
     const taken = [...this.list().map((d) => parseCidr(d.subnet)), ...hostRoutes()];
@@ -182,7 +191,7 @@ export class NetworkManager {
     }
     const vlan = opts.vlan ?? 0;
     if (!Number.isInteger(vlan) || vlan < 0 || vlan > 4094) throw new XvmError('invalid', `bad VLAN ${vlan}: an integer from 1 to 4094 (0 = untagged)`);
-    const def: NetworkDef = { name, subnet: subnetText, gateway: formatIp(subnet.net + 1), vlan, created: new Date().toISOString() };
+    const def: NetworkDef = { name, subnet: subnetText, gateway: formatIp(subnet.net + 1), vlan, tap: this.tapName(name), created: new Date().toISOString() };
     fs.mkdirSync(this.libDir(name), { recursive: true });
     const tmp = `${this.defFile(name)}.tmp`;
     fs.writeFileSync(tmp, JSON.stringify(def, null, 2) + '\n');
@@ -213,7 +222,7 @@ export class NetworkManager {
     await this.serial(name, async () => {
       if (this.isRunning(name)) {
         const st = (await this.request(name, { op: 'status' })) as { status: { ports: { id: string }[] } };
-        const users = st.status.ports.filter((p) => p.id !== 'services').map((p) => p.id);
+        const users = st.status.ports.filter((p) => p.id !== 'services' && p.id !== 'uplink').map((p) => p.id);
         if (users.length > 0) throw new XvmError('conflict', `network '${name}' is in use by ${users.join(', ')}; detach them first`);
         await this.stopSwitch(name);
       }
@@ -228,7 +237,7 @@ export class NetworkManager {
     if (!def) throw new XvmError('not_found', `no network '${name}'`);
     if (this.isRunning(name)) {
       const st = (await this.request(name, { op: 'status' })) as { status: Omit<NetworkInfo, keyof NetworkDef | 'running'> };
-      return { ...def, running: true, pid: st.status.pid, ports: st.status.ports, fdb: st.status.fdb, leases: st.status.leases, services: st.status.services };
+      return { ...def, running: true, pid: st.status.pid, uplink: st.status.uplink, ports: st.status.ports, fdb: st.status.fdb, leases: st.status.leases, services: st.status.services };
     }
     let leases: NetworkInfo['leases'] = [];
     try {
@@ -236,7 +245,7 @@ export class NetworkManager {
     } catch {
       /* none yet */
     }
-    return { ...def, running: false, pid: null, ports: [], fdb: [], leases, services: null };
+    return { ...def, running: false, pid: null, uplink: null, ports: [], fdb: [], leases, services: null };
   }
 
   // ---------------------------------------------------------------- the switch process
@@ -283,6 +292,8 @@ export class NetworkManager {
     if (Buffer.byteLength(this.controlPath(def.name)) > 107) throw new XvmError('invalid', `the socket path ${this.controlPath(def.name)} is too long for a unix socket: use a shorter XVM_HOME`);
     const logFile = this.logFile(def.name);
     const argv = [SWITCH_MAIN, '--name', def.name, '--subnet', def.subnet, '--gateway', def.gateway, '--vlan', String(def.vlan), '--state', this.libDir(def.name), '--run', run];
+    // The host uplink needs CAP_NET_ADMIN; XVM_NET_UPLINK=0 turns it off.
+    if (process.getuid?.() === 0 && process.env.XVM_NET_UPLINK !== '0' && fs.existsSync('/dev/net/tun')) argv.push('--tap', def.tap ?? this.tapName(def.name));
     const child = spawnDetached(process.execPath, argv, logFile);
     const deadline = Date.now() + READY_TIMEOUT_MS;
     const ready = `XVM_NET_READY name=${def.name}`;
@@ -401,7 +412,7 @@ export class NetworkManager {
       if (!this.isRunning(network)) return;
       await this.request(network, { op: 'remove-port', id });
       const st = (await this.request(network, { op: 'status' })) as { status: { ports: { id: string }[] } };
-      if (st.status.ports.every((p) => p.id === 'services')) await this.stopSwitch(network);
+      if (st.status.ports.every((p) => p.id === 'services' || p.id === 'uplink')) await this.stopSwitch(network);
     });
   }
 

@@ -21,6 +21,7 @@ import { LeaseStore } from './dhcp.js';
 import { pcapHeader, pcapRecord, tagged } from './pcap.js';
 import { NetworkServices, SERVICES_PORT } from './services.js';
 import { MAX_FRAME, Switch, type FrameTap } from './switch.js';
+import { TapUplink, UPLINK_PORT } from './uplink.js';
 
 export interface NetworkHostOptions {
   name: string;
@@ -32,6 +33,8 @@ export interface NetworkHostOptions {
   stateDir: string;
   /** Runtime directory (control socket, port list). */
   runDir: string;
+  /** Name of a TAP interface to create as the host uplink (needs root). */
+  tap?: string;
   log: (msg: string) => void;
 }
 
@@ -52,6 +55,7 @@ export class NetworkHost {
   private ageTimer: NodeJS.Timeout;
   private captures = 0;
   readonly servicesMac: number;
+  uplink: TapUplink | null = null;
 
   constructor(readonly o: NetworkHostOptions) {
     this.sw = new Switch(o.name);
@@ -71,6 +75,16 @@ export class NetworkHost {
       reserved: () => this.reservedIps(),
       onLease: (l) => o.log(`lease ${l.ip} → ${l.mac}${l.hostname ? ` (${l.hostname})` : ''}`),
     });
+    if (o.tap !== undefined) {
+      try {
+        this.uplink = new TapUplink(o.tap, this.sw, { gateway: o.gateway, subnet: o.subnet, vlan: o.vlan });
+        // The host's own stack now holds the gateway address and answers for it.
+        this.services.answerGateway = false;
+        o.log(`uplink ${o.tap} up with ${formatIp(o.gateway)}/${o.subnet.prefix}`);
+      } catch (e) {
+        o.log(`no uplink: ${(e as Error).message}`);
+      }
+    }
     this.ageTimer = setInterval(() => this.sw.expire(), 30_000);
     this.ageTimer.unref();
   }
@@ -113,7 +127,7 @@ export class NetworkHost {
 
   addPort(s: NetPortState, save = true): void {
     if (this.ports.has(s.id)) throw new Error(`port ${s.id} exists`);
-    if (s.id === SERVICES_PORT) throw new Error(`port name ${s.id} is reserved`);
+    if (s.id === SERVICES_PORT || s.id === UPLINK_PORT) throw new Error(`port name ${s.id} is reserved`);
     const mac = parseMac(s.mac);
     if (this.sw.portByMac(mac)) throw new Error(`MAC ${s.mac} is already on network ${this.o.name}`);
     if (s.ip !== undefined) parseIp(s.ip);
@@ -159,6 +173,7 @@ export class NetworkHost {
       subnet: `${formatIp(this.o.subnet.net)}/${this.o.subnet.prefix}`,
       gateway: formatIp(this.o.gateway),
       servicesMac: formatMac(this.servicesMac),
+      uplink: this.uplink ? { name: this.uplink.name, mac: formatMac(this.uplink.mac), readFrames: this.uplink.readFrames, writeDropped: this.uplink.writeDropped } : null,
       pid: process.pid,
       ports: this.sw.portInfo().map((p) => {
         const h = devs.get(p.id);
@@ -272,5 +287,6 @@ export class NetworkHost {
     this.control?.close();
     fs.rmSync(this.controlPath, { force: true });
     await Promise.all([...this.ports.values()].map((p) => p.backend.close()));
+    this.uplink?.close();
   }
 }

@@ -6,6 +6,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
+import { connect as netConnect } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
@@ -123,11 +125,13 @@ test('two guests on the default network: DHCP, ping each other and the gateway; 
 
   // Per-port capture of one NIC (DOMAIN/vifN), bounded by a frame count.
   const one = path.join(tmp, 'nb.pcap');
-  const cap2 = spawnAsync(host, ['net', 'capture', 'nb/vif0', '-w', one, '--count', '4']);
+  const cap2 = spawnAsync(host, ['net', 'capture', 'nb/vif0', '-w', one, '--count', '6']);
   await waitUntil(() => fs.existsSync(one) && fs.statSync(one).size >= 24, 30_000, 'the port capture to start');
-  await a.run(`ping -c 2 -W 5 ${ipB}`, 60_000);
+  await a.run(`ping -c 4 -W 5 ${ipB}`, 60_000);
   assert.equal(await cap2.done, 0, 'the capture ends by itself after --count frames');
-  assert.equal(tshark(one, 'icmp').trim().split('\n').filter(Boolean).length, 4);
+  assert.equal(tshark(one, 'frame').trim().split('\n').filter(Boolean).length, 6, 'exactly --count frames');
+  const icmp = tshark(one, `icmp && (ip.src == ${ipB} || ip.dst == ${ipB})`).trim().split('\n').filter(Boolean);
+  assert.ok(icmp.length >= 2, `the port capture holds nb's ICMP (${icmp.length} frames)`);
 
   // Leases and counters through the CLI.
   let info = JSON.parse(cli(['net', 'info', 'default', '--json'])) as NetworkDetails;
@@ -167,6 +171,53 @@ test('two guests on the default network: DHCP, ping each other and the gateway; 
   await host.client.destroy('na');
   await host.client.destroy('nb');
   await waitUntil(async () => !(await host.client.listNetworks()).find((n) => n.name === 'default')!.running, 30_000, 'the switch to stop with its last port');
+});
+
+test('the host uplink: a TAP with the gateway address; host and guest talk IP both ways', { timeout: 300_000, skip: process.getuid?.() !== 0 ? 'the TAP uplink needs root' : false }, async () => {
+  const g = await boot('nh', ['network=default']);
+  const ip = await dhcpAddress(g);
+  const info = await host.client.networkInfo('default');
+  assert.ok(info.uplink, 'the network has an uplink');
+  assert.match(info.uplink.name, /^xvm[0-9a-f]{8}$/);
+  const addr = spawnSync('ip', ['-4', 'addr', 'show', 'dev', info.uplink.name], { encoding: 'utf8' }).stdout;
+  assert.match(addr, new RegExp(`inet ${info.gateway.replace(/\./g, '\\.')}/24`), addr);
+  // Guest → host: the guest fetches from a server on the host's gateway address.
+  const seen: string[] = [];
+  const srv = http.createServer((req, res) => {
+    seen.push(req.socket.remoteAddress ?? '');
+    res.end('hello-from-host\n');
+  });
+  await new Promise<void>((r) => srv.listen(0, info.gateway, () => r()));
+  const port = (srv.address() as { port: number }).port;
+  try {
+    const got = await g.run(`ping -c 2 -W 5 ${info.gateway} >/dev/null && echo ping-ok; wget -q -O - http://${info.gateway}:${port}/`, 60_000);
+    assert.match(got, /ping-ok/);
+    assert.match(got, /hello-from-host/);
+    assert.deepEqual(seen, [ip], 'the host saw the guest by its leased address');
+  } finally {
+    srv.close();
+  }
+  // Host → guest: connect to a listener in the guest.
+  await g.run('echo hello-from-guest > /tmp/m; (nc -l -p 7001 < /tmp/m >/dev/null 2>&1 &)', 30_000);
+  let text = '';
+  await waitUntil(
+    async () => {
+      text = await new Promise<string>((resolve) => {
+        const c = netConnect({ host: ip, port: 7001 });
+        let t = '';
+        c.setTimeout(5000, () => c.destroy());
+        c.on('data', (d: Buffer) => (t += d.toString()));
+        c.on('close', () => resolve(t));
+        c.on('error', () => resolve(''));
+      });
+      return text.includes('hello-from-guest');
+    },
+    60_000,
+    'a TCP connection from the host to the guest',
+  );
+  g.close();
+  await host.client.destroy('nh');
+  await waitUntil(() => spawnSync('ip', ['link', 'show', info.uplink!.name]).status !== 0, 30_000, 'the TAP to go with the switch');
 });
 
 test('VLANs separate guests on one network; net create / list / info / delete', { timeout: 600_000 }, async () => {
