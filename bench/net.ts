@@ -106,6 +106,10 @@ async function runXvm(img: GuestImage, dir: string): Promise<{ mbps: number; swi
     const t0 = Date.now();
     const mbps = await transfer(guests[0]!, guests[1]!, ipB);
     const switchCpu = (cpuSeconds(sw.pid!) - cpu0) / ((Date.now() - t0) / 1000);
+    const st = (await control(ctl, { op: 'status' })) as { status: { ports: { device: { txGso?: number; txFrames?: number } | null }[] } };
+    const gso = st.status.ports.reduce((n, p) => n + (p.device?.txGso ?? 0), 0);
+    const frames = st.status.ports.reduce((n, p) => n + (p.device?.txFrames ?? 0), 0);
+    process.stderr.write(`# xvm: ${frames} frames from the guests, ${gso} of them TCP segmentation super-frames\n`);
     return { mbps, switchCpu };
   } finally {
     for (const g of guests) await g.poweroff();

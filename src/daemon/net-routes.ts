@@ -11,7 +11,7 @@ import { vifSpecSchema } from '../config/index.js';
 import type { DomainManager } from './domains.js';
 import type { Logger } from './log.js';
 import { parseInput } from './server.js';
-import { nicProvider, readAttachments, type NicProvider, type VifAttachment } from './nics.js';
+import { nicMsix, nicProvider, readAttachments, type NicProvider, type VifAttachment } from './nics.js';
 import { deviceEvent } from './device-log.js';
 
 export interface NetDeps {
@@ -108,7 +108,7 @@ export async function networkAttach(deps: NetDeps, name: string, b: ReturnType<t
     try {
       await qmp.execute('netdev_add', { type: 'vhost-user', id: `net-vif${n}`, chardev: `chr-vif${n}` });
       try {
-        await qmp.execute('device_add', { driver: 'virtio-net-pci', netdev: `net-vif${n}`, mac: a.port.mac, id: `vif${n}`, vectors: 0 });
+        await qmp.execute('device_add', { driver: 'virtio-net-pci', netdev: `net-vif${n}`, mac: a.port.mac, id: `vif${n}`, ...(nicMsix(d.rec.config.accel) ? {} : { vectors: 0 }) });
       } catch (e) {
         await qmp.execute('netdev_del', { id: `net-vif${n}` }).catch(() => undefined);
         throw e;

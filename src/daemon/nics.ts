@@ -22,6 +22,7 @@ import type { NetPortState } from '../devices/net/persist.js';
 import type { DeviceContext, DeviceProvider } from './domains.js';
 import { checkVifIp, DEFAULT_NETWORK, NetworkManager } from './networks.js';
 import { deviceEvent } from './device-log.js';
+import { resolveAccel, type AccelChoice } from '../engine/accel.js';
 
 /** What one attached vif is; written next to the domain's other runtime files. */
 export interface VifAttachment {
@@ -122,7 +123,7 @@ export class NicProvider implements DeviceProvider {
     }
     for (const a of resolved) {
       await this.attach(ctx.runDir, a);
-      args.push(...qemuNicArgs(a));
+      args.push(...qemuNicArgs(a, nicMsix(ctx.config.accel)));
     }
     return args;
   }
@@ -143,17 +144,24 @@ export class NicProvider implements DeviceProvider {
 }
 
 /**
- * QEMU arguments for one vif. vectors=0 (INTx, no MSI-X): QEMU 7.2
- * segfaults when a vhost-user virtio-net's driver sets DRIVER_OK with MSI-X
- * on (msix_set_vector_notifiers → the config-interrupt mask, seen with
- * gdb); legacy interrupts avoid that path.
+ * Whether the NIC may use MSI-X. Under TCG it may not: QEMU 7.2 segfaults
+ * when a vhost-user virtio-net's driver sets DRIVER_OK with MSI-X on (seen
+ * with gdb: vhost_net_start → msix_set_vector_notifiers; vhost-user-net
+ * turns the guest-notifier mask off and the unmask path then takes the
+ * KVM-irqfd branch, which has no irqfd under TCG). Legacy INTx interrupts
+ * (vectors=0) avoid that path; under KVM, MSI-X goes through irqfds.
  */
-export function qemuNicArgs(a: VifAttachment): string[] {
+export function nicMsix(accel: AccelChoice): boolean {
+  return resolveAccel(accel).accel === 'kvm';
+}
+
+/** QEMU arguments for one vif. */
+export function qemuNicArgs(a: VifAttachment, msix: boolean): string[] {
   const n = a.index;
   return [
     '-chardev', `socket,id=chr-vif${n},path=${a.port.socket},reconnect=1`,
     '-netdev', `vhost-user,id=net-vif${n},chardev=chr-vif${n}`,
-    '-device', `virtio-net-pci,netdev=net-vif${n},mac=${a.port.mac},id=vif${n},vectors=0`,
+    '-device', `virtio-net-pci,netdev=net-vif${n},mac=${a.port.mac},id=vif${n}${msix ? '' : ',vectors=0'}`,
   ];
 }
 

@@ -135,7 +135,7 @@ export class NetworkHost {
     const log = (m: string) => this.o.log(`${s.id}: ${m}`);
     const macBuf = Buffer.alloc(6);
     macBuf.writeUIntBE(mac, 0, 6);
-    const device = new NetDevice({ mac: macBuf, maxFrame: MAX_FRAME, onFrame: (f) => this.sw.input(s.id, f), log });
+    const device = new NetDevice({ mac: macBuf, maxFrame: MAX_FRAME, onFrame: (f, off) => this.sw.input(s.id, f, off), log });
     // An IP is locked from the config, or from an unexpired lease of this MAC.
     let ip = s.ip !== undefined ? parseIp(s.ip) : undefined;
     const lease = this.leases.get(mac);

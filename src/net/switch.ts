@@ -20,17 +20,28 @@
 import {
   ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_VLAN, formatIp, formatMac, isMulticastMac, readMac,
 } from './frame.js';
+import { acceptable, finalize, GSO_NONE, type Offload, type OffloadCaps } from './offload.js';
 
 /** Largest frame accepted from a port: 1500-byte MTU + Ethernet header + one 802.1Q tag. */
 export const MAX_FRAME = 1518;
 export const MIN_FRAME = ETH_HLEN;
+/** Largest GSO super-frame (a 64 KiB IP packet + Ethernet header + a tag). */
+export const MAX_GSO_FRAME = 65535 + ETH_HLEN + 4;
 export const DEFAULT_AGEING_MS = 300_000;
 
 /** Something frames can be delivered to (a vhost-user port, the TAP uplink, a service). */
 export interface PortSink {
-  /** Hand a frame to the port's peer; return false when it was dropped (no room). */
-  deliver(frame: Buffer): boolean;
+  /**
+   * Hand a frame to the port's peer; return false when it was dropped (no
+   * room). `off` comes only if `caps` says the peer takes it (partial
+   * checksum, GSO super-frame); otherwise the switch finishes the frame first.
+   */
+  deliver(frame: Buffer, off?: Offload): boolean;
+  /** Offloads the peer takes as is (none when absent). */
+  readonly caps?: OffloadCaps;
 }
+
+const NO_CAPS: OffloadCaps = { csum: false, tso4: false };
 
 export interface PortConfig {
   id: string;
@@ -151,15 +162,16 @@ export class Switch {
     this.taps.delete(t);
   }
 
-  /** A frame sent by port `id`. */
-  input(id: string, frame: Buffer): void {
+  /** A frame sent by port `id` (with its offload metadata, from a guest that negotiated offloads). */
+  input(id: string, frame: Buffer, off?: Offload): void {
     const src = this.ports.get(id);
     if (!src) {
       this.orphanFrames++;
       return;
     }
     const c = src.counters;
-    if (frame.length < MIN_FRAME || frame.length > MAX_FRAME) {
+    if (off !== undefined && !off.needsCsum && off.gso === GSO_NONE) off = undefined;
+    if (frame.length < MIN_FRAME || frame.length > (off !== undefined && off.gso !== GSO_NONE ? MAX_GSO_FRAME : MAX_FRAME)) {
       c.badSize++;
       return;
     }
@@ -187,6 +199,7 @@ export class Switch {
       frame.copy(untagged, 12, 16);
       frame = untagged;
       type = frame.readUInt16BE(12);
+      if (off !== undefined) off = { ...off, csumStart: off.csumStart - 4 };
     }
     if (src.ip !== undefined && !this.ipAllowed(frame, type, src.ip)) {
       c.spoofedIp++;
@@ -198,16 +211,19 @@ export class Switch {
     this.learn(vlan, smac, src, now);
     if (this.taps.size > 0) for (const t of this.taps) if (t.port === null || t.port === id) t.frame(frame, vlan);
 
+    // Finished frames for receivers that cannot take the offload: made once, shared.
+    let finished: Buffer[] | null | undefined;
+    const fin = (): Buffer[] | null => (finished === undefined ? (finished = off === undefined ? [frame] : finalize(frame, off)) : finished);
     const dmac = readMac(frame, 0);
     if (!isMulticastMac(dmac)) {
       const e = this.fdb.get(vlan)?.get(dmac);
       if (e !== undefined && now - e.seen <= this.ageingMs) {
-        if (e.port !== src) this.send(e.port, frame, vlan);
+        if (e.port !== src) this.send(e.port, frame, vlan, off, fin);
         return;
       }
     }
     // Broadcast, multicast, unknown unicast: every other port on the VLAN.
-    for (const p of this.ports.values()) if (p !== src) this.send(p, frame, vlan);
+    for (const p of this.ports.values()) if (p !== src) this.send(p, frame, vlan, off, fin);
   }
 
   private ipAllowed(frame: Buffer, type: number, ip: number): boolean {
@@ -240,23 +256,38 @@ export class Switch {
     }
   }
 
-  /** Egress to one port, if it is on the frame's VLAN (tagging for trunks). */
-  private send(p: Port, frame: Buffer, vlan: number): void {
-    let out = frame;
-    if (p.vlan !== vlan) {
-      if (!p.trunk.has(vlan)) return;
-      out = Buffer.allocUnsafe(frame.length + 4);
-      frame.copy(out, 0, 0, 12);
-      out.writeUInt16BE(ETHERTYPE_VLAN, 12);
-      out.writeUInt16BE(vlan, 14);
-      frame.copy(out, 16, 12);
-    }
+  /** Egress to one port, if it is on the frame's VLAN (tagging for trunks, finishing offloads it cannot take). */
+  private send(p: Port, frame: Buffer, vlan: number, off: Offload | undefined, fin: () => Buffer[] | null): void {
+    const tag = p.vlan !== vlan;
+    if (tag && !p.trunk.has(vlan)) return;
     if (this.taps.size > 0) for (const t of this.taps) if (t.port === p.id) t.frame(frame, vlan);
     const c = p.counters;
-    if (p.sink.deliver(out)) {
-      c.txFrames++;
-      c.txBytes += out.length;
-    } else c.txDropped++;
+    if (off !== undefined && !tag && acceptable(off, p.sink.caps ?? NO_CAPS)) {
+      if (p.sink.deliver(frame, off)) {
+        c.txFrames++;
+        c.txBytes += frame.length;
+      } else c.txDropped++;
+      return;
+    }
+    const frames = off === undefined ? [frame] : fin();
+    if (frames === null) {
+      c.txDropped++; // malformed offload metadata: nothing sensible to deliver
+      return;
+    }
+    for (const f of frames) {
+      let out = f;
+      if (tag) {
+        out = Buffer.allocUnsafe(f.length + 4);
+        f.copy(out, 0, 0, 12);
+        out.writeUInt16BE(ETHERTYPE_VLAN, 12);
+        out.writeUInt16BE(vlan, 14);
+        f.copy(out, 16, 12);
+      }
+      if (p.sink.deliver(out)) {
+        c.txFrames++;
+        c.txBytes += out.length;
+      } else c.txDropped++;
+    }
   }
 
   /** Drop forwarding entries not refreshed within the ageing time. */

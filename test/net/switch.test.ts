@@ -258,3 +258,66 @@ test('pcap: written records read back by tshark', () => {
     fs.rmSync(file, { force: true });
   }
 });
+
+function tcp4(payload: number, seed: boolean): Buffer {
+  const data = Buffer.from(Array.from({ length: payload }, (_, i) => (i * 13) & 0xff));
+  const tcp = Buffer.alloc(20 + payload);
+  tcp.writeUInt16BE(40000, 0);
+  tcp.writeUInt16BE(5001, 2);
+  tcp.writeUInt32BE(1000, 4);
+  tcp[12] = 5 << 4;
+  tcp[13] = 0x18; // PSH ACK
+  data.copy(tcp, 20);
+  const src = parseIp('10.0.0.1');
+  const dst = parseIp('10.0.0.2');
+  if (seed) {
+    // What a guest with offloads leaves: the pseudo-header sum, not complemented.
+    const sum = (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff) + 6 + tcp.length;
+    tcp.writeUInt16BE(~inetChecksum(Buffer.alloc(0), 0, 0, sum) & 0xffff, 16);
+  }
+  return ethFrame(B, A, ETHERTYPE_IPV4, ipv4Packet(src, dst, 6, tcp));
+}
+
+function tcpChecksumOk(f: Buffer): boolean {
+  const src = f.readUInt32BE(26);
+  const dst = f.readUInt32BE(30);
+  const len = f.length - 34;
+  return inetChecksum(f, 34, f.length, (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff) + 6 + len) === 0;
+}
+
+test('offloads: partial checksums are completed and TCP super-frames segmented for receivers without them', () => {
+  const sw = new Switch('o');
+  const plain = new Sink();
+  const able = Object.assign(new Sink(), { caps: { csum: true, tso4: true } });
+  const offs: unknown[] = [];
+  const orig = able.deliver.bind(able);
+  able.deliver = (f: Buffer, off?: unknown) => (offs.push(off), orig(f));
+  sw.addPort({ id: 'a', mac: A }, new Sink());
+  sw.addPort({ id: 'p', mac: B }, plain);
+  sw.addPort({ id: 'q', mac: C }, able);
+  const partial = tcp4(100, true);
+  assert.equal(tcpChecksumOk(partial), false);
+  sw.input('a', partial, { needsCsum: true, csumStart: 34, csumOffset: 16, gso: 0, gsoSize: 0 });
+  assert.equal(plain.frames.length, 1);
+  assert.equal(tcpChecksumOk(plain.frames[0]!), true, 'completed for the port without GUEST_CSUM');
+  assert.equal(able.frames.length, 1);
+  assert.deepEqual(able.frames[0], partial, 'passed through as is to the port that takes it');
+  assert.equal((offs[0] as { needsCsum: boolean }).needsCsum, true);
+  // A 3000-byte TCP payload with MSS 1000: three frames, each valid, sequence numbers advancing.
+  const big = tcp4(3000, true);
+  sw.input('a', big, { needsCsum: true, csumStart: 34, csumOffset: 16, gso: 1, gsoSize: 1000 });
+  const segs = plain.frames.slice(1);
+  assert.equal(segs.length, 3);
+  segs.forEach((s, i) => {
+    assert.equal(s.length, 14 + 20 + 20 + 1000);
+    assert.equal(inetChecksum(s, 14, 34), 0, 'IP header checksum');
+    assert.equal(tcpChecksumOk(s), true, 'TCP checksum');
+    assert.equal(s.readUInt32BE(38), 1000 + i * 1000, 'sequence number');
+    assert.equal(s[47]! & 0x08, i === 2 ? 0x08 : 0, 'PSH on the last segment only');
+  });
+  assert.deepEqual(Buffer.concat(segs.map((s) => s.subarray(54))), big.subarray(54), 'the payload, in order');
+  assert.equal(able.frames.length, 2, 'one super-frame to the port with GUEST_TSO4');
+  // Malformed metadata (checksum offset past the end): dropped and counted, nothing thrown.
+  sw.input('a', tcp4(10, true), { needsCsum: true, csumStart: 34, csumOffset: 4000, gso: 0, gsoSize: 0 });
+  assert.equal(sw.portInfo().find((p) => p.id === 'p')!.counters.txDropped, 1);
+});

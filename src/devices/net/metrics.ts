@@ -4,6 +4,8 @@ export class NetMetrics {
   /** Frames the guest sent (taken from its transmit queue and handed to the switch). */
   txFrames = 0;
   txBytes = 0;
+  /** Of txFrames: TCP/IPv4 segmentation offload super-frames. */
+  txGso = 0;
   /** Transmit chains refused: malformed, no room for the header, writable buffers. */
   txMalformed = 0;
   /** Frames shorter than an Ethernet header. */

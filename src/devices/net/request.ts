@@ -19,7 +19,16 @@ export const VIRTIO_NET_HDR_GSO_NONE = 0;
 /** Shortest frame: an Ethernet header. */
 export const MIN_FRAME = 14;
 
-export type TxResult = { frame: Buffer; needsCsum: boolean; gso: number } | { error: string; kind: 'malformed' | 'runt' | 'oversize' };
+/** The virtio_net_hdr fields that matter: offload metadata of a transmitted frame. */
+export interface TxHeader {
+  flags: number;
+  gsoType: number;
+  gsoSize: number;
+  csumStart: number;
+  csumOffset: number;
+}
+
+export type TxResult = { frame: Buffer; hdr: TxHeader } | { error: string; kind: 'malformed' | 'runt' | 'oversize' };
 
 /** Copy the frame out of a transmit chain (the frame must outlive the chain: it goes to other ports). */
 export function parseTx(chain: DescriptorChain, hdrSize: number, maxFrame: number): TxResult {
@@ -30,17 +39,14 @@ export function parseTx(chain: DescriptorChain, hdrSize: number, maxFrame: numbe
   if (len < MIN_FRAME) return { error: `frame of ${len} bytes is shorter than an Ethernet header`, kind: 'runt' };
   if (len > maxFrame) return { error: `frame of ${len} bytes is longer than ${maxFrame}`, kind: 'oversize' };
   const frame = Buffer.allocUnsafe(len);
+  const raw = Buffer.alloc(NET_HDR_SIZE_LEGACY);
   let skip = hdrSize;
   let o = 0;
-  let flags = -1;
-  let gso = 0;
+  let ho = 0;
   for (const s of chain.readable) {
     let b = s.buf;
     if (skip > 0) {
-      if (flags < 0 && b.length >= 2) {
-        flags = b[0]!;
-        gso = b[1]!;
-      }
+      if (ho < raw.length) ho += b.copy(raw, ho, 0, Math.min(b.length, skip));
       if (b.length <= skip) {
         skip -= b.length;
         continue;
@@ -51,7 +57,7 @@ export function parseTx(chain: DescriptorChain, hdrSize: number, maxFrame: numbe
     b.copy(frame, o);
     o += b.length;
   }
-  return { frame, needsCsum: flags > 0 && (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0, gso };
+  return { frame, hdr: { flags: raw[0]!, gsoType: raw[1]!, gsoSize: raw.readUInt16LE(4), csumStart: raw.readUInt16LE(6), csumOffset: raw.readUInt16LE(8) } };
 }
 
 /**
