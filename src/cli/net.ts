@@ -91,22 +91,28 @@ export function registerNetCommands(program: Command): void {
           if (!(duration > 0 && duration <= 86_400)) throw new CliError(`--duration must be a number of seconds from 0 to 86400, not '${o.duration}'`, 2);
         }
         const res = await client().capture(target, { count, duration });
-        const out = o.write === '-' ? process.stdout : fs.createWriteStream(o.write);
-        let frames = -1; // the first chunk holds the 24-byte file header
+        const toStdout = o.write === '-';
+        const out = toStdout ? process.stdout : fs.createWriteStream(o.write);
         let bytes = 0;
-        res.on('data', (c: Buffer) => {
-          bytes += c.length;
-          frames++;
-        });
-        const stop = () => res.destroy();
-        process.once('SIGINT', stop);
+        // Copy by hand: the file must be complete (flushed) whether the
+        // capture ends by itself (--count, --duration) or by Ctrl-C.
         await new Promise<void>((resolve, reject) => {
-          res.pipe(out);
-          res.on('error', reject);
-          res.on('close', () => resolve());
+          const stop = () => res.destroy();
+          process.once('SIGINT', stop);
+          out.on('error', reject);
+          res.on('data', (c: Buffer) => {
+            bytes += c.length;
+            if (!out.write(c)) {
+              res.pause();
+              out.once('drain', () => res.resume());
+            }
+          });
+          res.on('close', () => {
+            process.off('SIGINT', stop);
+            if (toStdout) resolve();
+            else (out as fs.WriteStream).end(() => resolve());
+          });
         });
-        await new Promise<void>((resolve) => (out === process.stdout ? resolve() : out.end(() => resolve())));
-        process.off('SIGINT', stop);
         if (o.write !== '-') process.stderr.write(`capture of ${target} written to ${o.write} (${bytes} bytes)\n`);
       }),
     );

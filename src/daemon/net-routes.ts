@@ -53,7 +53,7 @@ export function registerNetRoutes(app: FastifyInstance, deps: NetDeps): void {
   app.get('/v1/networks/:net/capture', async (req, reply) => {
     const q = parseInput(s.captureQuery, req.query, 'query');
     const stream = await provider().networks.capture(param(req, 'net'), q.port ?? null, q.count, Math.round(q.duration * 1000));
-    req.raw.on('close', () => stream.destroy());
+    reply.raw.on('close', () => stream.destroy()); // the client went away (or the response ended)
     return reply.type(PCAP_TYPE).send(stream);
   });
 
@@ -69,7 +69,7 @@ export function registerNetRoutes(app: FastifyInstance, deps: NetDeps): void {
     const d = domains.get(param(req, 'name'));
     const a = findVif(runDir(d.uuid), param(req, 'name'), param(req, 'index'));
     const stream = await provider().networks.capture(a.network, a.port.id, q.count, Math.round(q.duration * 1000));
-    req.raw.on('close', () => stream.destroy());
+    reply.raw.on('close', () => stream.destroy()); // the client went away (or the response ended)
     return reply.type(PCAP_TYPE).send(stream);
   });
 }

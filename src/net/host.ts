@@ -167,7 +167,6 @@ export class NetworkHost {
   }
 
   status(): unknown {
-    const devs = new Map([...this.ports].map(([id, p]) => [id, p]));
     return {
       name: this.o.name,
       subnet: `${formatIp(this.o.subnet.net)}/${this.o.subnet.prefix}`,
@@ -176,7 +175,7 @@ export class NetworkHost {
       uplink: this.uplink ? { name: this.uplink.name, mac: formatMac(this.uplink.mac), readFrames: this.uplink.readFrames, writeDropped: this.uplink.writeDropped } : null,
       pid: process.pid,
       ports: this.sw.portInfo().map((p) => {
-        const h = devs.get(p.id);
+        const h = this.ports.get(p.id);
         return { ...p, connected: h?.backend.connected ?? null, device: h?.device.metrics.toJSON() ?? null };
       }),
       fdb: this.sw.fdbEntries(),

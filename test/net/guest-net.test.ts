@@ -220,6 +220,42 @@ test('the host uplink: a TAP with the gateway address; host and guest talk IP bo
   await waitUntil(() => spawnSync('ip', ['link', 'show', info.uplink!.name]).status !== 0, 30_000, 'the TAP to go with the switch');
 });
 
+test('a killed switch comes back and the guests talk again; an xvmd restart leaves the network alone', { timeout: 400_000 }, async () => {
+  const a = await boot('ka', ['network=default']);
+  const b = await boot('kb', ['network=default']);
+  const ipA = await dhcpAddress(a);
+  const ipB = await dhcpAddress(b);
+  const pid0 = switchPids()[0]!;
+  assert.ok(pid0 && pidAlive(pid0));
+  process.kill(pid0, 'SIGKILL');
+  await waitUntil(() => switchPids().some((p) => p !== pid0 && pidAlive(p)), 30_000, 'xvmd to restart the switch');
+  // QEMU reconnects (reconnect=1); the ports come back from ports.json.
+  await waitUntil(async () => /2 packets transmitted, [12] (packets )?received/.test(await a.run(`ping -c 2 -W 2 ${ipB}`, 30_000)), 120_000, 'ka to reach kb through the restarted switch');
+  let info = await host.client.networkInfo('default');
+  assert.ok(info.ports.find((p) => p.id === 'ka/vif0')?.connected, 'ka reconnected');
+  assert.equal(info.ports.find((p) => p.id === 'ka/vif0')?.ip, ipA, 'the restarted switch locked the port to its lease again');
+  // xvmd dies and comes back: the switch and the traffic are untouched.
+  const pid1 = switchPids()[0]!;
+  // A ping runs in the guest across the xvmd crash (the console itself goes through xvmd).
+  await b.run(`(ping -c 10 -W 5 ${ipA} > /tmp/p.log 2>&1 &)`, 30_000);
+  await host.stopDaemon(true);
+  await new Promise((r) => setTimeout(r, 3000));
+  await host.startDaemon();
+  b.close();
+  const b2 = new ConsoleSession(host.client, 'kb');
+  await b2.ready();
+  await waitUntil(async () => (await b2.run('cat /tmp/p.log', 30_000)).includes('packets transmitted'), 120_000, 'the ping across the xvmd restart to finish');
+  assert.match(await b2.run('cat /tmp/p.log', 30_000), /10 packets transmitted, 10 (packets )?received/, 'traffic flowed while xvmd was down');
+  b2.close();
+  info = await host.client.networkInfo('default');
+  assert.equal(info.pid, pid1, 'the same switch, re-adopted');
+  assert.deepEqual(info.ports.filter((p) => p.id.endsWith('/vif0')).map((p) => p.id).sort(), ['ka/vif0', 'kb/vif0']);
+  a.close();
+  await host.client.destroy('ka');
+  await host.client.destroy('kb');
+  await waitUntil(async () => !(await host.client.listNetworks()).find((n) => n.name === 'default')!.running, 30_000, 'the switch to stop with its last port');
+});
+
 test('VLANs separate guests on one network; net create / list / info / delete', { timeout: 600_000 }, async () => {
   assert.match(cli(['net', 'create', 'vl', '--subnet', '10.0.151.0/24']), /network vl created: 10\.0\.151\.0\/24, gateway 10\.0\.151\.1/);
   assert.match(cli(['net', 'list']), /vl\s+10\.0\.151\.0\/24\s+10\.0\.151\.1/);
