@@ -2,6 +2,9 @@
 //   (a) through our switch (node dist/src/net/main.js, vhost-user-net ports)
 //   (b) through QEMU's own path: `-netdev socket` (one guest listens, the
 //       other connects; QEMU's userspace virtio-net in both)
+//   (c) the same as (b) with legacy INTx interrupts (vectors=0), which our
+//       NIC must use under TCG (docs/network.md): shows what the interrupt
+//       mode costs, apart from the switch
 // in the same run, in rotated order, median over --rounds rounds. Prints
 // MB/s for both, the ratio, and the switch's CPU use during the transfer.
 //
@@ -19,8 +22,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Guest, guestImage, type GuestImage } from '../test/blk/guest.js';
 import { cpuSeconds } from '../src/engine/process.js';
 
-type Target = 'xvm' | 'qemu';
-const TARGETS: Target[] = ['xvm', 'qemu'];
+type Target = 'xvm' | 'qemu' | 'qemu-intx';
+const TARGETS: Target[] = ['xvm', 'qemu', 'qemu-intx'];
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const SWITCH_MAIN = path.join(ROOT, 'dist/src/net/main.js');
 
@@ -118,12 +121,14 @@ async function runXvm(img: GuestImage, dir: string): Promise<{ mbps: number; swi
   }
 }
 
-async function runQemu(img: GuestImage): Promise<{ mbps: number }> {
+/** `intx`: the baseline with legacy interrupts too (vectors=0), as our NIC must use under TCG. */
+async function runQemu(img: GuestImage, intx = false): Promise<{ mbps: number }> {
+  const v = intx ? ',vectors=0' : '';
   const port = 20000 + Math.floor(Math.random() * 20000);
   const guests: Guest[] = [];
   try {
-    guests.push(await Guest.boot(img, ['-netdev', `socket,id=n0,listen=127.0.0.1:${port}`, '-device', `virtio-net-pci,netdev=n0,mac=${MACS[0]}`]));
-    guests.push(await Guest.boot(img, ['-netdev', `socket,id=n0,connect=127.0.0.1:${port}`, '-device', `virtio-net-pci,netdev=n0,mac=${MACS[1]}`]));
+    guests.push(await Guest.boot(img, ['-netdev', `socket,id=n0,listen=127.0.0.1:${port}`, '-device', `virtio-net-pci,netdev=n0,mac=${MACS[0]}${v}`]));
+    guests.push(await Guest.boot(img, ['-netdev', `socket,id=n0,connect=127.0.0.1:${port}`, '-device', `virtio-net-pci,netdev=n0,mac=${MACS[1]}${v}`]));
     // No DHCP server on this wire: static addresses (udhcpc stopped first).
     await guests[0]!.run('killall udhcpc 2>/dev/null; ip addr add 10.0.78.1/24 dev eth0', 30_000);
     await guests[1]!.run('killall udhcpc 2>/dev/null; ip addr add 10.0.78.2/24 dev eth0', 30_000);
@@ -136,7 +141,7 @@ async function runQemu(img: GuestImage): Promise<{ mbps: number }> {
 async function main(): Promise<void> {
   const img = await guestImage();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvm-bench-net-'));
-  const samples: Record<Target, number[]> = { xvm: [], qemu: [] };
+  const samples: Record<Target, number[]> = { xvm: [], qemu: [], 'qemu-intx': [] };
   const cpu: number[] = [];
   try {
     for (let round = 0; round < ROUNDS; round++) {
@@ -148,7 +153,7 @@ async function main(): Promise<void> {
             const r = await runXvm(img, dir);
             samples.xvm.push(r.mbps);
             cpu.push(r.switchCpu);
-          } else samples.qemu.push((await runQemu(img)).mbps);
+          } else samples[t].push((await runQemu(img, t === 'qemu-intx')).mbps);
         } catch (e) {
           process.stderr.write(`# ${t} failed: ${(e as Error).message}\n`);
         }
@@ -160,12 +165,14 @@ async function main(): Promise<void> {
   const x = samples.xvm.length ? median(samples.xvm) : NaN;
   const q = samples.qemu.length ? median(samples.qemu) : NaN;
   const c = cpu.length ? median(cpu) : NaN;
+  const qi = samples['qemu-intx'].length ? median(samples['qemu-intx']) : NaN;
   console.log(`\nnetwork benchmark: two TCG guests, busybox nc of ${MIB} MiB guest → guest over TCP, median of ${ROUNDS} rounds, MiB/s (higher is better)`);
   console.log('path                                  MiB/s');
   console.log(`xvm switch (vhost-user-net)       ${x.toFixed(2).padStart(9)}   switch CPU ${(c * 100).toFixed(0)}% of one core during the transfer`);
   console.log(`qemu -netdev socket (baseline)    ${q.toFixed(2).padStart(9)}`);
   console.log(`ratio xvm/qemu                    ${(x / q).toFixed(2).padStart(9)}`);
-  if (JSON_OUT) fs.writeFileSync(JSON_OUT, JSON.stringify({ mib: MIB, rounds: ROUNDS, xvm: samples.xvm, qemu: samples.qemu, switchCpu: cpu, ratio: x / q }, null, 2));
+  console.log(`qemu -netdev socket, vectors=0    ${qi.toFixed(2).padStart(9)}   (INTx like our NIC under TCG; ratio xvm/this ${(x / qi).toFixed(2)})`);
+  if (JSON_OUT) fs.writeFileSync(JSON_OUT, JSON.stringify({ mib: MIB, rounds: ROUNDS, xvm: samples.xvm, qemu: samples.qemu, qemuIntx: samples['qemu-intx'], switchCpu: cpu, ratio: x / q }, null, 2));
 }
 
 /** Entry for bench/run.ts (`npm run bench -- net [options]`); options are read from process.argv. */
