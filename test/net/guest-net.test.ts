@@ -71,6 +71,15 @@ after(async () => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
+/** A mutated JSON text as a value to send (a string when it no longer parses). */
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
 /** The CLI in the background (a capture); `done` resolves with its exit code. */
 function spawnAsync(h: TestHost, args: string[]): { kill: (sig: NodeJS.Signals) => void; done: Promise<number> } {
   const c = spawn(process.execPath, [XVM_BIN, ...args], { env: h.env, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -301,6 +310,22 @@ test('bad network input gets clear errors', async () => {
     assert.notEqual(r.code, 0, args.join(' '));
     assert.match(r.stderr, re, args.join(' '));
   }
+  // Malformed bodies and queries on every network route: 4xx with a message, never a crash.
+  let seed = 777;
+  const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n);
+  const templates = [JSON.stringify({ name: 'fz', subnet: '10.0.160.0/24', vlan: 5 }), JSON.stringify({ network: 'default', mac: '00:16:3e:00:00:01', vlan: 3, ip: '10.0.99.9' })];
+  for (let i = 0; i < 200; i++) {
+    const t = templates[i % 2]!.split('');
+    for (let k = 0; k < 1 + rand(4); k++) t[rand(t.length)] = String.fromCharCode(32 + rand(95));
+    const route = i % 2 === 0 ? '/v1/networks' : '/v1/domains/nosuch/vifs';
+    const r = await host.client.rawRequest('POST', route, JSON.parse(JSON.stringify(safeJson(t.join('')))));
+    assert.ok(r.status < 500 || r.status === 503, `POST ${route} ${t.join('')} → ${r.status} ${r.body}`);
+  }
+  for (const q of ['count=-1', 'count=abc', 'duration=1e9', 'port=%00', 'bogus=1']) {
+    const r = await host.client.rawRequest('GET', `/v1/networks/default/capture?${q}`);
+    assert.ok(r.status >= 400 && r.status < 500, `capture?${q} → ${r.status}`);
+  }
+  for (const n of await host.client.listNetworks()) if (n.name !== 'default') await host.client.deleteNetwork(n.name);
   await assert.rejects(host.client.createDomain({ config: { name: 'e1', memory: 128, vif: ['network=nowhere'] }, start: true }), /no network 'nowhere'/);
   await assert.rejects(host.client.createDomain({ config: { name: 'e2', memory: 128, vif: ['model=e1000'] }, start: true }), /model=e1000.*not served/);
 });
