@@ -21,6 +21,7 @@ import { VERSION } from './version.js';
 import { registerOpsRoutes } from './ops-routes.js';
 import { registerStorageRoutes } from './storage-routes.js';
 import { registerHvmRoutes } from './hvm-routes.js';
+import { registerNetRoutes } from './net-routes.js';
 import { shutdownAll } from './autostart.js';
 import { registerMigrateRoutes } from '../migrate/routes.js';
 import { saveAll } from '../migrate/service.js';
@@ -115,6 +116,7 @@ export async function buildServer(deps: ServerDeps, opts: BuildOptions = {}): Pr
   registerHvmRoutes(app, { paths, domains, log });
   registerMigrateRoutes(app, { domains, log, paths });
   registerWebRoutes(app, { domains, web: deps.web, remote: opts.remote ?? false });
+  registerNetRoutes(app, { paths, domains, log });
 
   app.get('/v1/openapi.json', async () => openApiDocument(VERSION));
 

@@ -6,3 +6,4 @@ export * from './socket.js';
 export * from './epoll.js';
 export * from './poll.js';
 export * from './uio.js';
+export * from './tun.js';
