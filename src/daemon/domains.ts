@@ -104,7 +104,7 @@ export interface DeviceProvider {
   /** After QEMU is gone (any reason) or a failed start: stop backends, free resources. */
   release(ctx: DeviceContext): Promise<void>;
   /** Cumulative I/O counters of a running domain's devices (xvm top, /metrics). */
-  counters?(ctx: DeviceContext): DeviceCounters[];
+  counters?(ctx: DeviceContext): DeviceCounters[] | Promise<DeviceCounters[]>;
 }
 
 /** One device's counters, cumulative since its backend started (bytes and requests). */
@@ -566,13 +566,13 @@ export class DomainManager extends EventEmitter {
   }
 
   /** Every device provider's counters for a running domain ([] when it is not running). */
-  deviceCounters(name: string): DeviceCounters[] {
+  async deviceCounters(name: string): Promise<DeviceCounters[]> {
     const d = this.get(name);
     if (!d.runtime) return [];
     const out: DeviceCounters[] = [];
     for (const p of this.providers) {
       try {
-        out.push(...(p.counters?.(this.deviceContext(d)) ?? []));
+        out.push(...((await p.counters?.(this.deviceContext(d))) ?? []));
       } catch (e) {
         this.log.warn('reading device counters failed', { domain: d.name, kind: p.kind, error: errorMessage(e) });
       }

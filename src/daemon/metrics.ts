@@ -24,13 +24,17 @@ export class RequestCounter {
 }
 
 /** A sample of every domain's counters, with the time it was taken (for rates between samples). */
-export function collectStats(domains: DomainManager): HostStats {
+export async function collectStats(domains: DomainManager): Promise<HostStats> {
+  const list = domains.list();
+  // Device counters first (the switch answers over its control socket); the
+  // sample time is taken with the CPU figures, which rates divide by.
+  const devices = await Promise.all(list.map((info) => domains.deviceCounters(info.name)));
   const now = Date.now();
   return {
     time: new Date(now).toISOString(),
     timeMs: now,
     hostCpus: cpuCount(),
-    domains: domains.list().map((info) => {
+    domains: list.map((info, i) => {
       const pid = info.pid;
       return {
         name: info.name,
@@ -43,7 +47,7 @@ export function collectStats(domains: DomainManager): HostStats {
         maxmemKiB: ((info.config.maxmem as number | undefined) ?? info.memory) * 1024,
         vcpus: info.vcpus,
         consoleBytes: domains.consoleOf(info.name).bytesSeen,
-        devices: domains.deviceCounters(info.name),
+        devices: devices[i]!,
       };
     }),
   };
@@ -91,8 +95,8 @@ class Exposition {
 }
 
 /** The Prometheus text exposition (version 0.0.4) of xvmd and its domains. */
-export function prometheusText(domains: DomainManager, requests: RequestCounter, startedAt: Date): string {
-  const stats = collectStats(domains);
+export async function prometheusText(domains: DomainManager, requests: RequestCounter, startedAt: Date): Promise<string> {
+  const stats = await collectStats(domains);
   const e = new Exposition();
   const ds = stats.domains;
   const dl = (d: (typeof ds)[number]) => ({ domain: d.name });

@@ -19,7 +19,8 @@ import path from 'node:path';
 import { XvmError } from '../common/errors.js';
 import type { VifSpec } from '../config/index.js';
 import type { NetPortState } from '../devices/net/persist.js';
-import type { DeviceContext, DeviceProvider } from './domains.js';
+import type { PortCounters } from '../net/switch.js';
+import type { DeviceContext, DeviceCounters, DeviceProvider } from './domains.js';
 import { checkVifIp, DEFAULT_NETWORK, NetworkManager } from './networks.js';
 import { deviceEvent } from './device-log.js';
 import { resolveAccel, type AccelChoice } from '../engine/accel.js';
@@ -140,6 +141,33 @@ export class NicProvider implements DeviceProvider {
 
   async release(ctx: DeviceContext): Promise<void> {
     for (const a of readAttachments(ctx.runDir)) await this.detach(ctx.runDir, a).catch(() => undefined);
+  }
+
+  /**
+   * The switch's port counters of the domain's vifs, from the guest's side:
+   * what the port received from the guest is the guest's tx.
+   */
+  async counters(ctx: DeviceContext): Promise<DeviceCounters[]> {
+    const atts = readAttachments(ctx.runDir);
+    const out: DeviceCounters[] = [];
+    for (const net of new Set(atts.map((a) => a.network))) {
+      if (!this.networks.isRunning(net)) continue;
+      const ports = ((await this.networks.info(net).catch(() => null))?.ports ?? []) as { id?: string; counters?: Partial<PortCounters> }[];
+      for (const a of atts.filter((x) => x.network === net)) {
+        const c = ports.find((p) => p.id === a.port.id)?.counters;
+        if (!c) continue;
+        out.push({
+          kind: 'vif',
+          device: `vif${a.index}`,
+          rxBytes: c.txBytes,
+          txBytes: c.rxBytes,
+          rxPackets: c.txFrames,
+          txPackets: c.rxFrames,
+          errors: (c.spoofedMac ?? 0) + (c.spoofedIp ?? 0) + (c.badSize ?? 0) + (c.badVlan ?? 0) + (c.txDropped ?? 0),
+        });
+      }
+    }
+    return out;
   }
 }
 

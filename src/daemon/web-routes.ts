@@ -66,7 +66,9 @@ export function registerWebRoutes(app: FastifyInstance, deps: WebRouteDeps): voi
   app.get('/v1/stats/stream', { websocket: true }, (socket: WebSocket, req) => {
     const q = parseInput(statsStreamQuery, req.query, 'query');
     const push = () => {
-      if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(collectStats(domains)));
+      void collectStats(domains).then((st) => {
+        if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(st));
+      });
     };
     push();
     const timer = setInterval(push, q.interval);
