@@ -6,5 +6,6 @@ import { openImage as openStorageImage, probeFormat } from '../../storage/open.j
 
 export async function openImage(path: string, opts: { format?: 'raw' | 'qcow2'; readOnly?: boolean } = {}): Promise<BlockImage> {
   const format = opts.format ?? probeFormat(path);
-  return openStorageImage(path, { format, readOnly: opts.readOnly, inlineIo: true });
+  // XVM_BLK_INLINE_IO=0: every I/O through the thread pool (for comparison, or a host where inline I/O hurts).
+  return openStorageImage(path, { format, readOnly: opts.readOnly, inlineIo: process.env.XVM_BLK_INLINE_IO !== '0' });
 }
