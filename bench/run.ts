@@ -5,6 +5,7 @@ const benches: Record<string, () => Promise<(args: string[]) => Promise<void>>> 
   store: async () => (await import('./store.js')).benchStore,
   blk: async () => (await import('./blk.js')).benchBlk,
   save: async () => (await import('./save.js')).benchSave,
+  migrate: async () => (await import('./migrate.js')).benchMigrate,
 };
 
 const [name, ...args] = process.argv.slice(2);
