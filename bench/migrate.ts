@@ -78,6 +78,15 @@ async function stopRaw(g: Raw): Promise<void> {
 async function rawMigrate(image: { kernel: string; initrd: string; cmdline: string }, memoryMiB: number, src: Raw, port: number): Promise<{ dst: Raw; ms: number; downtimeMs: number }> {
   const t0 = performance.now();
   const dst = await startRaw(image, memoryMiB, port);
+  try {
+    return await rawMigrateTo(src, dst, port, t0);
+  } catch (e) {
+    await stopRaw(dst).catch(() => undefined);
+    throw e;
+  }
+}
+
+async function rawMigrateTo(src: Raw, dst: Raw, port: number, t0: number): Promise<{ dst: Raw; ms: number; downtimeMs: number }> {
   await src.qmp.execute('migrate-set-parameters', { 'max-bandwidth': SAVE_MAX_BANDWIDTH });
   await src.qmp.execute('migrate', { uri: `tcp:127.0.0.1:${port}` });
   let downtime = 0;
