@@ -7,6 +7,7 @@ const benches: Record<string, () => Promise<(args: string[]) => Promise<void>>> 
   hvm: async () => (await import('./hvm.js')).benchHvm,
   save: async () => (await import('./save.js')).benchSave,
   net: async () => (await import('./net.js')).benchNet,
+  migrate: async () => (await import('./migrate.js')).benchMigrate,
 };
 
 const [name, ...args] = process.argv.slice(2);

@@ -101,7 +101,19 @@ async function rawSave(g: RawGuest, file: string, viaSink = false): Promise<numb
 async function rawRestore(image: { kernel: string; initrd: string; cmdline: string }, memoryMiB: number, file: string): Promise<{ ms: number; guest: RawGuest }> {
   const t0 = performance.now();
   const g = await startRaw(image, memoryMiB, file);
+  try {
+    await waitRawRunning(g);
+  } catch (e) {
+    await stopRaw(g);
+    throw e;
+  }
+  return { ms: performance.now() - t0, guest: g };
+}
+
+async function waitRawRunning(g: RawGuest): Promise<void> {
+  const end = Date.now() + 120_000;
   for (;;) {
+    if (Date.now() > end) throw new Error('raw restore: the guest did not run within 120 s');
     const st = await g.qmp.execute<{ status: string }>('query-status');
     if (st.status === 'running') break;
     // The stream carries the source's run state (stopped before the save): continue it, as xvm does.
@@ -112,7 +124,6 @@ async function rawRestore(image: { kernel: string; initrd: string; cmdline: stri
     if (st.status !== 'inmigrate') throw new Error(`raw restore: QEMU is ${st.status}`);
     await sleep(10);
   }
-  return { ms: performance.now() - t0, guest: g };
 }
 
 export async function benchSave(args: string[]): Promise<void> {

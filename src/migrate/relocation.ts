@@ -265,6 +265,9 @@ export async function migrateDomain(
     });
     sock.setNoDelay(true);
     const reader = new FrameReader(sock);
+    // Registered at once: a target that dies at any point fails every wait below.
+    const closed = new Promise<never>((_r, rej) => sock.once('close', () => rej(new XvmError('unavailable', 'the target closed the connection during the migration'))));
+    closed.catch(() => undefined);
     const wasRunning = d.state === 'running';
     let sink: net.Server | undefined;
     let started = false;
@@ -308,14 +311,12 @@ export async function migrateDomain(
         sink!.once('error', rej);
         sink!.listen(sockPath, () => res());
       });
-      sock.on('close', () => streamFailed(new XvmError('unavailable', 'the target closed the connection during the migration')));
+      closed.catch((e: Error) => streamFailed(e));
       if (!opts.live && wasRunning) await qmp.execute('stop');
       d.console.mark(`migrating to ${host}:${port}${opts.live ? ' (live)' : ''}`);
       await qmp.execute('migrate-set-parameters', { 'max-bandwidth': SAVE_MAX_BANDWIDTH });
       started = true;
       await qmp.execute('migrate', { uri: `unix:${sockPath}` });
-      const closed = new Promise<never>((_r, rej) => sock.once('close', () => rej(new XvmError('unavailable', 'the target closed the connection during the migration'))));
-      closed.catch(() => undefined);
       await Promise.race([waitMigration(qmp, opts.onProgress, () => bytes, 3_600_000), closed]);
       const completedAt = Date.now();
       const q = await qmp.execute<{ downtime?: number }>('query-migrate');

@@ -21,12 +21,20 @@ const MAX_DATA = 1 << 20;
 
 export type Frame = { type: typeof FRAME_CONTROL; msg: Record<string, unknown> } | { type: typeof FRAME_DATA; data: Buffer } | { type: typeof FRAME_END };
 
-/** Reads frames off a socket; a malformed frame destroys the connection with a reason. */
+/**
+ * Reads frames off a socket; a malformed frame destroys the connection with
+ * a reason. Stream data is passed through to `onData` as it arrives (slices
+ * of what the socket read: no copies, no reassembly of big frames).
+ */
 export class FrameReader {
-  private buf: Buffer = Buffer.alloc(0);
   private queue: Frame[] = [];
   private waiting: ((f: Frame | null) => void) | undefined;
   private ended = false;
+  private hdr = Buffer.alloc(5);
+  private hdrHave = 0;
+  private dataLeft = 0;
+  private ctrlLeft = 0;
+  private ctrlParts: Buffer[] = [];
   error: Error | undefined;
   onData?: (data: Buffer) => boolean | void;
 
@@ -39,45 +47,60 @@ export class FrameReader {
     sock.on('error', (e) => (this.error = e));
   }
 
+  private bad(why: string): void {
+    this.error = new XvmError('invalid', why);
+    this.sock.destroy();
+  }
+
   private push(d: Buffer): void {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
-    while (this.buf.length >= 5) {
-      const type = this.buf[0]!;
-      const len = this.buf.readUInt32BE(1);
-      if ((type === FRAME_CONTROL && len > MAX_CONTROL) || (type === FRAME_DATA && len > MAX_DATA) || (type === FRAME_END && len !== 0) || type < 1 || type > 3) {
-        this.error = new XvmError('invalid', `bad relocation frame (type ${type}, ${len} bytes)`);
-        this.sock.destroy();
-        return;
-      }
-      if (this.buf.length < 5 + len) break;
-      const payload = this.buf.subarray(5, 5 + len);
-      this.buf = this.buf.subarray(5 + len);
-      let f: Frame;
-      if (type === FRAME_CONTROL) {
-        let msg: unknown;
-        try {
-          msg = JSON.parse(payload.toString('utf8'));
-        } catch {
-          msg = undefined;
-        }
-        if (!msg || typeof msg !== 'object' || Array.isArray(msg)) {
-          this.error = new XvmError('invalid', 'bad relocation control message');
-          this.sock.destroy();
-          return;
-        }
-        f = { type: FRAME_CONTROL, msg: msg as Record<string, unknown> };
-      } else if (type === FRAME_DATA) {
-        // Data goes straight to its consumer when there is one (no queueing of the stream).
+    let off = 0;
+    while (off < d.length && !this.sock.destroyed) {
+      if (this.dataLeft > 0) {
+        const n = Math.min(this.dataLeft, d.length - off);
+        const piece = d.subarray(off, off + n);
+        this.dataLeft -= n;
+        off += n;
         if (this.onData) {
-          if (this.onData(Buffer.from(payload)) === false) this.sock.pause();
-          continue;
+          if (this.onData(piece) === false) this.sock.pause();
+        } else {
+          this.queue.push({ type: FRAME_DATA, data: Buffer.from(piece) });
+          this.wake(undefined);
         }
-        f = { type: FRAME_DATA, data: Buffer.from(payload) };
-      } else {
-        f = { type: FRAME_END };
+        continue;
       }
-      this.queue.push(f);
-      this.wake(undefined);
+      if (this.ctrlLeft > 0) {
+        const n = Math.min(this.ctrlLeft, d.length - off);
+        this.ctrlParts.push(d.subarray(off, off + n));
+        this.ctrlLeft -= n;
+        off += n;
+        if (this.ctrlLeft === 0) {
+          let msg: unknown;
+          try {
+            msg = JSON.parse(Buffer.concat(this.ctrlParts).toString('utf8'));
+          } catch {
+            msg = undefined;
+          }
+          this.ctrlParts = [];
+          if (!msg || typeof msg !== 'object' || Array.isArray(msg)) return this.bad('bad relocation control message');
+          this.queue.push({ type: FRAME_CONTROL, msg: msg as Record<string, unknown> });
+          this.wake(undefined);
+        }
+        continue;
+      }
+      const n = Math.min(5 - this.hdrHave, d.length - off);
+      d.copy(this.hdr, this.hdrHave, off, off + n);
+      this.hdrHave += n;
+      off += n;
+      if (this.hdrHave < 5) break;
+      this.hdrHave = 0;
+      const type = this.hdr[0]!;
+      const len = this.hdr.readUInt32BE(1);
+      if (type === FRAME_DATA && len > 0 && len <= MAX_DATA) this.dataLeft = len;
+      else if (type === FRAME_CONTROL && len > 0 && len <= MAX_CONTROL) this.ctrlLeft = len;
+      else if (type === FRAME_END && len === 0) {
+        this.queue.push({ type: FRAME_END });
+        this.wake(undefined);
+      } else return this.bad(`bad relocation frame (type ${type}, ${len} bytes)`);
     }
   }
 
@@ -125,19 +148,28 @@ export class FrameReader {
   }
 }
 
-function frame(type: number, payload: Buffer): Buffer {
+function frameHeader(type: number, len: number): Buffer {
   const h = Buffer.alloc(5);
   h[0] = type;
-  h.writeUInt32BE(payload.length, 1);
-  return Buffer.concat([h, payload]);
+  h.writeUInt32BE(len, 1);
+  return h;
+}
+
+function frame(type: number, payload: Buffer): Buffer {
+  return Buffer.concat([frameHeader(type, payload.length), payload]);
 }
 
 export function sendControl(sock: net.Socket, msg: Record<string, unknown>): boolean {
   return sock.write(frame(FRAME_CONTROL, Buffer.from(JSON.stringify(msg), 'utf8')));
 }
+/** Header and payload written separately: the stream's bytes are not copied. */
 export function sendData(sock: net.Socket, data: Buffer): boolean {
   let ok = true;
-  for (let off = 0; off < data.length; off += MAX_DATA) ok = sock.write(frame(FRAME_DATA, data.subarray(off, off + MAX_DATA))) && ok;
+  for (let off = 0; off < data.length; off += MAX_DATA) {
+    const piece = data.subarray(off, off + MAX_DATA);
+    sock.write(frameHeader(FRAME_DATA, piece.length));
+    ok = sock.write(piece) && ok;
+  }
   return ok;
 }
 export function sendEnd(sock: net.Socket): void {
