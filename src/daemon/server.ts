@@ -23,6 +23,7 @@ import { registerStorageRoutes } from './storage-routes.js';
 import { registerHvmRoutes } from './hvm-routes.js';
 import { shutdownAll } from './autostart.js';
 import { registerMigrateRoutes } from '../migrate/routes.js';
+import { registerSavesRoutes } from './saves-routes.js';
 import { saveAll } from '../migrate/service.js';
 import { deviceEvent } from './device-log.js';
 import { registerWebRoutes } from './web-routes.js';
@@ -114,6 +115,7 @@ export async function buildServer(deps: ServerDeps, opts: BuildOptions = {}): Pr
   registerStorageRoutes(app, { paths, domains, log });
   registerHvmRoutes(app, { paths, domains, log });
   registerMigrateRoutes(app, { domains, log });
+  registerSavesRoutes(app, { paths });
   registerWebRoutes(app, { domains, web: deps.web, remote: opts.remote ?? false });
 
   app.get('/v1/openapi.json', async () => openApiDocument(VERSION));

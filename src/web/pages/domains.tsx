@@ -4,11 +4,13 @@ import { useLive } from '../live.js';
 import { DomainActions, StateBadge } from '../components/actions.js';
 import { Sparkline } from '../components/sparkline.js';
 import { navigate } from '../router.js';
+import { Screenshot, isHvm } from '../components/screenshot.js';
 
 export function DomainsPage() {
   const live = useLive();
   const [error, setError] = useState<string | null>(null);
   const list = [...live.domains.values()].sort((a, b) => a.name.localeCompare(b.name));
+  const anyScreen = list.some((d) => isHvm(d) && d.domid !== null);
   return (
     <section>
       <div class="page-head">
@@ -23,7 +25,7 @@ export function DomainsPage() {
       ) : (
         <table class="list" data-testid="domain-list">
           <thead>
-            <tr><th>Name</th><th>State</th><th class="num">ID</th><th class="num">Memory</th><th class="num">vCPUs</th><th>CPU</th><th>Resident</th><th /></tr>
+            <tr><th>Name</th><th>State</th><th class="num">ID</th><th class="num">Memory</th><th class="num">vCPUs</th><th>CPU</th><th>Resident</th>{anyScreen && <th>Screen</th>}<th /></tr>
           </thead>
           <tbody>
             {list.map((d) => {
@@ -38,6 +40,7 @@ export function DomainsPage() {
                   <td class="num">{d.vcpus}</td>
                   <td>{on ? <Sparkline values={s.map((x) => x.cpuPct)} max={100 * d.vcpus} unit="%" width={100} label={`CPU of ${d.name}`} /> : <span class="muted">–</span>}</td>
                   <td>{on ? <Sparkline values={s.map((x) => x.memMiB)} max={d.memory + 64} unit=" MiB" width={100} color="#2f855a" label={`memory of ${d.name}`} /> : <span class="muted">–</span>}</td>
+                  {anyScreen && <td>{isHvm(d) && on ? <Screenshot d={d} width={96} link={`#/domains/${encodeURIComponent(d.name)}/graphics`} /> : <span class="muted">–</span>}</td>}
                   <td class="right"><DomainActions d={d} onError={setError} compact /></td>
                 </tr>
               );
