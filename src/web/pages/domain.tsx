@@ -213,7 +213,7 @@ function IoCell({ c, dir, label }: { c: DeviceLive | undefined; dir: 'in' | 'out
   const total = dir === 'in' ? c.inBytes : c.outBytes;
   const ops = dir === 'in' ? c.inOps : c.outOps;
   return (
-    <td data-io={`${c.device}-${dir === 'in' ? 'read' : 'write'}`} data-bytes={total}>
+    <td data-io={`${c.device}-${dir === 'in' ? 'read' : 'write'}`} data-bytes={total} data-rate={r ?? ''}>
       <div class="io">
         <Sparkline values={dir === 'in' ? c.inHist : c.outHist} width={90} height={26} color={dir === 'in' ? '#2b6cb0' : '#c05621'} label={label} unit="" />
         <div><b class="io-rate">{rate(r)}</b><div class="muted small">{formatBytes(total)} total, {ops} req</div></div>
