@@ -247,6 +247,7 @@ test('log in, create a domain from the form, use its console, destroy it; a seco
   await page.locator('h2 [data-state=shutdown]').waitFor({ timeout: 60_000 });
   const info = await host.client.getDomain('webe2e');
   assert.equal(info.domid, null);
+  await page.goto(`${ep.url}#/domains/webe2e`);
 
   // Clone the stopped domain from its page, then undefine the clone.
   await page.locator('input[placeholder="name of the clone"]').fill('webe2e-copy');
