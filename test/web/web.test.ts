@@ -222,11 +222,24 @@ test('log in, create a domain from the form, use its console, destroy it; a seco
   assert.equal(gone.domid, null);
 
   // The checkpoint is listed on the Saves page (and by xvm saves); restoring it brings the guest back where it was: the mark in its memory, the reader still running.
+  // A file that is no save file is listed with the reason, not hidden, and cannot be restored.
+  fs.writeFileSync(path.join(host.home, 'lib', 'saves', 'junk.xvmsave'), 'not a save file\n');
   const listed = host.cli(['saves', '--json']);
   assert.equal(listed.code, 0, listed.stderr);
-  const saves = JSON.parse(listed.stdout) as { dir: string; files: { name: string; domain: string; checkpoint: boolean; error: string | null }[] };
+  const saves = JSON.parse(listed.stdout) as { dir: string; files: { name: string; domain: string | null; checkpoint: boolean | null; error: string | null }[] };
   assert.equal(saves.dir, path.join(host.home, 'lib', 'saves'));
-  assert.deepEqual(saves.files.map((f) => [f.domain, f.checkpoint, f.error]), [['webe2e', true, null]]);
+  assert.deepEqual(saves.files.map((f) => [f.name.startsWith('webe2e-') ? 'webe2e-…' : f.name, f.domain, f.checkpoint, f.error === null ? null : 'error']), [['junk.xvmsave', null, null, 'error'], ['webe2e-…', 'webe2e', true, null]]);
+  assert.match(saves.files[0]!.error!, /not a usable xvm save file: it does not start with the xvm save magic/);
+  const table = host.cli(['saves']);
+  assert.match(table.stdout, /^webe2e-\d{8}-\d{6}\.xvmsave\s+webe2e\s+running \(checkpoint\)\s+\d+\.\d MiB/m);
+  await page.goto(`${ep.url}#/saves`);
+  await page.locator('[data-save="junk.xvmsave"]').waitFor();
+  assert.match(await page.locator('[data-save="junk.xvmsave"]').innerText(), /does not start with the xvm save magic/);
+  assert.ok(await page.locator('[data-save="junk.xvmsave"] button[data-action=restore]').isDisabled());
+  fs.rmSync(path.join(host.home, 'lib', 'saves', 'junk.xvmsave'));
+  await page.getByRole('button', { name: 'Refresh' }).click();
+  await page.locator('[data-save="junk.xvmsave"]').waitFor({ state: 'detached' });
+  saves.files.shift();
   await page.goto(`${ep.url}#/saves`);
   const saveRow = page.locator(`[data-save="${saves.files[0]!.name}"]`);
   await saveRow.waitFor();

@@ -102,17 +102,21 @@ function Overview({ d, onError }: { d: DomainInfo; onError: (m: string | null) =
   return (
     <>
     {on && (
-      <div class="grid2">
-        <div>
-          {isHvm(d) && (
+      <div class="grid2 top-cards">
+        {isHvm(d) ? (
+          <>
             <div class="card">
               <h3>Screen <a class="small" href={`#/domains/${encodeURIComponent(d.name)}/graphics`}>open the graphical console</a></h3>
               <Screenshot d={d} width={400} link={`#/domains/${encodeURIComponent(d.name)}/graphics`} />
             </div>
-          )}
-          <Resources d={d} />
-        </div>
-        <SaveCard d={d} />
+            <div><Resources d={d} /><SaveCard d={d} /></div>
+          </>
+        ) : (
+          <>
+            <Resources d={d} />
+            <SaveCard d={d} />
+          </>
+        )}
       </div>
     )}
     <div class="grid2">

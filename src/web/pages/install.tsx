@@ -41,6 +41,7 @@ export function InstallPage() {
   const set = (k: keyof Form) => (e: Event) => {
     setForm({ ...form, [k]: (e.target as HTMLInputElement).value });
     setTouched(new Set(touched).add(k));
+    setError(null); // the answer was about the form as it was
   };
   const submit = async (e: Event) => {
     e.preventDefault();
