@@ -6,6 +6,7 @@ const benches: Record<string, () => Promise<(args: string[]) => Promise<void>>> 
   blk: async () => (await import('./blk.js')).benchBlk,
   hvm: async () => (await import('./hvm.js')).benchHvm,
   save: async () => (await import('./save.js')).benchSave,
+  net: async () => (await import('./net.js')).benchNet,
 };
 
 const [name, ...args] = process.argv.slice(2);

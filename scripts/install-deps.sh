@@ -10,7 +10,7 @@ set -euo pipefail
 RUNTIME=(qemu-system-x86 qemu-utils busybox-static cpio gzip zstd xz-utils kmod ca-certificates ovmf)
 TEST=(xenstore-utils e2fsprogs iproute2 procps gdb binutils bsdutils systemd
       grub-rescue-pc grub-efi-amd64-bin grub-pc-bin xorriso mtools libnet-vnc-perl debian-installer-12-netboot-amd64
-      chromium fonts-dejavu-core)
+      chromium fonts-dejavu-core tshark)
 
 want=("${RUNTIME[@]}")
 if [[ "${1:-}" == "--test" ]]; then want+=("${TEST[@]}"); fi

@@ -7,7 +7,7 @@ import { statePaths } from '../common/paths.js';
 import type { PoolInfo, VolumeInfo, VolumeSummary, SnapshotResult, RollbackResult } from '../storage/pool.js';
 import type { CdromInfo, InstallBody, InstallResult, VncInfo, VncToken } from './hvm-schema.js';
 import type { CreateDomainBody, DaemonStopResult, DomainInfo, DumpCoreResult, GdbStubInfo, HostInfo, HostStats, ImageInfo, LogName, MemSetResult, SysrqResult, VcpuSetResult } from './schema.js';
-import type { RestoreResult, SaveProgress, SaveResult } from './schema.js';
+import type { MigrateResult, RestoreResult, SaveProgress, SaveResult } from './schema.js';
 import type { TokenSummary, WebSettings, WebStatus } from './web-types.js';
 import type { SaveListing } from './saves-schema.js';
 
@@ -16,6 +16,50 @@ import type { SaveListing } from './saves-schema.js';
 const requireLazy = createRequire(import.meta.url);
 function wsClass(): typeof WebSocket {
   return requireLazy('ws') as typeof WebSocket;
+}
+
+export interface NetworkSummary {
+  name: string;
+  subnet: string;
+  gateway: string;
+  vlan: number;
+  tap: string;
+  created: string;
+  running?: boolean;
+}
+
+export interface NetworkPortInfo {
+  id: string;
+  mac: string | null;
+  vlan: number;
+  trunk: number[];
+  ip: string | null;
+  connected: boolean | null;
+  counters: Record<string, number>;
+  device: Record<string, number> | null;
+}
+
+export interface NetworkDetails extends NetworkSummary {
+  running: boolean;
+  pid: number | null;
+  /** The host uplink (TAP interface holding the gateway address), when xvmd runs as root. */
+  uplink: { name: string; mac: string; readFrames: number; writeDropped: number } | null;
+  ports: NetworkPortInfo[];
+  fdb: { vlan: number; mac: string; port: string; ageMs: number }[];
+  leases: { mac: string; ip: string; hostname?: string; expires: number }[];
+  services: Record<string, number> | null;
+}
+
+export interface VifSummary {
+  index: number;
+  vif: string;
+  network: string;
+  mac: string;
+  vlan: number;
+  ip: string | null;
+  model: string;
+  port: string;
+  hotplug: boolean;
 }
 
 export class ApiError extends Error {
@@ -266,6 +310,11 @@ export class XvmClient {
   /** The save files in <lib>/saves that can be restored (and that folder). */
   listSaves(): Promise<SaveListing> {
     return this.request('GET', '/v1/saves');
+  }
+
+  /** Moves a running domain to the xvmd whose relocation service is at `target` (HOST[:PORT]). */
+  migrateDomain(name: string, target: string, opts: { live?: boolean } = {}, onProgress?: (p: SaveProgress) => void): Promise<MigrateResult> {
+    return this.ndjsonPost(`${this.d(name)}/migrate`, { target, ...opts }, 'migrate', onProgress);
   }
 
   /** What a save file holds (its header), after checking it whole. */
@@ -560,5 +609,60 @@ export class XvmClient {
   /** virt-install: volume + configuration + start; says which console to attach. */
   install(body: InstallBody): Promise<InstallResult> {
     return this.request('POST', '/v1/install', body);
+  }
+  // ---- networks (virtual switches) and NIC hot plug
+  private n(net: string): string {
+    return `/v1/networks/${encodeURIComponent(net)}`;
+  }
+  listNetworks(): Promise<NetworkSummary[]> {
+    return this.request('GET', '/v1/networks');
+  }
+  createNetwork(name: string, opts: { subnet?: string; vlan?: number } = {}): Promise<NetworkSummary> {
+    return this.request('POST', '/v1/networks', { name, ...opts });
+  }
+  networkInfo(net: string): Promise<NetworkDetails> {
+    return this.request('GET', this.n(net));
+  }
+  deleteNetwork(net: string): Promise<{ deleted: string }> {
+    return this.request('DELETE', this.n(net));
+  }
+  listVifs(domain: string): Promise<VifSummary[]> {
+    return this.request('GET', `${this.d(domain)}/vifs`);
+  }
+  networkAttach(domain: string, nic: { network?: string; mac?: string; vlan?: number; ip?: string; model?: 'virtio' | 'e1000' | 'rtl8139' } = {}): Promise<VifSummary & { domain: string }> {
+    return this.request('POST', `${this.d(domain)}/vifs`, nic);
+  }
+  networkDetach(domain: string, vif: string | number): Promise<{ domain: string; detached: string; network: string }> {
+    return this.request('DELETE', `${this.d(domain)}/vifs/${encodeURIComponent(String(vif))}`);
+  }
+  /**
+   * Capture frames as a pcap byte stream: `target` is a network name or
+   * DOMAIN/vifN. Ends after `count` frames / `duration` seconds, or when destroyed.
+   */
+  capture(target: string, opts: { count?: number; duration?: number } = {}): Promise<http.IncomingMessage> {
+    const q = new URLSearchParams();
+    if (opts.count) q.set('count', String(opts.count));
+    if (opts.duration) q.set('duration', String(opts.duration));
+    const slash = target.indexOf('/');
+    const p = slash < 0 ? `${this.n(target)}/capture` : `${this.d(target.slice(0, slash))}/vifs/${encodeURIComponent(target.slice(slash + 1))}/capture`;
+    return new Promise((resolve, reject) => {
+      const req = http.request({ socketPath: this.socketPath, method: 'GET', path: `${p}?${q.toString()}` }, (res) => {
+        if ((res.statusCode ?? 0) < 400) return resolve(res);
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => {
+          let e: { code?: string; message?: string } | undefined;
+          try {
+            e = (JSON.parse(text) as { error?: { code?: string; message?: string } }).error;
+          } catch {
+            /* not JSON */
+          }
+          reject(new ApiError(e?.code ?? 'internal', res.statusCode ?? 0, e?.message ?? text));
+        });
+      });
+      req.on('error', (e) => reject(this.unavailable(e as NodeJS.ErrnoException)));
+      req.end();
+    });
   }
 }

@@ -40,6 +40,7 @@ export const ROUTES: Route[] = [
   { method: 'get', path: '/v1/openapi.json', summary: 'This document' },
   { method: 'post', path: `${domain}/save`, summary: 'Save the domain into {file} (absolute path on the host) and stop it; checkpoint=true leaves it running. Streams NDJSON {progress:{phase,done,total}} lines, the last one {done:true,result} (sizes, ms, downtimeMs, phases) or {error}', body: s.saveBody, produces: 'application/x-ndjson' },
   { method: 'post', path: '/v1/restore', summary: 'Restore a saved domain from {file} (checked whole first: format version, size, SHA-256); name=NEW restores a copy, paused=true leaves it paused. Streams NDJSON like save', body: s.restoreBody, produces: 'application/x-ndjson' },
+  { method: 'post', path: `${domain}/migrate`, summary: "Move the domain to another host's xvmd relocation service {target: 'HOST[:PORT]', live}; streams NDJSON progress, the last line {done:true,result} (ms, downtimeMs, bytes) or {error}; failure leaves it running here", body: s.migrateBody, produces: 'application/x-ndjson' },
   { method: 'get', path: '/v1/save-file', summary: 'Check a save file (format, size, checksum) and answer its header without restoring it', query: s.saveFileQuery },
   { method: 'post', path: `${domain}/sysrq`, summary: 'Send the magic SysRq key KEY to the guest kernel (Alt+SysRq+KEY on its keyboard), e.g. t = task dump', body: s.sysrqBody, response: s.sysrqResult },
   { method: 'post', path: `${domain}/dump-core`, summary: 'Write an ELF core of guest memory to an absolute path on the host (dump-guest-memory); streams NDJSON {progress:{status,completed,total}} lines, the last one {done:true,result} or {error}', body: s.dumpCoreBody, produces: 'application/x-ndjson' },
@@ -80,6 +81,15 @@ export const ROUTES: Route[] = [
   { method: 'get', path: '/v1/web/whoami', summary: 'TCP only: the name of the token the request is authenticated by' },
   { method: 'post', path: '/v1/domains/validate', summary: 'Dry run of a domain configuration (object or xl.cfg text) with the rules of create: {valid, issues: [{key, line, message}], config (normalised)}; a name in use is an issue', body: w.validateDomainBody },
   { method: 'get', path: '/v1/stats/stream', summary: 'Websocket: a /v1/stats sample as JSON every interval ms (default 2000) while open (the web graphs)', query: w.statsStreamQuery, produces: 'websocket' },
+  { method: 'get', path: '/v1/networks', summary: 'Networks (virtual switches) with subnet, gateway, native VLAN and whether their switch runs' },
+  { method: 'post', path: '/v1/networks', summary: 'Create a network (default subnet: a free 10.0.X.0/24)', body: s.createNetworkBody },
+  { method: 'get', path: '/v1/networks/{net}', summary: 'A network: ports with counters, forwarding table, DHCP leases' },
+  { method: 'delete', path: '/v1/networks/{net}', summary: 'Delete a network (refused while ports are attached)' },
+  { method: 'get', path: '/v1/networks/{net}/capture', summary: 'Capture frames as a pcap stream', query: s.captureQuery, produces: 'application/vnd.tcpdump.pcap' },
+  { method: 'get', path: `${domain}/vifs`, summary: "A running domain's NICs (switch ports)" },
+  { method: 'post', path: `${domain}/vifs`, summary: 'Hot-plug a NIC into a running domain (not persistent, like xl network-attach)', body: s.networkAttachBody },
+  { method: 'delete', path: `${domain}/vifs/{index}`, summary: 'Hot-unplug a NIC (waits up to 30 s for the guest)' },
+  { method: 'get', path: `${domain}/vifs/{index}/capture`, summary: "Capture one NIC's frames as a pcap stream", query: s.captureQuery.omit({ port: true }), produces: 'application/vnd.tcpdump.pcap' },
   { method: 'get', path: '/metrics', summary: 'Prometheus text exposition: per-domain CPU, memory, state, vCPUs, console bytes; API request counters; xvmd process figures', produces: 'text/plain; version=0.0.4' },
 ];
 
@@ -98,7 +108,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
     if (r.path.includes('{log}')) {
       params.push({ name: 'log', in: 'path', required: true, schema: schema(s.logNameParams.shape.log) });
     }
-    for (const m of r.path.matchAll(/\{(pool|vol|vdev|token)\}/g)) {
+    for (const m of r.path.matchAll(/\{(pool|vol|vdev|token|net|index)\}/g)) {
       params.push({ name: m[1], in: 'path', required: true, schema: { type: 'string' } });
     }
     if (r.query instanceof z.ZodObject) {

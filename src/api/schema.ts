@@ -278,3 +278,37 @@ export const saveFileQuery = z.strictObject({ file: absPath });
 export type SaveResult = z.infer<typeof saveResult>;
 export type RestoreResult = z.infer<typeof restoreResult>;
 export type SaveProgress = { phase: string; done: number; total: number };
+export const migrateBody = z.strictObject({
+  /** HOST[:PORT] of the target's relocation service (default port 8002). */
+  target: z.string().min(1).max(300),
+  /** Pre-copy while the guest runs (otherwise it is paused for the whole transfer). */
+  live: z.boolean().default(false),
+});
+export const migrateResult = z.object({
+  domain: z.string(),
+  target: z.string(),
+  live: z.boolean(),
+  ms: z.number(),
+  downtimeMs: z.number(),
+  qemuDowntimeMs: z.number().nullable(),
+  bytes: z.number(),
+});
+export type MigrateResult = z.infer<typeof migrateResult>;
+// ---- networks and NIC hot plug (src/daemon/net-routes.ts)
+export const createNetworkBody = z.strictObject({
+  name: z.string().describe('1 to 32 characters from A-Z a-z 0-9 _ . -'),
+  subnet: z.string().optional().describe('IPv4 CIDR such as 10.0.42.0/24 (default: a free 10.0.X.0/24)'),
+  vlan: z.int().min(0).max(4094).optional().describe('native VLAN of the network (DHCP lives on it; 0 = untagged)'),
+});
+export const networkAttachBody = z.strictObject({
+  network: z.string().optional().describe('network name (default: default)'),
+  mac: z.string().optional().describe('unicast MAC; default generated in 00:16:3e'),
+  vlan: z.int().min(1).max(4094).optional(),
+  ip: z.string().optional().describe('IPv4 address the port is locked to'),
+  model: z.enum(['virtio', 'e1000', 'rtl8139']).default('virtio'),
+});
+export const captureQuery = z.strictObject({
+  port: z.string().optional().describe('DOMAIN/vifN: only frames to and from this port'),
+  count: z.coerce.number().int().min(0).max(10_000_000).default(0).describe('stop after this many frames (0 = no limit)'),
+  duration: z.coerce.number().min(0).max(86_400).default(0).describe('stop after this many seconds (0 = no limit)'),
+});

@@ -12,6 +12,7 @@ import { registerOpsCommands } from './ops.js';
 import { registerStorageCommands } from './storage.js';
 import { registerHvmCommands } from './hvm.js';
 import { registerSaveCommands } from './save.js';
+import { registerNetCommands } from './net.js';
 import { statePaths } from '../common/paths.js';
 import { registerWebCommands } from './web.js';
 
@@ -34,6 +35,7 @@ registerStorageCommands(program);
 registerHvmCommands(program);
 registerSaveCommands(program);
 registerWebCommands(program);
+registerNetCommands(program);
 registerStoreCommands(program, () => process.env.XENSTORED_PATH ?? `${statePaths().run}/xenstored.sock`);
 
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -23,6 +23,7 @@ export function defaultSaveName(domain: string, at = new Date()): string {
 }
 
 export function registerSaveCommands(program: Command): void {
+  registerMigrateCommand(program);
   program
     .command('saves')
     .description('list the save files in <lib>/saves that xvm restore (and the web manager) can bring back')
@@ -105,6 +106,30 @@ export function registerSaveCommands(program: Command): void {
           bar?.stop();
           if (opts.json) printJson(r);
           else process.stdout.write(`restored ${r.domain} from ${r.file} in ${secs(r.ms)} (check ${secs(r.verifyMs)}); ${r.domain} is ${r.state}\n`);
+        } catch (e) {
+          bar?.stop();
+          throw e;
+        }
+      }),
+    );
+}
+
+export function registerMigrateCommand(program: Command): void {
+  program
+    .command('migrate')
+    .description("move a running domain to another host's xvmd (its relocation service, see docs/save-restore.md); the domain leaves this host")
+    .argument('<domain>')
+    .argument('<target>', 'HOST[:PORT] of the target xvmd relocation service (default port 8002)')
+    .option('-l, --live', 'live: copy memory while the guest runs, pause it only for the last pass')
+    .option('--json', 'print JSON (time, downtime, bytes)')
+    .action(
+      action(async (domain: string, target: string, opts: { live?: boolean; json?: boolean }) => {
+        const bar = opts.json ? undefined : progress(`migrate ${domain}`);
+        try {
+          const r = await client().migrateDomain(domain, target, { live: Boolean(opts.live) }, barUpdate(bar));
+          bar?.stop();
+          if (opts.json) printJson(r);
+          else process.stdout.write(`migrated ${r.domain} to ${r.target}${r.live ? ' (live)' : ''}: ${mib(r.bytes)} in ${secs(r.ms)}, downtime ${r.downtimeMs} ms\n`);
         } catch (e) {
           bar?.stop();
           throw e;

@@ -21,6 +21,7 @@ import type { DiskSpec } from '../config/index.js';
 import { pidAlive, readPidFile, spawnDetached } from '../engine/process.js';
 import { Storage } from '../storage/index.js';
 import type { DeviceContext, DeviceCounters, DeviceProvider } from './domains.js';
+import type { DomainStore } from './domain-store.js';
 import type { Logger } from './log.js';
 import { deviceEvent } from './device-log.js';
 import { isEmulatedVdev } from '../engine/hvm-args.js';
@@ -140,6 +141,8 @@ export class DiskProvider implements DeviceProvider {
   readonly storage: Storage;
   private readonly paths: StatePaths;
   private readonly log: Logger;
+  /** Where vbd entries go (the domains' store; set by the first domain context). */
+  private store: DomainStore | null = null;
   /** Running backends by domain uuid, then vdev. */
   private readonly backends = new Map<string, Map<string, Backend>>();
   private timer: NodeJS.Timeout;
@@ -237,13 +240,18 @@ export class DiskProvider implements DeviceProvider {
       if (seen.has(d.vdev)) throw new XvmError('invalid', `domain '${ctx.name}': virtual device ${d.vdev} is used by two disks`);
       seen.add(d.vdev);
     }
+    this.store = ctx.store;
     const queues = Math.max(1, Math.min(cfg.vcpus, 4));
     const args: string[] = [];
+    // The guest names its virtio disks vda, vdb, … in PCI order, and QEMU
+    // gives the devices slots in argument order: so the devices go in vdev
+    // order (xvda before xvdb whatever the list order) and xvda is vda.
+    const disks = [...cfg.disk].sort((a, b) => vdevDevid(a.vdev) - vdevDevid(b.vdev));
     // Resolve and start one disk at a time: a started backend claims its
     // image at once, so a second disk (of this or another domain) on the same
     // image is refused by resolveDisk's in-use check.
     // An HVM domain's hdX / sdX / CD-ROM disks are emulated (hvm.ts); its vdX / xvdX ones are ours.
-    for (const d of cfg.type === 'hvm' ? cfg.disk.filter((x) => !isEmulatedVdev(x.vdev, x.devtype)) : cfg.disk) {
+    for (const d of cfg.type === 'hvm' ? disks.filter((x) => !isEmulatedVdev(x.vdev, x.devtype)) : disks) {
       const spec = await this.resolveDisk(ctx.name, ctx.uuid, d, ctx.runDir, queues);
       await this.startBackend(spec, ctx.runDir);
       args.push(...qemuDiskArgs(spec));
@@ -255,7 +263,50 @@ export class DiskProvider implements DeviceProvider {
     return readSpecs(ctx.runDir).flatMap((spec) => readBlkCounters(files(ctx.runDir, spec.vdev).metrics, spec.vdev) ?? []);
   }
 
+  /** QEMU runs and the domain's store entry exists: the Xen-style vbd entries of its disks. */
+  started(ctx: DeviceContext): void {
+    this.store = ctx.store;
+    if (ctx.domid === null) return;
+    for (const b of this.backends.get(ctx.uuid)?.values() ?? []) this.publish(ctx.domid, b.spec);
+  }
+
+  /**
+   * /local/domain/<domid>/device/vbd/<devid> and
+   * /local/domain/0/backend/vbd/<domid>/<devid> for one disk, as Xen's
+   * toolstack writes them (plus what our backend serves: socket, format,
+   * volume). They go away with the domain (DomainStore.domainDown).
+   */
+  publish(domid: number, spec: BackendSpec): void {
+    const devid = vdevDevid(spec.vdev);
+    this.store?.deviceUp(
+      domid,
+      'vbd',
+      devid,
+      { 'virtual-device': String(devid), 'device-type': 'disk', state: '4' },
+      {
+        dev: spec.vdev,
+        'device-type': 'disk',
+        type: 'vhost-user-blk',
+        params: spec.image,
+        format: spec.format,
+        mode: spec.readOnly ? 'r' : 'w',
+        online: '1',
+        removable: spec.hotplug ? '1' : '0',
+        bootable: '1',
+        state: '4',
+        socket: spec.socket,
+        ...(spec.vol ? { vol: spec.vol } : {}),
+      },
+    );
+  }
+
+  /** The vbd entries of a hot-unplugged disk go. */
+  unpublish(domid: number, vdev: string): void {
+    this.store?.deviceDown(domid, 'vbd', vdevDevid(vdev));
+  }
+
   async adopt(ctx: DeviceContext): Promise<void> {
+    this.store = ctx.store;
     for (const spec of readSpecs(ctx.runDir)) {
       const f = files(ctx.runDir, spec.vdev);
       const pid = readPidFile(f.pid);
@@ -268,6 +319,7 @@ export class DiskProvider implements DeviceProvider {
         this.log.warn('disk backend gone while xvmd was away; restarting it', { domain: ctx.name, vdev: spec.vdev });
         await this.restart(b, 'gone while xvmd was not running');
       }
+      if (ctx.domid !== null) this.publish(ctx.domid, spec);
     }
   }
 

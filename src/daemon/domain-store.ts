@@ -396,6 +396,38 @@ export class DomainStore {
     });
   }
 
+  /**
+   * A paravirtual device of a running domain, laid out as Xen's toolstack
+   * does: the frontend at /local/domain/<domid>/device/<cls>/<devid> (the
+   * domain's, readable by domain 0) and the backend at
+   * /local/domain/0/backend/<cls>/<domid>/<devid> (domain 0's, readable by
+   * the domain), each naming the other. domainDown() removes both.
+   */
+  deviceUp(domid: number, cls: string, devid: number, frontend: Record<string, string>, backend: Record<string, string>): void {
+    const fe = layout.frontend(domid, cls, devid);
+    const be = layout.backend(domid, cls, devid);
+    this.safely(`${cls} ${devid} of domain ${domid}`, (tx) => {
+      if (!tx.exists(layout.domain(domid))) return; // the domain went away meanwhile
+      const entries: [string, string[], Record<string, string>][] = [
+        [fe, [`n${domid}`, 'r0'], { backend: be, 'backend-id': '0', ...frontend }],
+        [be, ['n0', `r${domid}`], { frontend: fe, 'frontend-id': String(domid), ...backend }],
+      ];
+      for (const [p, perms, values] of entries) {
+        if (tx.exists(p)) tx.rm(p);
+        tx.mkdir(p);
+        tx.setPerms(p, perms);
+        for (const [k, v] of Object.entries(values)) tx.write(`${p}/${k}`, v);
+      }
+    });
+  }
+
+  /** A device went away from a running domain (hot unplug): removes both entries. */
+  deviceDown(domid: number, cls: string, devid: number): void {
+    this.safely(`removal of ${cls} ${devid} of domain ${domid}`, (tx) => {
+      for (const p of [layout.frontend(domid, cls, devid), layout.backend(domid, cls, devid)]) if (tx.exists(p)) tx.rm(p);
+    });
+  }
+
   /** A domain stopped: removes /local/domain/<domid> and its backend entries, then releases it (fires @releaseDomain). */
   domainDown(domid: number): void {
     if (!Number.isInteger(domid) || domid < 1 || domid > 65535) return;

@@ -81,6 +81,10 @@ export interface DeviceContext {
   /** The domain's runtime folder (sockets, pidfiles); emptied at every start. */
   runDir: string;
   log: Logger;
+  /** The domain id of this run (assigned before prepare), null when the domain is not running. */
+  domid: number | null;
+  /** For device entries in the store (DomainStore.deviceUp). */
+  store: DomainStore;
 }
 
 /**
@@ -93,6 +97,8 @@ export interface DeviceProvider {
   readonly kind: 'disk' | 'vif' | 'hvm';
   /** Before QEMU starts: start backends; returns QEMU arguments. Throw XvmError on bad config. */
   prepare(ctx: DeviceContext): Promise<string[]>;
+  /** After QEMU started and the domain's store entry exists: publish device entries (optional). */
+  started?(ctx: DeviceContext): void;
   /** After an xvmd restart, for a domain whose QEMU still runs: take the backends back. */
   adopt(ctx: DeviceContext): Promise<void>;
   /** After QEMU is gone (any reason) or a failed start: stop backends, free resources. */
@@ -181,8 +187,8 @@ export class DomainManager extends EventEmitter {
     this.providers.push(p);
   }
 
-  private deviceContext(d: Domain): DeviceContext {
-    return { name: d.name, uuid: d.uuid, config: d.rec.config, runDir: this.runDir(d.uuid), log: this.log };
+  private deviceContext(d: Domain, domid: number | null = d.runtime?.domid ?? null): DeviceContext {
+    return { name: d.name, uuid: d.uuid, config: d.rec.config, runDir: this.runDir(d.uuid), log: this.log, domid, store: this.store };
   }
 
   private async releaseDevices(d: Domain): Promise<void> {
@@ -271,6 +277,13 @@ export class DomainManager extends EventEmitter {
         break;
       case 'guest-panicked':
         await this.onGuestStop(d, 'crash');
+        break;
+      case 'inmigrate':
+        // A restore or incoming migration that xvmd's exit interrupted: that
+        // QEMU holds no guest yet (src/migrate); end it.
+        d.intent = 'destroy';
+        this.pendingStop.set(d.name, { state: 'shutdown', reason: 'a restore or incoming migration was interrupted when xvmd stopped' });
+        await this.quit(d);
         break;
       default:
         // paused by the user, or in a preserved shutdown/crash: keep what we recorded
@@ -433,10 +446,11 @@ export class DomainManager extends EventEmitter {
     d.console.attach(files.consoleOut);
     this.watchConsole(d);
 
+    const domid = this.store.nextDomid();
     const deviceArgs: string[] = [];
     try {
       for (const p of this.providers) {
-        const args = await p.prepare(this.deviceContext(d));
+        const args = await p.prepare(this.deviceContext(d, domid));
         deviceEvent('backend-prepare', { domain: cfg.name, kind: p.kind, qemuArgs: args });
         deviceArgs.push(...args);
       }
@@ -446,7 +460,6 @@ export class DomainManager extends EventEmitter {
       throw e;
     }
 
-    const domid = this.store.nextDomid();
     const argv = buildQemuArgs({
       name: cfg.name,
       uuid: d.uuid,
@@ -523,6 +536,7 @@ export class DomainManager extends EventEmitter {
         this.log.warn('could not set the initial balloon target', { domain: cfg.name, error: errorMessage(e) }),
       );
     }
+    for (const p of this.providers) p.started?.(this.deviceContext(d, domid));
     d.console.attachInput(files.consoleIn);
     d.preserved = false;
     d.intent = undefined;

@@ -15,8 +15,10 @@ import { openDeviceLog } from './device-log.js';
 import { autostartDomains } from './autostart.js';
 import { DiskProvider } from './disks.js';
 import { HvmProvider } from './hvm.js';
-import { restoreSaved } from '../migrate/service.js';
+import { restoreSaved, startRelocation } from '../migrate/service.js';
 import { WebService } from './web.js';
+import { NicProvider } from './nics.js';
+import { NetworkManager } from './networks.js';
 
 function usage(): never {
   process.stderr.write('usage: xvmd [--foreground] [--log-level debug|info|warn|error]\n');
@@ -78,7 +80,12 @@ async function main(): Promise<void> {
   const domains = new DomainManager(paths, log, store);
   domains.addProvider(new DiskProvider({ paths, log }));
   domains.addProvider(new HvmProvider({ paths, log }));
+  const networks = new NetworkManager(paths, log);
+  networks.adoptAll();
+  domains.addProvider(new NicProvider(networks));
   await domains.load();
+  // The relocation service (incoming live migrations): only when configured.
+  const relocation = await startRelocation(domains, paths, log);
 
   let stopping = false;
   const stop = async (why: string) => {

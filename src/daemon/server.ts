@@ -21,6 +21,7 @@ import { VERSION } from './version.js';
 import { registerOpsRoutes } from './ops-routes.js';
 import { registerStorageRoutes } from './storage-routes.js';
 import { registerHvmRoutes } from './hvm-routes.js';
+import { registerNetRoutes } from './net-routes.js';
 import { shutdownAll } from './autostart.js';
 import { registerMigrateRoutes } from '../migrate/routes.js';
 import { registerSavesRoutes } from './saves-routes.js';
@@ -114,9 +115,10 @@ export async function buildServer(deps: ServerDeps, opts: BuildOptions = {}): Pr
   registerOpsRoutes(app, { paths, domains, log, startedAt: deps.startedAt });
   registerStorageRoutes(app, { paths, domains, log });
   registerHvmRoutes(app, { paths, domains, log });
-  registerMigrateRoutes(app, { domains, log });
+  registerMigrateRoutes(app, { domains, log, paths });
   registerSavesRoutes(app, { paths });
   registerWebRoutes(app, { domains, web: deps.web, remote: opts.remote ?? false });
+  registerNetRoutes(app, { paths, domains, log });
 
   app.get('/v1/openapi.json', async () => openApiDocument(VERSION));
 

@@ -2,6 +2,8 @@
 // registerMigrateRoutes(). Long operations stream NDJSON:
 // {progress:{phase,done,total}} lines, then {done:true,result} or {error}.
 import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { StatePaths } from '../common/paths.js';
+import { migrateDomain, relocationTokenFile } from './relocation.js';
 import { XvmError, errorMessage } from '../common/errors.js';
 import * as s from '../api/schema.js';
 import type { DomainManager } from '../daemon/domains.js';
@@ -12,6 +14,7 @@ import { checkSaveTarget, inspectSaveFile, restoreDomain, saveDomain, type Migra
 export interface MigrateDeps {
   domains: DomainManager;
   log: Logger;
+  paths: StatePaths;
 }
 
 async function streamNdjson(reply: FastifyReply, work: (progress: (p: MigrateProgress) => void) => Promise<unknown>): Promise<void> {
@@ -52,6 +55,13 @@ export function registerMigrateRoutes(app: FastifyInstance, deps: MigrateDeps): 
   app.post('/v1/restore', async (req, reply) => {
     const body = parseInput(s.restoreBody, req.body, 'request body');
     await streamNdjson(reply, (progress) => restoreDomain(domains, log, body.file, { name: body.name, paused: body.paused, onProgress: progress }));
+  });
+
+  app.post('/v1/domains/:name/migrate', async (req, reply) => {
+    const { name } = parseInput(s.nameParams, req.params, 'domain name');
+    const body = parseInput(s.migrateBody, req.body, 'request body');
+    domains.get(name);
+    await streamNdjson(reply, (progress) => migrateDomain(domains, log, name, body.target, { live: body.live, tokenFile: relocationTokenFile(deps.paths), onProgress: progress }));
   });
 
   // What a save file holds (header, sizes, checksum verified), without restoring it.

@@ -91,7 +91,7 @@ export function currentMachine(): string {
   return machineCache;
 }
 
-function live(d: Domain, verb: string): QmpClient {
+export function live(d: Domain, verb: string): QmpClient {
   if (!d.runtime || !d.qmp || d.preserved || (d.state !== 'running' && d.state !== 'paused')) {
     throw new XvmError('conflict', `cannot ${verb} domain '${d.name}': it is ${d.state}${d.preserved ? ' (preserved)' : ''}`);
   }
@@ -126,7 +126,7 @@ export function checkSaveTarget(file: unknown): string {
   return file;
 }
 
-async function waitMigration(qmp: QmpClient, onProgress: ((p: MigrateProgress) => void) | undefined, fileBytes: () => number, timeoutMs: number): Promise<void> {
+export async function waitMigration(qmp: QmpClient, onProgress: ((p: MigrateProgress) => void) | undefined, fileBytes: () => number, timeoutMs: number): Promise<void> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const q = await qmp.execute<{ status?: string; 'error-desc'?: string; ram?: { transferred: number; remaining: number; total: number } }>('query-migrate');
@@ -139,6 +139,24 @@ async function waitMigration(qmp: QmpClient, onProgress: ((p: MigrateProgress) =
     if (Date.now() > end) throw new XvmError('timeout', `QEMU's migration did not complete within ${timeoutMs / 1000} s (status ${q.status})`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** The header of a save file / a migration: what the domain is and how it ran. */
+export async function describeDomain(domains: DomainManager, d: Domain, qmp: QmpClient, checkpoint: boolean): Promise<SaveHeader> {
+  const info = domains.info(d.name);
+  const disks = diskProvider()?.disksOf(d.uuid) ?? [];
+  const version = await qmp.execute<{ qemu: { major: number; minor: number; micro: number } }>('query-version');
+  return {
+    xvmVersion: VERSION,
+    createdAt: new Date().toISOString(),
+    config: d.rec.config as unknown as Record<string, unknown>,
+    state: d.state === 'paused' ? 'paused' : 'running',
+    checkpoint,
+    qemu: { version: `${version.qemu.major}.${version.qemu.minor}.${version.qemu.micro}`, machine: currentMachine() },
+    memoryMiB: d.rec.config.memory,
+    run: { readyAt: info.readyAt, reboots: info.reboots, startedAt: info.startedAt },
+    disks: disks.map((x) => ({ vdev: x.vdev, image: x.image, format: x.format, readOnly: x.readOnly, ...(x.vol ? { vol: x.vol } : {}) })),
+  };
 }
 
 export async function saveDomain(
@@ -160,19 +178,7 @@ export async function saveDomain(
     }
     const t0 = Date.now();
     const ph = new Phases();
-    const info = domains.info(name);
-    const version = await qmp.execute<{ qemu: { major: number; minor: number; micro: number } }>('query-version');
-    const header: SaveHeader = {
-      xvmVersion: VERSION,
-      createdAt: new Date().toISOString(),
-      config: d.rec.config as unknown as Record<string, unknown>,
-      state: d.state === 'paused' ? 'paused' : 'running',
-      checkpoint,
-      qemu: { version: `${version.qemu.major}.${version.qemu.minor}.${version.qemu.micro}`, machine: currentMachine() },
-      memoryMiB: d.rec.config.memory,
-      run: { readyAt: info.readyAt, reboots: info.reboots, startedAt: info.startedAt },
-      disks: disks.map((x) => ({ vdev: x.vdev, image: x.image, format: x.format, readOnly: x.readOnly, ...(x.vol ? { vol: x.vol } : {}) })),
-    };
+    const header = await describeDomain(domains, d, qmp, checkpoint);
     const preamble = encodePreamble(header);
     const partial = `${file}.partial`;
     const hash = crypto.createHash('sha256').update(preamble);
@@ -349,7 +355,7 @@ export async function restoreDomain(
 }
 
 /** Waits until QEMU has loaded the whole incoming stream (run state leaves inmigrate). */
-async function waitIncoming(d: Domain, qmp: QmpClient, timeoutMs: number): Promise<void> {
+export async function waitIncoming(d: Domain, qmp: QmpClient, timeoutMs: number): Promise<void> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     if (d.qmp !== qmp || !d.runtime || !pidAlive(d.runtime.pid)) throw new XvmError('internal', 'QEMU exited while loading the migration stream');

@@ -10,6 +10,26 @@ import type { StatePaths } from '../common/paths.js';
 import type { DomainManager } from '../daemon/domains.js';
 import type { Logger } from '../daemon/log.js';
 import { restoreDomain, saveDomain } from './save.js';
+import { RelocationServer, relocationTokenFile } from './relocation.js';
+
+/**
+ * Starts the relocation service when XVM_RELOCATION_LISTEN (HOST:PORT) is
+ * set; off otherwise. A bad token file or a busy port is logged and the
+ * service stays off (xvmd itself runs on).
+ */
+export async function startRelocation(domains: DomainManager, paths: StatePaths, log: Logger): Promise<RelocationServer | undefined> {
+  const listen = process.env.XVM_RELOCATION_LISTEN;
+  if (!listen) return undefined;
+  try {
+    const r = new RelocationServer(domains, log, { listen, tokenFile: relocationTokenFile(paths), markerDir: path.join(paths.lib, 'relocation-incoming') });
+    await r.cleanupStale();
+    await r.listen();
+    return r;
+  } catch (e) {
+    log.error('relocation service not started', { listen, error: errorMessage(e) });
+    return undefined;
+  }
+}
 
 export function saveDir(paths: StatePaths): string {
   return path.join(paths.lib, 'save');

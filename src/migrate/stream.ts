@@ -80,13 +80,12 @@ export class StreamSink {
   }
 }
 
-/** Connects to QEMU's incoming socket (waiting for it to appear) and sends `length` bytes of `file` from `offset`. */
-export async function feedStream(socketPath: string, file: string, offset: number, length: number, onBytes: (n: number) => void, timeoutMs = 15_000): Promise<void> {
+/** Connects to QEMU's incoming migration socket, waiting for it to appear. */
+export async function connectIncoming(socketPath: string, timeoutMs = 15_000): Promise<net.Socket> {
   const end = Date.now() + timeoutMs;
-  let sock: net.Socket | undefined;
-  while (!sock) {
+  for (;;) {
     try {
-      sock = await new Promise<net.Socket>((res, rej) => {
+      return await new Promise<net.Socket>((res, rej) => {
         const s = net.createConnection(socketPath);
         s.once('connect', () => res(s));
         s.once('error', rej);
@@ -96,6 +95,11 @@ export async function feedStream(socketPath: string, file: string, offset: numbe
       await new Promise((r) => setTimeout(r, 20));
     }
   }
+}
+
+/** Connects to QEMU's incoming socket (waiting for it to appear) and sends `length` bytes of `file` from `offset`. */
+export async function feedStream(socketPath: string, file: string, offset: number, length: number, onBytes: (n: number) => void, timeoutMs = 15_000): Promise<void> {
+  const sock = await connectIncoming(socketPath, timeoutMs);
   let sent = 0;
   const count = new Transform({
     transform(chunk: Buffer, _enc, cb) {

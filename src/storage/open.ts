@@ -14,6 +14,8 @@ export interface OpenImageOptions {
   format?: ImageFormat;
   /** qcow2: scan metadata on read-write open (default true). */
   check?: boolean;
+  /** Page-cache I/O on the calling thread (see FileIo in io.ts): only for the block backend's own process. */
+  inlineIo?: boolean;
 }
 
 /** 'qcow2' if the file starts with the qcow2 magic, else 'raw'. */
@@ -35,12 +37,12 @@ export function probeFormat(file: string): ImageFormat {
 
 export async function openImage(file: string, opts: OpenImageOptions = {}): Promise<RawImage | Qcow2Image> {
   const format = opts.format ?? probeFormat(file);
-  if (format === 'raw') return RawImage.open(file, { readOnly: opts.readOnly });
-  if (format === 'qcow2') return Qcow2Image.open(file, { readOnly: opts.readOnly, check: opts.check });
+  if (format === 'raw') return RawImage.open(file, { readOnly: opts.readOnly, inlineIo: opts.inlineIo });
+  if (format === 'qcow2') return Qcow2Image.open(file, { readOnly: opts.readOnly, check: opts.check, inlineIo: opts.inlineIo });
   throw new ImageError(`unknown image format ${String(format)}`);
 }
 
-setBackingOpener(async (file: string, format: string | null, chain: string[]): Promise<BlockImage> => {
+setBackingOpener(async (file: string, format: string | null, chain: string[], inlineIo: boolean): Promise<BlockImage> => {
   // A backing file named in an image header must be an image file, not a
   // host device (an untrusted image could otherwise read /dev/sda).
   let st: fs.Stats;
@@ -52,6 +54,6 @@ setBackingOpener(async (file: string, format: string | null, chain: string[]): P
   if (!st.isFile()) throw new ImageError(`backing file ${file} is not a regular file`);
   if (format !== null && format !== 'raw' && format !== 'qcow2') throw new ImageError(`unsupported backing format ${format}`);
   const fmt = (format as ImageFormat | null) ?? probeFormat(file);
-  if (fmt === 'raw') return RawImage.open(file, { readOnly: true });
-  return Qcow2Image.open(file, { readOnly: true, chain });
+  if (fmt === 'raw') return RawImage.open(file, { readOnly: true, inlineIo });
+  return Qcow2Image.open(file, { readOnly: true, chain, inlineIo });
 });

@@ -6,7 +6,8 @@
 //     data before the L2 entry that points at it, a new L2 table before the
 //     L1 entry that points at it. Nothing is cached dirty in memory.
 //   * Clusters are handed out from a reservation: a batch of free clusters
-//     gets refcount 1 on disk, then fdatasync, then they are used one by one
+//     gets refcount 1 on disk (an O_DSYNC write of the refcount bytes), then
+//     they are used one by one
 //     without further barriers. A crash leaves the unused ones leaked
 //     (qemu-img check: exit 3, "leaked clusters"), never referenced with a
 //     refcount of 0. A clean close gives them back.
@@ -29,7 +30,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { BlockImage, ImageError } from './image.js';
-import { blockDeviceSize, closeFd, fdatasync, fstat, ftruncate, Mutex, preadFull, pwriteAll } from './io.js';
+import { blockDeviceSize, bufsLength, closeFd, fdatasync, FileIo, fstat, ftruncate, Mutex, preadFull, pwriteAll, sliceBufs } from './io.js';
 import {
   buildHeader,
   clusterSpan,
@@ -70,6 +71,8 @@ export interface Qcow2OpenOptions {
   l2CacheBytes?: number;
   /** Internal: real paths of the images above this one (loop detection). */
   chain?: string[];
+  /** Page-cache I/O on the calling thread (FileIo inline; also for the backing chain): the block backend only. */
+  inlineIo?: boolean;
 }
 
 export interface OpenedBacking {
@@ -78,7 +81,7 @@ export interface OpenedBacking {
 }
 
 /** Opens a backing file; set by open.ts (avoids an import cycle). */
-export type BackingOpener = (file: string, format: string | null, chain: string[]) => Promise<BlockImage>;
+export type BackingOpener = (file: string, format: string | null, chain: string[], inlineIo: boolean) => Promise<BlockImage>;
 let backingOpener: BackingOpener | null = null;
 export function setBackingOpener(fn: BackingOpener): void {
   backingOpener = fn;
@@ -153,6 +156,9 @@ export class Qcow2Image implements BlockImage {
   /** Free host clusters known to read as zeros (fresh file space, punched holes). */
   private readonly zeroHosts = new Set<number>();
   private bgFlush: Promise<void> | null = null;
+  private readonly io: FileIo;
+  /** The same file opened O_DSYNC (read-write images): writes on it are durable when they complete. */
+  private dsyncFd = -1;
   /** Stats for tests and info. */
   readonly stats = { leaksRepaired: 0, reservations: 0 };
 
@@ -165,7 +171,9 @@ export class Qcow2Image implements BlockImage {
     l1: Buffer,
     reftable: Buffer,
     l2CacheBytes: number,
+    inlineIo: boolean,
   ) {
+    this.io = new FileIo(fd, inlineIo);
     this.cb = header.clusterBits;
     this.cs = 2 ** this.cb;
     this.l2Entries = this.cs / 8;
@@ -209,7 +217,7 @@ export class Qcow2Image implements BlockImage {
     if (opts.backingFile) {
       const opener = await getOpener();
       const resolved = path.resolve(path.dirname(path.resolve(file)), opts.backingFile);
-      const b = await opener(resolved, backingFormat ?? null, [path.resolve(file)]);
+      const b = await opener(resolved, backingFormat ?? null, [path.resolve(file)], false);
       backingFormat = b.format;
       await b.close();
     }
@@ -298,8 +306,9 @@ export class Qcow2Image implements BlockImage {
       if (l1.length) await preadFull(fd, l1, h.l1TableOffset);
       const rt = Buffer.alloc(h.refcountTableClusters * 2 ** cb);
       await preadFull(fd, rt, h.refcountTableOffset);
-      img = new Qcow2Image(file, fd, h, readOnly, fileSize, l1, rt, opts.l2CacheBytes ?? 32 << 20);
+      img = new Qcow2Image(file, fd, h, readOnly, fileSize, l1, rt, opts.l2CacheBytes ?? 32 << 20, !!opts.inlineIo);
       if (!readOnly) {
+        img.dsyncFd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_DSYNC);
         if (h.autoclear !== 0n) {
           // We maintain no auto-clear feature (e.g. bitmaps): clear the bits before writing.
           const b = Buffer.alloc(8);
@@ -313,6 +322,7 @@ export class Qcow2Image implements BlockImage {
       return img;
     } catch (err) {
       if (img?.backing) await img.backing.close().catch(() => {});
+      if (img && img.dsyncFd >= 0) fs.closeSync(img.dsyncFd);
       fs.closeSync(fd);
       throw wrapIo(err, file);
     }
@@ -333,7 +343,7 @@ export class Qcow2Image implements BlockImage {
     if (!fs.existsSync(resolved)) throw new ImageError(`backing file ${resolved} does not exist`);
     const opener = await getOpener();
     try {
-      this.backing = await opener(resolved, this.header.backingFormat, mine);
+      this.backing = await opener(resolved, this.header.backingFormat, mine, this.io.inline);
     } catch (err) {
       const msg = (err as Error).message;
       throw new ImageError(msg.startsWith('backing') ? msg : `backing file ${resolved}: ${msg}`);
@@ -360,6 +370,7 @@ export class Qcow2Image implements BlockImage {
       this.closed = true;
       if (this.marking) await this.marking; // never write after the fd is closed (and maybe reused)
       await closeFd(this.fd).catch(() => {});
+      if (this.dsyncFd >= 0) await closeFd(this.dsyncFd).catch(() => {});
       if (this.backing) await this.backing.close();
     }
   }
@@ -377,7 +388,7 @@ export class Qcow2Image implements BlockImage {
       this.corruptMsg = msg;
       const b = Buffer.alloc(8);
       b.writeBigUInt64BE(this.header.incompatible | INCOMPAT_CORRUPT);
-      this.marking = pwriteAll(this.fd, b, 72)
+      this.marking = this.io.write(b, 72)
         .then(() => fdatasync(this.fd))
         .catch(() => {});
     }
@@ -411,7 +422,7 @@ export class Qcow2Image implements BlockImage {
 
   private async readMeta(buf: Buffer, off: number, what: string): Promise<void> {
     if (off < 0 || off + buf.length > this.fileSize) throw this.corrupt(`${what} at ${off} lies past the end of the file`);
-    const n = await preadFull(this.fd, buf, off);
+    const n = await this.io.read(buf, off);
     if (n < buf.length) throw this.corrupt(`${what} at ${off}: short read`);
   }
 
@@ -549,7 +560,7 @@ export class Qcow2Image implements BlockImage {
     const [off, end] = this.compressedRange(hi, lo);
     const avail = Math.min(end, this.fileSize) - off;
     const src = Buffer.allocUnsafe(avail);
-    const n = await preadFull(this.fd, src, off);
+    const n = await this.io.read(src, off);
     let out: Buffer;
     try {
       out = zlib.inflateRawSync(src.subarray(0, n), { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: this.cs });
@@ -614,11 +625,13 @@ export class Qcow2Image implements BlockImage {
     this.refDirty.set(r, d ? [Math.min(d[0], s), Math.max(d[1], e)] : [s, e]);
   }
 
-  private async writeRefs(): Promise<void> {
+  /** Write the changed refcount ranges; with `durable`, through the O_DSYNC fd (on stable storage when this resolves). */
+  private async writeRefs(durable = false): Promise<void> {
     const jobs: Promise<void>[] = [];
     for (const [r, [s, e]] of this.refDirty) {
       const off = this.refblockOffset(r);
-      jobs.push(pwriteAll(this.fd, this.refblocks.get(r)!.subarray(s, e), off + s));
+      const part = this.refblocks.get(r)!.subarray(s, e);
+      jobs.push(durable ? pwriteAll(this.dsyncFd, part, off + s) : this.io.write(part, off + s));
     }
     this.refDirty.clear();
     await Promise.all(jobs);
@@ -640,11 +653,11 @@ export class Qcow2Image implements BlockImage {
     const b = Buffer.alloc(this.cs);
     setRefcount(b, 0, this.refOrder, 1);
     const off = c * this.cs;
-    await pwriteAll(this.fd, b, off);
+    await this.io.write(b, off);
     this.noteFileEnd(off + this.cs);
     await fdatasync(this.fd);
     this.reftable.writeBigUInt64BE(BigInt(off), r * 8);
-    await pwriteAll(this.fd, this.reftable.subarray(r * 8, r * 8 + 8), this.header.refcountTableOffset + r * 8);
+    await this.io.write(this.reftable.subarray(r * 8, r * 8 + 8), this.header.refcountTableOffset + r * 8);
     this.refblocks.set(r, b);
     this.knownMeta.add(c);
   }
@@ -688,7 +701,7 @@ export class Qcow2Image implements BlockImage {
       const bc = q * this.refEntries;
       setRefcount(b, 0, this.refOrder, 1);
       for (let c = P; c < P + T; c++) if (Math.floor(c / this.refEntries) === q) setRefcount(b, c - bc, this.refOrder, 1);
-      await pwriteAll(this.fd, b, bc * cs);
+      await this.io.write(b, bc * cs);
       this.noteFileEnd((bc + 1) * cs);
       table.writeBigUInt64BE(BigInt(bc * cs), q * 8);
       this.refblocks.set(q, b);
@@ -700,13 +713,13 @@ export class Qcow2Image implements BlockImage {
       await this.setRef(c, 1); // an existing block
     }
     await this.writeRefs();
-    await pwriteAll(this.fd, table, P * cs);
+    await this.io.write(table, P * cs);
     this.noteFileEnd((P + T) * cs);
     await fdatasync(this.fd);
     const hdr = Buffer.alloc(12);
     hdr.writeBigUInt64BE(BigInt(P * cs), 0);
     hdr.writeUInt32BE(T, 8);
-    await pwriteAll(this.fd, hdr, 48);
+    await this.io.write(hdr, 48);
     await fdatasync(this.fd);
     const old = this.rtSpan;
     this.reftable = table;
@@ -747,15 +760,20 @@ export class Qcow2Image implements BlockImage {
         this.reserveTop = Math.max(this.reserveTop, c + 1);
       }
     }
-    await this.writeRefs();
+    // The barrier: refcounts (and the file's new size) on stable storage
+    // before any of these clusters is used. O_DSYNC writes of just those
+    // bytes, not an fdatasync: that would also push every dirty data page
+    // of the image to the disk, mid-stream (a sequential writer stalled
+    // on it at every refill).
+    await this.writeRefs(true);
     const end = (got[got.length - 1] + 1) * this.cs;
     const eofCluster = Math.ceil(this.fileSize / this.cs);
     if (end > this.fileSize) {
-      await ftruncate(this.fd, end);
+      // Grow by writing the last byte (O_DSYNC: the size is durable too); it reads as zero, like the rest.
+      await pwriteAll(this.dsyncFd, Buffer.alloc(1), end - 1);
       this.fileSize = end;
     }
     for (const x of got) if (x >= eofCluster) this.zeroHosts.add(x);
-    await fdatasync(this.fd);
     this.allocHint = c;
     this.reserved.push(...got);
     this.reserved.sort((a, b) => a - b);
@@ -941,7 +959,7 @@ export class Qcow2Image implements BlockImage {
   async read(buf: Uint8Array, offset: number): Promise<void> {
     this.checkRequest(offset, buf.length, false);
     if (buf.length === 0) return;
-    await this.track(this.readImpl(buf, offset));
+    await this.track(this.readImpl([buf], offset, buf.length));
   }
 
   private async extents(offset: number, length: number): Promise<Extent[]> {
@@ -974,26 +992,34 @@ export class Qcow2Image implements BlockImage {
     return out;
   }
 
-  private async readImpl(buf: Uint8Array, offset: number): Promise<void> {
-    const ext = await this.extents(offset, buf.length);
+  /**
+   * Read guest bytes [offset, offset+length) into the buffer list: one
+   * (vectored) host read per run of contiguous host clusters, straight into
+   * the caller's buffers (guest memory, for the block backend).
+   */
+  private async readImpl(bufs: Uint8Array[], offset: number, length: number): Promise<void> {
+    const ext = await this.extents(offset, length);
     const jobs: Promise<void>[] = [];
     for (const x of ext) {
-      const dst = buf.subarray(x.pos - offset, x.pos - offset + x.len);
+      const dst = ext.length === 1 ? bufs : sliceBufs(bufs, x.pos - offset, x.len);
       switch (x.kind) {
         case Kind.Normal:
-          jobs.push(this.readData(dst, x.host));
+          jobs.push(this.readData(dst, x.len, x.host));
           break;
         case Kind.Zero:
-          dst.fill(0);
+          for (const d of dst) d.fill(0);
           break;
         case Kind.Unalloc:
-          jobs.push(this.readBacking(dst, x.pos));
+          jobs.push(this.readBacking(dst, x.len, x.pos));
           break;
         case Kind.Compressed:
           jobs.push(
             this.readCompressed(x.hi, x.lo).then((z) => {
-              const inOff = x.pos % this.cs;
-              dst.set(z.subarray(inOff, inOff + x.len));
+              let o = x.pos % this.cs;
+              for (const d of dst) {
+                d.set(z.subarray(o, o + d.length));
+                o += d.length;
+              }
             }),
           );
           break;
@@ -1002,35 +1028,45 @@ export class Qcow2Image implements BlockImage {
     await Promise.all(jobs);
   }
 
-  private async readData(dst: Uint8Array, host: number): Promise<void> {
-    const avail = Math.max(0, Math.min(dst.length, this.fileSize - host));
-    const n = avail > 0 ? await preadFull(this.fd, dst.subarray(0, avail), host) : 0;
-    if (n < dst.length) dst.fill(0, n);
+  /** `len` bytes of host data at `host` into `dst` (zeros past the end of the file). */
+  private async readData(dst: Uint8Array[], len: number, host: number): Promise<void> {
+    const avail = Math.max(0, Math.min(len, this.fileSize - host));
+    const n = avail > 0 ? await this.io.readv(avail < len ? sliceBufs(dst, 0, avail) : dst, host) : 0;
+    if (n < len) for (const d of sliceBufs(dst, n, len - n)) d.fill(0);
   }
 
-  private async readBacking(dst: Uint8Array, pos: number): Promise<void> {
-    const b = this.backing;
-    const n = b ? Math.max(0, Math.min(dst.length, b.size - pos)) : 0;
-    if (n > 0) await b!.read(dst.subarray(0, n), pos);
-    if (n < dst.length) dst.fill(0, n);
-  }
-
-  /** Vectored read: each segment lands directly in its buffer. */
-  async readv(bufs: Uint8Array[], offset: number): Promise<void> {
-    const total = bufs.reduce((a, b) => a + b.length, 0);
-    this.checkRequest(offset, total, false);
-    const jobs: Promise<void>[] = [];
-    let pos = offset;
-    for (const b of bufs) {
-      if (b.length) jobs.push(this.track(this.readImpl(b, pos)));
-      pos += b.length;
+  /** `len` guest bytes at `pos` from the backing chain (zeros past its end, or without one). */
+  private async readBacking(dst: Uint8Array[], len: number, pos: number): Promise<void> {
+    const b = this.backing as (BlockImage & Partial<{ readv(bufs: Uint8Array[], offset: number): Promise<void> }>) | null;
+    const n = b ? Math.max(0, Math.min(len, b.size - pos)) : 0;
+    if (n > 0) {
+      const part = n < len ? sliceBufs(dst, 0, n) : dst;
+      if (part.length === 1) await b!.read(part[0], pos);
+      else if (typeof b!.readv === 'function') await b!.readv(part, pos);
+      else {
+        const tmp = Buffer.allocUnsafe(n);
+        await b!.read(tmp, pos);
+        let o = 0;
+        for (const d of part) o += tmp.copy(d, 0, o, o + d.length);
+      }
     }
-    await Promise.all(jobs);
+    if (n < len) for (const d of sliceBufs(dst, n, len - n)) d.fill(0);
   }
 
-  /** Vectored write: gathered into one buffer so allocation sees the whole request. */
+  /** Vectored read: the whole request mapped once, each host run read straight into the buffers. */
+  async readv(bufs: Uint8Array[], offset: number): Promise<void> {
+    const total = bufsLength(bufs);
+    this.checkRequest(offset, total, false);
+    if (total === 0) return;
+    await this.track(this.readImpl(bufs, offset, total));
+  }
+
+  /** Vectored write: the whole request at once (allocation sees all of it), no gathering copy. */
   async writev(bufs: Uint8Array[], offset: number): Promise<void> {
-    await this.write(bufs.length === 1 ? bufs[0] : Buffer.concat(bufs), offset);
+    const total = bufsLength(bufs);
+    this.checkRequest(offset, total, true);
+    if (total === 0) return;
+    await this.track(this.writeImpl(bufs, offset, total));
   }
 
   // ------------------------------------------------------------------
@@ -1039,16 +1075,18 @@ export class Qcow2Image implements BlockImage {
   async write(buf: Uint8Array, offset: number): Promise<void> {
     this.checkRequest(offset, buf.length, true);
     if (buf.length === 0) return;
-    await this.track(this.writeImpl(buf, offset));
+    await this.track(this.writeImpl([buf], offset, buf.length));
   }
 
-  private async writeImpl(data: Uint8Array, offset: number): Promise<void> {
-    const end = offset + data.length;
+  private async writeImpl(data: Uint8Array[], offset: number, length: number): Promise<void> {
+    const end = offset + length;
+    const t0 = Math.floor(offset / this.tableBytes);
+    if (Math.floor((end - 1) / this.tableBytes) === t0) return this.writeInTable(t0, data, offset, length);
     const jobs: Promise<void>[] = [];
     for (let pos = offset; pos < end; ) {
       const t = Math.floor(pos / this.tableBytes);
       const segEnd = Math.min(end, (t + 1) * this.tableBytes);
-      jobs.push(this.writeInTable(t, data.subarray(pos - offset, segEnd - offset), pos));
+      jobs.push(this.writeInTable(t, sliceBufs(data, pos - offset, segEnd - pos), pos, segEnd - pos));
       pos = segEnd;
     }
     await Promise.all(jobs);
@@ -1080,10 +1118,10 @@ export class Qcow2Image implements BlockImage {
     };
   }
 
-  private async writeInTable(t: number, data: Uint8Array, offset: number): Promise<void> {
+  private async writeInTable(t: number, data: Uint8Array[], offset: number, length: number): Promise<void> {
     const cs = this.cs;
     const c0 = Math.floor(offset / cs);
-    const c1 = Math.floor((offset + data.length - 1) / cs);
+    const c1 = Math.floor((offset + length - 1) / cs);
     for (;;) {
       const l2 = await this.getL2(t);
       const busy = this.claimed(c0, c1);
@@ -1101,7 +1139,7 @@ export class Qcow2Image implements BlockImage {
           if (e.kind !== Kind.Normal || !e.copied) ok = false;
           else {
             const s = Math.max(offset, c * cs);
-            const en = Math.min(offset + data.length, (c + 1) * cs);
+            const en = Math.min(offset + length, (c + 1) * cs);
             const host = e.host + (s - c * cs);
             const last = runs[runs.length - 1];
             if (last && last[0] + last[2] === host) last[2] += en - s;
@@ -1109,13 +1147,14 @@ export class Qcow2Image implements BlockImage {
           }
         }
         if (ok) {
-          await Promise.all(runs.map(([h, d, n]) => pwriteAll(this.fd, data.subarray(d, d + n), h)));
+          if (runs.length === 1) await this.io.writev(data, runs[0][0]);
+          else await Promise.all(runs.map(([h, d, n]) => this.io.writev(sliceBufs(data, d, n), h)));
           return;
         }
       }
       const release = this.claim(c0, c1);
       try {
-        await this.allocatingWrite(t, data, offset, c0, c1);
+        await this.allocatingWrite(t, data, offset, length, c0, c1);
       } finally {
         release();
       }
@@ -1141,11 +1180,11 @@ export class Qcow2Image implements BlockImage {
       this.zeroHosts.delete(c);
       const off = c * this.cs;
       const b = Buffer.alloc(this.cs);
-      await pwriteAll(this.fd, b, off);
+      await this.io.write(b, off);
       this.noteFileEnd(off + this.cs);
       this.l1.writeUInt32BE((COPIED_HI | Math.floor(off / TWO32)) >>> 0, t * 8);
       this.l1.writeUInt32BE(off % TWO32, t * 8 + 4);
-      await pwriteAll(this.fd, this.l1.subarray(t * 8, t * 8 + 8), this.header.l1TableOffset + t * 8);
+      await this.io.write(this.l1.subarray(t * 8, t * 8 + 8), this.header.l1TableOffset + t * 8);
       this.knownMeta.add(c);
       this.l2cache.set(t, { buf: b, loading: null, pins: pin ? 1 : 0 });
       this.evictL2(t);
@@ -1162,32 +1201,32 @@ export class Qcow2Image implements BlockImage {
         out.fill(0);
         return;
       case Kind.Normal:
-        await this.readData(out.subarray(0, n), e.host);
+        await this.readData([out.subarray(0, n)], n, e.host);
         break;
       case Kind.Compressed:
         (await this.readCompressed(e.hi, e.lo)).copy(out, 0, 0, n);
         break;
       case Kind.Unalloc:
-        await this.readBacking(out.subarray(0, n), start);
+        await this.readBacking([out.subarray(0, n)], n, start);
         break;
     }
     out.fill(0, n);
   }
 
-  private async allocatingWrite(t: number, data: Uint8Array, offset: number, c0: number, c1: number): Promise<void> {
+  private async allocatingWrite(t: number, data: Uint8Array[], offset: number, length: number, c0: number, c1: number): Promise<void> {
     const cs = this.cs;
     const l2 = await this.ensureL2(t, true);
     try {
-      const end = offset + data.length;
+      const end = offset + length;
       const inPlace: Promise<void>[] = [];
-      const alloc: { c: number; part: Uint8Array; inOff: number; whole: boolean; old: { kind: Kind; host: number; hi: number; lo: number; copied: boolean } }[] = [];
+      const alloc: { c: number; part: Uint8Array[]; inOff: number; whole: boolean; old: { kind: Kind; host: number; hi: number; lo: number; copied: boolean } }[] = [];
       for (let c = c0; c <= c1; c++) {
         const e = this.decode(l2, c % this.l2Entries);
         const s = Math.max(offset, c * cs);
         const en = Math.min(end, (c + 1) * cs);
-        const part = data.subarray(s - offset, en - offset);
+        const part = sliceBufs(data, s - offset, en - s);
         if (e.kind === Kind.Normal && e.copied) {
-          inPlace.push(pwriteAll(this.fd, part, e.host + (s - c * cs)));
+          inPlace.push(this.io.writev(part, e.host + (s - c * cs)));
           continue;
         }
         alloc.push({ c, part, inOff: s - c * cs, whole: s === c * cs && en === (c + 1) * cs, old: e });
@@ -1202,30 +1241,42 @@ export class Qcow2Image implements BlockImage {
         // host cluster known to be zero (fresh file space or a punched
         // hole), needs only its own bytes written; others get a full
         // cluster: their current content (copy-on-write) plus the new bytes.
-        const bufs: Uint8Array[] = [];
+        // bufs[k]: what goes to host cluster hosts[k] (a whole cluster, or
+        // only the new bytes at inOff), as pieces of the caller's buffers.
+        const bufs: Uint8Array[][] = [];
+        const whole: boolean[] = [];
         for (let k = 0; k < alloc.length; k++) {
           const a = alloc[k];
           const zeroRest =
             a.old.kind === Kind.Zero || (a.old.kind === Kind.Unalloc && (!this.backing || this.backing.size <= a.c * cs));
-          if (a.whole) bufs.push(a.part);
-          else if (zeroRest && this.zeroHosts.has(hosts[k])) bufs.push(a.part);
-          else {
+          if (a.whole) {
+            bufs.push(a.part);
+            whole.push(true);
+          } else if (zeroRest && this.zeroHosts.has(hosts[k])) {
+            bufs.push(a.part);
+            whole.push(false);
+          } else {
             const b = Buffer.allocUnsafe(cs);
             await this.currentCluster(a.c, a.old, b);
-            b.set(a.part, a.inOff);
-            bufs.push(b);
+            let o = a.inOff;
+            for (const p of a.part) {
+              b.set(p, o);
+              o += p.length;
+            }
+            bufs.push([b]);
+            whole.push(true);
           }
           this.zeroHosts.delete(hosts[k]);
         }
         for (let i = 0; i < alloc.length; ) {
-          if (bufs[i].length !== cs) {
-            inPlace.push(pwriteAll(this.fd, bufs[i], hosts[i] * cs + alloc[i].inOff));
+          if (!whole[i]) {
+            inPlace.push(this.io.writev(bufs[i], hosts[i] * cs + alloc[i].inOff));
             i++;
             continue;
           }
           let j = i + 1;
-          while (j < alloc.length && hosts[j] === hosts[j - 1] + 1 && bufs[j].length === cs) j++;
-          inPlace.push(writeRun(this.fd, bufs.slice(i, j), hosts[i] * cs));
+          while (j < alloc.length && hosts[j] === hosts[j - 1] + 1 && whole[j]) j++;
+          inPlace.push(this.writeRun(bufs.slice(i, j), hosts[i] * cs));
           i = j;
         }
         await Promise.all(inPlace);
@@ -1242,7 +1293,7 @@ export class Qcow2Image implements BlockImage {
           hi = Math.max(hi, i);
         });
         const l2off = this.l1Entry(t);
-        await pwriteAll(this.fd, l2.subarray(lo * 8, (hi + 1) * 8), l2off + lo * 8);
+        await this.io.write(l2.subarray(lo * 8, (hi + 1) * 8), l2off + lo * 8);
         alloc.forEach((a, k) => {
           if (a.old.kind !== Kind.Unalloc && reuse[k] < 0) this.freeLater(a.old.hi, a.old.lo, a.old.kind, a.old.host);
         });
@@ -1278,10 +1329,10 @@ export class Qcow2Image implements BlockImage {
     const lastEnd = end === this.size ? Math.ceil(end / cs) : Math.floor(end / cs);
     const jobs: Promise<void>[] = [];
     if (first >= lastEnd) {
-      jobs.push(this.writeImpl(Buffer.alloc(length), offset));
+      jobs.push(this.writeImpl([Buffer.alloc(length)], offset, length));
     } else {
-      if (offset < first * cs) jobs.push(this.writeImpl(Buffer.alloc(first * cs - offset), offset));
-      if (end > lastEnd * cs && lastEnd * cs < this.size) jobs.push(this.writeImpl(Buffer.alloc(end - lastEnd * cs), lastEnd * cs));
+      if (offset < first * cs) jobs.push(this.writeImpl([Buffer.alloc(first * cs - offset)], offset, first * cs - offset));
+      if (end > lastEnd * cs && lastEnd * cs < this.size) jobs.push(this.writeImpl([Buffer.alloc(end - lastEnd * cs)], lastEnd * cs, end - lastEnd * cs));
       for (let c = first; c < lastEnd; ) {
         const t = Math.floor(c / this.l2Entries);
         const ce = Math.min(lastEnd, (t + 1) * this.l2Entries);
@@ -1308,7 +1359,7 @@ export class Qcow2Image implements BlockImage {
       if (!v3 && backing) {
         // No zero flag in version 2: write zero data.
         const bytes = Math.min((c1 + 1) * this.cs, this.size) - c0 * this.cs;
-        return this.writeImpl(Buffer.alloc(bytes), c0 * this.cs);
+        return this.writeImpl([Buffer.alloc(bytes)], c0 * this.cs, bytes);
       }
       const release = this.claim(c0, c1);
       try {
@@ -1338,7 +1389,7 @@ export class Qcow2Image implements BlockImage {
             hi = Math.max(hi, i);
             if (drop) frees.push(e);
           }
-          if (hi >= 0) await pwriteAll(this.fd, l2.subarray(lo * 8, (hi + 1) * 8), this.l1Entry(t) + lo * 8);
+          if (hi >= 0) await this.io.write(l2.subarray(lo * 8, (hi + 1) * 8), this.l1Entry(t) + lo * 8);
           for (const e of frees) this.freeLater(e.hi, e.lo, e.kind, e.host);
         } finally {
           this.unpin(t);
@@ -1377,7 +1428,7 @@ export class Qcow2Image implements BlockImage {
       if (!opts.allowShrink) throw this.err(`shrinking from ${old} to ${newSize} bytes needs allowShrink`);
       const cs = this.cs;
       const tailEnd = Math.min(old, Math.ceil(newSize / cs) * cs);
-      if (tailEnd > newSize) await this.writeImpl(Buffer.alloc(tailEnd - newSize), newSize);
+      if (tailEnd > newSize) await this.writeImpl([Buffer.alloc(tailEnd - newSize)], newSize, tailEnd - newSize);
       // Drop every cluster past the new end (entries become 0).
       for (let c = Math.ceil(newSize / cs); c < Math.ceil(old / cs); ) {
         const t = Math.floor(c / this.l2Entries);
@@ -1395,7 +1446,7 @@ export class Qcow2Image implements BlockImage {
     if (needL1 <= capacity || needL1 <= this.header.l1Size) {
       if (needL1 > this.header.l1Size) {
         const from = this.header.l1Size * 8;
-        await pwriteAll(this.fd, Buffer.alloc(needL1 * 8 - from), this.header.l1TableOffset + from);
+        await this.io.write(Buffer.alloc(needL1 * 8 - from), this.header.l1TableOffset + from);
       }
       await this.writeSize(newSize, Math.max(needL1, this.header.l1Size));
     } else {
@@ -1404,7 +1455,7 @@ export class Qcow2Image implements BlockImage {
         const start = await this.reserveContiguousLocked(clusters);
         const table = Buffer.alloc(clusters * this.cs);
         this.l1.copy(table, 0);
-        await pwriteAll(this.fd, table, start * this.cs);
+        await this.io.write(table, start * this.cs);
         this.noteFileEnd((start + clusters) * this.cs);
         await fdatasync(this.fd);
         const hdr = Buffer.alloc(24);
@@ -1412,7 +1463,7 @@ export class Qcow2Image implements BlockImage {
         hdr.writeUInt32BE(0, 8);
         hdr.writeUInt32BE(needL1, 12);
         hdr.writeBigUInt64BE(BigInt(start * this.cs), 16);
-        await pwriteAll(this.fd, hdr, 24);
+        await this.io.write(hdr, 24);
         await fdatasync(this.fd);
         const oldSpan = this.l1Span;
         this.l1 = table.subarray(0, needL1 * 8);
@@ -1441,7 +1492,7 @@ export class Qcow2Image implements BlockImage {
     hdr.writeBigUInt64BE(BigInt(size), 0);
     hdr.writeUInt32BE(0, 8);
     hdr.writeUInt32BE(l1Size, 12);
-    await pwriteAll(this.fd, hdr, 24);
+    await this.io.write(hdr, 24);
     await fdatasync(this.fd);
     if (l1Size > this.header.l1Size) {
       const l1 = Buffer.alloc(l1Size * 8);
@@ -1477,20 +1528,16 @@ export class Qcow2Image implements BlockImage {
     return start;
   }
 
+  /** Consecutive pieces written at `pos` with one pwritev. */
+  private writeRun(parts: Uint8Array[][], pos: number): Promise<void> {
+    return this.io.writev(parts.flat(), pos);
+  }
+
   /** Bytes the image file occupies on the host. */
   async allocatedBytes(): Promise<number> {
     const st = await fstat(this.fd);
     return st.isBlockDevice() ? this.fileSize : st.blocks * 512;
   }
-}
-
-async function writeRun(fd: number, bufs: Uint8Array[], pos: number): Promise<void> {
-  if (bufs.length === 1) return pwriteAll(fd, bufs[0], pos);
-  const total = bufs.reduce((a, b) => a + b.length, 0);
-  const written = await new Promise<number>((resolve, reject) =>
-    fs.writev(fd, bufs as NodeJS.ArrayBufferView[], pos, (err, n) => (err ? reject(err) : resolve(n))),
-  );
-  if (written < total) await pwriteAll(fd, Buffer.concat(bufs).subarray(written), pos + written);
 }
 
 function realpathOr(p: string): string {

@@ -1,12 +1,14 @@
 // Raw images: a regular file or a block device, byte for byte the disk.
 import fs from 'node:fs';
 import { BlockImage, ImageError } from './image.js';
-import { blockDeviceSize, closeFd, fdatasync, fstat, preadFull, pwriteAll } from './io.js';
+import { advanceBufs, blockDeviceSize, bufsLength, closeFd, fdatasync, FileIo, fstat } from './io.js';
 import { FallocateError, punchHole, zeroRange } from '../sys/fallocate.js';
 import { tryLockExclusive } from '../sys/flock.js';
 
 export interface RawOpenOptions {
   readOnly?: boolean;
+  /** Page-cache I/O on the calling thread (FileIo inline): for the block backend's own process, never the daemon. */
+  inlineIo?: boolean;
 }
 
 const ZERO_CHUNK = 1 << 20;
@@ -16,6 +18,7 @@ export class RawImage implements BlockImage {
   private closed = false;
   private canPunch = true;
   private canZeroRange = true;
+  readonly io: FileIo;
 
   private constructor(
     readonly path: string,
@@ -23,7 +26,10 @@ export class RawImage implements BlockImage {
     public size: number,
     readonly readOnly: boolean,
     readonly isBlockDevice: boolean,
-  ) {}
+    inlineIo: boolean,
+  ) {
+    this.io = new FileIo(fd, inlineIo);
+  }
 
   static async open(path: string, opts: RawOpenOptions = {}): Promise<RawImage> {
     const readOnly = !!opts.readOnly;
@@ -40,7 +46,7 @@ export class RawImage implements BlockImage {
       if (st.isBlockDevice()) size = blockDeviceSize(st);
       else if (st.isFile()) size = st.size;
       else throw new ImageError(`${path} is neither a regular file nor a block device`);
-      return new RawImage(path, fd, size, readOnly, st.isBlockDevice());
+      return new RawImage(path, fd, size, readOnly, st.isBlockDevice(), !!opts.inlineIo);
     } catch (err) {
       fs.closeSync(fd);
       throw err;
@@ -73,49 +79,25 @@ export class RawImage implements BlockImage {
   }
 
   async read(buf: Uint8Array, offset: number): Promise<void> {
-    this.check(offset, buf.length, false);
-    const n = await preadFull(this.fd, buf, offset);
-    if (n < buf.length) buf.fill(0, n); // file shrank underneath us: zeros
+    return this.readv([buf], offset);
   }
 
   async write(buf: Uint8Array, offset: number): Promise<void> {
-    this.check(offset, buf.length, true);
-    await pwriteAll(this.fd, buf, offset);
+    return this.writev([buf], offset);
   }
 
-  /** Vectored read (one preadv; used by the block backend for multi-segment requests). */
+  /** Vectored read: one preadv straight into the buffers (guest memory for the block backend). */
   async readv(bufs: Uint8Array[], offset: number): Promise<void> {
-    const total = bufs.reduce((a, b) => a + b.length, 0);
+    const total = bufsLength(bufs);
     this.check(offset, total, false);
-    let done = 0;
-    let list = bufs;
-    while (done < total) {
-      const n = await new Promise<number>((resolve, reject) =>
-        fs.readv(this.fd, list as NodeJS.ArrayBufferView[], offset + done, (err, r) => (err ? reject(err) : resolve(r))),
-      );
-      if (n === 0) {
-        for (const b of list) b.fill(0);
-        return;
-      }
-      done += n;
-      list = advance(list, n);
-    }
+    const n = await this.io.readv(bufs, offset);
+    if (n < total) for (const b of advanceBufs(bufs, n)) b.fill(0); // file shrank underneath us: zeros
   }
 
   /** Vectored write (one pwritev). */
   async writev(bufs: Uint8Array[], offset: number): Promise<void> {
-    const total = bufs.reduce((a, b) => a + b.length, 0);
-    this.check(offset, total, true);
-    let done = 0;
-    let list = bufs;
-    while (done < total) {
-      const n = await new Promise<number>((resolve, reject) =>
-        fs.writev(this.fd, list as NodeJS.ArrayBufferView[], offset + done, (err, r) => (err ? reject(err) : resolve(r))),
-      );
-      if (n === 0) throw new ImageError(`${this.path}: short write`);
-      done += n;
-      list = advance(list, n);
-    }
+    this.check(offset, bufsLength(bufs), true);
+    await this.io.writev(bufs, offset);
   }
 
   async flush(): Promise<void> {
@@ -151,7 +133,7 @@ export class RawImage implements BlockImage {
     const zeros = new Uint8Array(Math.min(ZERO_CHUNK, length));
     for (let done = 0; done < length; done += zeros.length) {
       const n = Math.min(zeros.length, length - done);
-      await pwriteAll(this.fd, n === zeros.length ? zeros : zeros.subarray(0, n), offset + done);
+      await this.io.write(n === zeros.length ? zeros : zeros.subarray(0, n), offset + done);
     }
   }
 
@@ -175,20 +157,6 @@ export class RawImage implements BlockImage {
     this.closed = true;
     await closeFd(this.fd);
   }
-}
-
-/** The buffer list without its first n bytes. */
-function advance(bufs: Uint8Array[], n: number): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  for (const b of bufs) {
-    if (n >= b.length) {
-      n -= b.length;
-      continue;
-    }
-    out.push(n > 0 ? b.subarray(n) : b);
-    n = 0;
-  }
-  return out;
 }
 
 function checkSize(size: number): void {

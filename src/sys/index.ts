@@ -5,3 +5,5 @@ export * from './mman.js';
 export * from './socket.js';
 export * from './epoll.js';
 export * from './poll.js';
+export * from './uio.js';
+export * from './tun.js';

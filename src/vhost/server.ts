@@ -194,7 +194,10 @@ export class VhostUserBackend extends EventEmitter implements VringHost {
   }
 
   private async dispatch(request: number, flags: number, payload: Buffer, fds: number[]): Promise<void> {
-    const wantsAck = hasBit(this.ackedProtocol, PF.REPLY_ACK) && (flags & FLAG_NEED_REPLY) !== 0;
+    // A front-end only sets NEED_REPLY after negotiating REPLY_ACK, but QEMU
+    // 7.2 reconnecting while the guest is paused skips the negotiation and
+    // reuses what it agreed with our predecessor: ack whenever asked.
+    const wantsAck = (flags & FLAG_NEED_REPLY) !== 0 && (hasBit(this.ackedProtocol, PF.REPLY_ACK) || hasBit(this.offeredProtocol, PF.REPLY_ACK));
     let reply: Reply | null = null;
     let ok = true;
     try {
@@ -287,6 +290,7 @@ export class VhostUserBackend extends EventEmitter implements VringHost {
             throw e;
           }
           for (const v of this.vrings) if (v.queue !== null) v.refresh();
+          this.startWaitingRings();
         } finally {
           closeQuiet(fd);
         }
@@ -527,6 +531,21 @@ export class VhostUserBackend extends EventEmitter implements VringHost {
       this.memory = mem;
       old?.close();
     });
+    this.startWaitingRings();
+  }
+
+  /** Rings whose SET_VRING_KICK came before the memory table start now. */
+  private startWaitingRings(): void {
+    for (const v of this.vrings) {
+      if (!v.awaitingMemory) continue;
+      try {
+        v.memoryChanged();
+      } catch (e) {
+        this.say(`queue ${v.index}: cannot start: ${(e as Error).message}`);
+        v.awaitingMemory = false;
+        v.broken = true;
+      }
+    }
   }
 
   /** Stop every ring, wait for in-flight I/O, forget the front-end's state. */

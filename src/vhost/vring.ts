@@ -64,6 +64,12 @@ export class Vring {
   private drainWaiters: (() => void)[] = [];
   /** Pop is refused while the memory table is being swapped. */
   paused = false;
+  /**
+   * SET_VRING_KICK came before any memory table (QEMU 7.2 reconnecting to a
+   * restarted back-end while the guest is paused): the ring starts as soon
+   * as memory arrives (memoryChanged()).
+   */
+  awaitingMemory = false;
 
   constructor(
     readonly index: number,
@@ -101,6 +107,12 @@ export class Vring {
     this.stopWatch();
     if (this.kickFd >= 0 && this.kickFd !== kickFd) closeQuiet(this.kickFd);
     this.kickFd = kickFd;
+    if (this.host.memory === null) {
+      this.awaitingMemory = true;
+      this.host.warn(`queue ${this.index}: kick fd before the memory table; the ring starts when memory arrives`);
+      return;
+    }
+    this.awaitingMemory = false;
     const q = this.buildQueue(this.base);
     this.resubmit = [];
     if (this.inflight !== null) {
@@ -124,6 +136,11 @@ export class Vring {
     this.run();
   }
 
+  /** The memory table arrived or changed: start a ring whose kick fd came first. */
+  memoryChanged(): void {
+    if (this.awaitingMemory) this.start(this.kickFd);
+  }
+
   private stopWatch(): void {
     this.watch?.close();
     this.watch = null;
@@ -137,6 +154,7 @@ export class Vring {
   stop(drop: boolean): number {
     this.stopWatch();
     this.started = false;
+    this.awaitingMemory = false;
     const base = this.queue?.lastAvail ?? this.base;
     if (drop) this.generation++;
     closeQuiet(this.kickFd);

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Vring, type VringHost } from '../../src/vhost/index.js';
 import { BlkDevice } from '../../src/devices/blk/device.js';
-import { RawFileImage } from '../../src/devices/blk/raw-file.js';
+import { RawImage } from '../../src/storage/raw.js';
 import { S_IOERR, S_OK, S_UNSUPP, T_DISCARD, T_FLUSH, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES } from '../../src/devices/blk/request.js';
 import type { BlockImage } from '../../src/storage/image.js';
 import { layout, NEXT, WRITE, INDIRECT, writeDesc, pushAvail, usedIdx, usedElem, view, type Layout } from '../vhost/helpers.js';
@@ -20,20 +20,20 @@ interface Rig {
   ring: Vring;
   dev: BlkDevice;
   file: string;
-  image: RawFileImage;
+  image: RawImage;
   warnings: string[];
   nextDesc: number;
   nextBuf: number;
   done(): void;
 }
 
-function rig(opts: { readOnly?: boolean; image?: (img: RawFileImage) => BlockImage } = {}): Rig {
+async function rig(opts: { readOnly?: boolean; image?: (img: RawImage) => BlockImage } = {}): Promise<Rig> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvm-blkdev-'));
   const file = path.join(dir, 'disk.raw');
   const content = Buffer.alloc(DISK);
   for (let i = 0; i < DISK; i += 4) content.writeUInt32LE(i, i);
   fs.writeFileSync(file, content);
-  const image = RawFileImage.open(file);
+  const image = await RawImage.open(file, { inlineIo: true });
   const l = layout(64);
   const warnings: string[] = [];
   const dev = new BlkDevice({ image: opts.image ? opts.image(image) : image, numQueues: 1, readOnly: opts.readOnly, serial: 'SERIAL-123', log: (m) => warnings.push(m) });
@@ -111,7 +111,7 @@ async function kick(r: Rig, expectUsed: number): Promise<void> {
 const st = (r: Rig, b: Built) => view(r.l, b.status, 1)[0];
 
 test('read, write, flush, get-id, discard, write-zeroes', async () => {
-  const r = rig();
+  const r = await rig();
   try {
     const pattern = Buffer.alloc(4096, 0xab);
     const w = submit(r, T_OUT, 16, pattern);
@@ -165,7 +165,7 @@ test('read, write, flush, get-id, discard, write-zeroes', async () => {
 });
 
 test('malformed requests get an error status, never touch the disk', async () => {
-  const r = rig();
+  const r = await rig();
   try {
     const before = fs.readFileSync(r.file);
     const cases = [
@@ -188,7 +188,7 @@ test('malformed requests get an error status, never touch the disk', async () =>
 });
 
 test('a read-only disk refuses writes, discards and write-zeroes with IOERR', async () => {
-  const r = rig({ readOnly: true });
+  const r = await rig({ readOnly: true });
   try {
     const before = fs.readFileSync(r.file);
     const w = submit(r, T_OUT, 0, Buffer.alloc(512, 1));
@@ -208,7 +208,7 @@ test('a read-only disk refuses writes, discards and write-zeroes with IOERR', as
 });
 
 test('hostile chains: error status where possible, the ring keeps working', async () => {
-  const r = rig();
+  const r = await rig();
   try {
     const l = r.l;
     // 1. a loop: header → status(write) → header …
@@ -251,7 +251,7 @@ test('hostile chains: error status where possible, the ring keeps working', asyn
 
 test('requests complete out of order as their I/O finishes', async () => {
   let release: (() => void) | null = null;
-  const r = rig({
+  const r = await rig({
     image: (img) => ({
       size: img.size,
       format: img.format,

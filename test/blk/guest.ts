@@ -122,11 +122,16 @@ class Child {
     if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal);
     await this.exited;
   }
+
+  async waitOutput(re: RegExp, timeoutMs: number, what: string): Promise<RegExpMatchArray> {
+    return waitFor(() => this.out, re, timeoutMs, what, this.proc);
+  }
 }
 
 export class Backend extends Child {
-  static async start(args: string[], env: Record<string, string> = {}): Promise<Backend> {
-    const b = new Backend(spawn(process.execPath, [BLK_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } }));
+  /** `nodeArgs` go before the script (e.g. --cpu-prof for a profile). */
+  static async start(args: string[], env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<Backend> {
+    const b = new Backend(spawn(process.execPath, [...nodeArgs, BLK_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } }));
     await waitFor(() => b.out, /XVM_BLK_READY/, 30_000, 'backend ready', b.proc);
     return b;
   }
@@ -179,10 +184,6 @@ export class Guest extends Child {
   /** Start a command in the guest without waiting. */
   send(line: string): void {
     this.proc.stdin!.write(line + '\n');
-  }
-
-  async waitOutput(re: RegExp, timeoutMs: number, what: string): Promise<RegExpMatchArray> {
-    return waitFor(() => this.out, re, timeoutMs, what, this.proc);
   }
 
   async poweroff(): Promise<void> {

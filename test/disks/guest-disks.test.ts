@@ -236,6 +236,47 @@ test('a clone boots and its writes leave the base alone; snapshot of a running d
   assert.match(r.stderr, /d4-xvdb/);
 });
 
+test('disks in vdev order whatever the list order (xvda is vda); Xen-style vbd entries in the store while the domain runs, gone after destroy', { timeout: 300_000 }, async () => {
+  const disk = (tag: string): string => {
+    const f = path.join(tmp, `order-${tag}.raw`);
+    const b = Buffer.alloc(1 << 20);
+    b.write(`XVM-DISK-${tag.toUpperCase()}-MARK`, 0, 'latin1');
+    fs.writeFileSync(f, b);
+    return f;
+  };
+  const a = disk('xvda');
+  const b = disk('xvdb');
+  // xvdb is listed first.
+  const con = await boot('ord', [`${b},raw,xvdb,r`, `${a},raw,xvda,r`]);
+  assert.equal(await con.run('dd if=/dev/vda bs=18 count=1 2>/dev/null; echo'), 'XVM-DISK-XVDA-MARK', 'the guest\'s vda is xvda');
+  assert.equal(await con.run('dd if=/dev/vdb bs=18 count=1 2>/dev/null; echo'), 'XVM-DISK-XVDB-MARK', 'the guest\'s vdb is xvdb');
+
+  const domid = (await host.client.getDomain('ord')).domid;
+  assert.ok(typeof domid === 'number' && domid > 0);
+  const fe = `/local/domain/${domid}/device/vbd`;
+  const be = `/local/domain/0/backend/vbd/${domid}`;
+  const entries = (p: string) => (JSON.parse(cli(['store', 'ls', p, '--json'])) as { path: string; value: string }[]).reduce<Record<string, string>>((m, e) => ((m[e.path] = e.value), m), {});
+  const front = entries(fe);
+  const back = entries(be);
+  for (const [devid, vdev, file] of [[51712, 'xvda', a], [51728, 'xvdb', b]] as const) {
+    assert.equal(front[`${fe}/${devid}/backend`], `${be}/${devid}`, `${vdev}: frontend names its backend`);
+    assert.equal(front[`${fe}/${devid}/backend-id`], '0');
+    assert.equal(front[`${fe}/${devid}/virtual-device`], String(devid));
+    assert.equal(back[`${be}/${devid}/frontend`], `${fe}/${devid}`, `${vdev}: backend names its frontend`);
+    assert.equal(back[`${be}/${devid}/frontend-id`], String(domid));
+    assert.equal(back[`${be}/${devid}/dev`], vdev);
+    assert.equal(back[`${be}/${devid}/params`], file);
+    assert.equal(back[`${be}/${devid}/mode`], 'r');
+  }
+  con.close();
+  await host.client.destroy('ord');
+  for (const p of [fe, be]) {
+    const r = host.cli(['store', 'ls', p]);
+    assert.notEqual(r.code, 0, `${p} is gone after destroy`);
+  }
+  await host.client.undefineDomain('ord');
+});
+
 test('clear errors (missing volume, bad vdev, bad target, image in use twice, malformed requests); pools and import through the CLI', { timeout: 60_000 }, async () => {
   await assert.rejects(host.client.createDomain({ config: { name: 'e1', memory: 128, disk: ['vol=default/nosuch,xvdb,w'] }, start: true }), /disk xvdb: .*nosuch/);
   await assert.rejects(host.client.createDomain({ config: { name: 'e2', memory: 128, disk: ['vol=default/data,xvd1,w'] }, start: true }), /xvd1/);

@@ -334,8 +334,20 @@ test('qcow2: discarded clusters are reused after flush and the file does not gro
   assertSameAs(file, 'qcow2', model, dir);
 });
 
-for (const [cb, cache] of [[12, undefined], [9, 2048]] as const) {
-test(`qcow2: stress (cluster_bits ${cb}, L2 cache ${cache ?? 'default'}) — 16 requests in flight sharing clusters, flushes, racing reads`, async (t) => {
+/** `buf` cut into 1..4 pieces at random points (vectored I/O as the block backend issues it). */
+function pieces(buf: Buffer, rand: (n: number) => number): Buffer[] {
+  const cuts = [...new Set(Array.from({ length: rand(4) }, () => rand(buf.length)))].sort((a, b) => a - b);
+  const out: Buffer[] = [];
+  let o = 0;
+  for (const c of [...cuts, buf.length]) {
+    out.push(buf.subarray(o, c));
+    o = c;
+  }
+  return out;
+}
+
+for (const [cb, cache, vectored] of [[12, undefined, false], [9, 2048, false], [12, undefined, true]] as const) {
+test(`qcow2: stress (cluster_bits ${cb}, L2 cache ${cache ?? 'default'}${vectored ? ', readv/writev with inline I/O' : ''}) — 16 requests in flight sharing clusters, flushes, racing reads`, async (t) => {
   const dir = tmpdir(t);
   const file = path.join(dir, 's.qcow2');
   const base = path.join(dir, 'sb.qcow2');
@@ -346,7 +358,7 @@ test(`qcow2: stress (cluster_bits ${cb}, L2 cache ${cache ?? 'default'}) — 16 
   await b.write(model, 0);
   await b.close();
   await (await Qcow2Image.create(file, size, { clusterBits: cb, backingFile: 'sb.qcow2' })).close();
-  const img = await Qcow2Image.open(file, { l2CacheBytes: cache });
+  const img = await Qcow2Image.open(file, { l2CacheBytes: cache, inlineIo: vectored });
   const rand = prng(77);
   for (let round = 0; round < 60; round++) {
     const jobs: Promise<void>[] = [];
@@ -366,7 +378,7 @@ test(`qcow2: stress (cluster_bits ${cb}, L2 cache ${cache ?? 'default'}) — 16 
       } else {
         const data = Buffer.alloc(len, rand(256));
         data.copy(model, off);
-        jobs.push(img.write(data, off));
+        jobs.push(vectored ? img.writev(pieces(data, rand), off) : img.write(data, off));
       }
     }
     // reads of untouched ranges must see the model while the others run
@@ -376,7 +388,8 @@ test(`qcow2: stress (cluster_bits ${cb}, L2 cache ${cache ?? 'default'}) — 16 
       if (used.some(([a, e]) => off < e && a < off + len)) continue;
       const expect = Buffer.from(model.subarray(off, off + len));
       const got = Buffer.alloc(len);
-      jobs.push(img.read(got, off).then(() => assert.ok(got.equals(expect), `racing read at ${off}+${len} in round ${round}`)));
+      const read = vectored ? img.readv(pieces(got, rand), off) : img.read(got, off);
+      jobs.push(read.then(() => assert.ok(got.equals(expect), `racing read at ${off}+${len} in round ${round}`)));
     }
     if (rand(3) === 0) jobs.push(img.flush());
     await Promise.all(jobs);

@@ -2,7 +2,7 @@
 // state machine (parse → I/O → status → used ring). Requests run
 // concurrently and complete in whatever order their I/O finishes.
 import type { BlockImage } from '../../storage/image.js';
-import { bit, PF, type DescriptorChain, type VhostUserDevice, type Vring } from '../../vhost/index.js';
+import { bit, MAX_INDIRECT, PF, type DescriptorChain, type VhostUserDevice, type Vring } from '../../vhost/index.js';
 import { IoEngine } from './io/engine.js';
 import { BlkMetrics } from './metrics.js';
 import { ID_BYTES, parseRequest, S_IOERR, S_OK, SECTOR, type BlkOp, type ParseLimits } from './request.js';
@@ -29,8 +29,14 @@ export interface BlkDeviceOptions {
   readOnly?: boolean;
   /** The disk's serial number (GET_ID), at most 20 bytes. */
   serial?: string;
-  /** Largest virtqueue size the front-end will use (sets seg_max). Default 256. */
-  maxQueueSize?: number;
+  /**
+   * Most data segments per request (seg_max). Default 1022: with indirect
+   * descriptors a request (+ header + status) fills at most one 1024-entry
+   * indirect table, the walker's limit; a guest's 1 MiB O_DIRECT request
+   * (256 scattered pages) is then one request, not two (qemu-storage-daemon
+   * says 126: three).
+   */
+  segMax?: number;
   log?: (msg: string) => void;
 }
 
@@ -76,7 +82,7 @@ export class BlkDevice implements VhostUserDevice {
     const c = this.config;
     c.writeBigUInt64LE(BigInt(this.capacitySectors), 0); // capacity
     c.writeUInt32LE(0, 8); // size_max (feature not offered)
-    c.writeUInt32LE((opts.maxQueueSize ?? 256) - 2, 12); // seg_max
+    c.writeUInt32LE(opts.segMax ?? MAX_INDIRECT - 2, 12); // seg_max
     c.writeUInt32LE(SECTOR, 20); // blk_size
     c.writeUInt8(3, 24); // physical_block_exp: 4 KiB physical blocks
     c.writeUInt8(0, 25); // alignment_offset

@@ -41,7 +41,10 @@ async function main(): Promise<void> {
   if (delay > 0) image = delayedImage(image, delay);
   const log = (m: string) => process.stderr.write(`xvm-blk[${process.pid}]: ${m}\n`);
   const device = new BlkDevice({ image, numQueues: o.queues, readOnly: o.readonly, serial: o.serial, log });
-  const backend = new VhostUserBackend(device, { socketPath: o.socket, log });
+  // No CONFIGURE_MEM_SLOTS: QEMU 7.2 reconnecting while the guest is paused
+  // sends memory only as a full SET_MEM_TABLE (with mem slots it would send
+  // ADD_MEM_REG only for regions it believes the back-end lacks: none).
+  const backend = new VhostUserBackend(device, { socketPath: o.socket, memSlots: false, log });
   backend.on('connect', () => log('front-end connected'));
   backend.on('disconnect', () => log('front-end disconnected; waiting for a new connection'));
   backend.listen();

@@ -1,13 +1,10 @@
-// Open a disk image for the backend. Raw regular files get RawFileImage
-// (vectored, zero-copy); block devices and qcow2 go through the storage
-// layer's images.
-import fs from 'node:fs';
+// Open a disk image for the backend: raw files, block devices and qcow2 all
+// come from the storage layer, with inline page-cache I/O (this process does
+// nothing but serve one disk; see FileIo in src/storage/io.ts).
 import type { BlockImage } from '../../storage/image.js';
 import { openImage as openStorageImage, probeFormat } from '../../storage/open.js';
-import { RawFileImage } from './raw-file.js';
 
 export async function openImage(path: string, opts: { format?: 'raw' | 'qcow2'; readOnly?: boolean } = {}): Promise<BlockImage> {
   const format = opts.format ?? probeFormat(path);
-  if (format === 'raw' && fs.statSync(path).isFile()) return RawFileImage.open(path, { readOnly: opts.readOnly });
-  return openStorageImage(path, { format, readOnly: opts.readOnly });
+  return openStorageImage(path, { format, readOnly: opts.readOnly, inlineIo: true });
 }

@@ -1,0 +1,188 @@
+// Network benchmark: guest-to-guest TCP throughput between two guests
+//   (a) through our switch (node dist/src/net/main.js, vhost-user-net ports)
+//   (b) through QEMU's own path: `-netdev socket` (one guest listens, the
+//       other connects; QEMU's userspace virtio-net in both)
+//   (c) the same as (b) with legacy INTx interrupts (vectors=0), which our
+//       NIC must use under TCG (docs/network.md): shows what the interrupt
+//       mode costs, apart from the switch
+// in the same run, in rotated order, median over --rounds rounds. Prints
+// MB/s for both, the ratio, and the switch's CPU use during the transfer.
+//
+//   node dist/bench/net.js [--mib 64] [--rounds 2] [--json FILE]
+//
+// The workload is busybox only (no iperf3 in the default guest): the
+// receiver runs `nc -l -p 5001 > /dev/null`, the sender times
+// `dd if=/dev/zero bs=64k count=N | nc RECEIVER 5001` with /proc/uptime.
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Guest, guestImage, type GuestImage } from '../test/blk/guest.js';
+import { cpuSeconds } from '../src/engine/process.js';
+
+type Target = 'xvm' | 'qemu' | 'qemu-intx';
+const TARGETS: Target[] = ['xvm', 'qemu', 'qemu-intx'];
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const SWITCH_MAIN = path.join(ROOT, 'dist/src/net/main.js');
+
+function arg(name: string, def: string): string {
+  const i = process.argv.indexOf(name);
+  return i > 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
+}
+const MIB = Number(arg('--mib', '64'));
+const ROUNDS = Number(arg('--rounds', '2'));
+const JSON_OUT = arg('--json', '');
+const MACS = ['00:16:3e:be:00:01', '00:16:3e:be:00:02'];
+
+function median(v: number[]): number {
+  const a = [...v].sort((x, y) => x - y);
+  return a.length % 2 ? a[(a.length - 1) / 2]! : (a[a.length / 2 - 1]! + a[a.length / 2]!) / 2;
+}
+
+function control(sock: string, req: unknown): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const c = net.createConnection(sock);
+    let buf = '';
+    c.on('connect', () => c.write(JSON.stringify(req) + '\n'));
+    c.on('data', (d) => {
+      buf += d.toString();
+      if (!buf.includes('\n')) return;
+      c.end();
+      const r = JSON.parse(buf) as Record<string, unknown>;
+      if (r.ok) resolve(r);
+      else reject(new Error(String(r.error)));
+    });
+    c.on('error', reject);
+  });
+}
+
+async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function ipOf(g: Guest): Promise<string> {
+  for (let i = 0; i < 120; i++) {
+    const r = await g.run("ip -4 addr show eth0 | sed -n 's/.*inet \\([0-9.]*\\).*/\\1/p'", 30_000);
+    const ip = r.out.trim().split('\n').pop()!.trim();
+    if (/^\d+\.\d+\.\d+\.\d+$/.test(ip)) return ip;
+    await new Promise((res) => setTimeout(res, 500));
+  }
+  throw new Error('no address on eth0');
+}
+
+/** Push MIB MiB from a to b over TCP; returns MB/s (MiB/s) as the sender sees it. */
+async function transfer(a: Guest, b: Guest, ipB: string): Promise<number> {
+  b.send('nc -l -p 5001 > /dev/null; echo RECV-DONE');
+  await new Promise((r) => setTimeout(r, 1000));
+  const count = MIB * 16;
+  const r = await a.run(`t0=$(cut -d' ' -f1 /proc/uptime); dd if=/dev/zero bs=64k count=${count} 2>/dev/null | nc ${ipB} 5001; t1=$(cut -d' ' -f1 /proc/uptime); echo "T=$t0:$t1"`, 900_000);
+  const m = /T=([\d.]+):([\d.]+)/.exec(r.out);
+  if (!m) throw new Error(`no timing: ${r.out}`);
+  await b.waitOutput(/RECV-DONE/, 60_000, 'the receiver to finish');
+  return MIB / Math.max(0.01, Number(m[2]) - Number(m[1]));
+}
+
+async function runXvm(img: GuestImage, dir: string): Promise<{ mbps: number; switchCpu: number }> {
+  const run = path.join(dir, 'run');
+  fs.rmSync(run, { recursive: true, force: true });
+  const sw: ChildProcess = spawn(process.execPath, [SWITCH_MAIN, '--name', 'bench', '--subnet', '10.0.77.0/24', '--gateway', '10.0.77.1', '--state', path.join(dir, 'lib'), '--run', run], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  sw.stdout!.on('data', (d) => (out += d.toString()));
+  const guests: Guest[] = [];
+  try {
+    await waitFor(() => out.includes('XVM_NET_READY'), 20_000, 'the switch');
+    const ctl = path.join(run, 'control.sock');
+    for (let i = 0; i < 2; i++) {
+      const sock = path.join(dir, `p${i}.sock`);
+      await control(ctl, { op: 'add-port', port: { id: `g${i}/vif0`, socket: sock, mac: MACS[i], vlan: 0 } });
+      guests.push(await Guest.boot(img, ['-chardev', `socket,id=c0,path=${sock},reconnect=1`, '-netdev', 'vhost-user,id=n0,chardev=c0', '-device', `virtio-net-pci,netdev=n0,mac=${MACS[i]},vectors=0`]));
+    }
+    await ipOf(guests[0]!);
+    const ipB = await ipOf(guests[1]!);
+    const cpu0 = cpuSeconds(sw.pid!);
+    const t0 = Date.now();
+    const mbps = await transfer(guests[0]!, guests[1]!, ipB);
+    const switchCpu = (cpuSeconds(sw.pid!) - cpu0) / ((Date.now() - t0) / 1000);
+    const st = (await control(ctl, { op: 'status' })) as { status: { ports: { device: { txGso?: number; txFrames?: number } | null }[] } };
+    const gso = st.status.ports.reduce((n, p) => n + (p.device?.txGso ?? 0), 0);
+    const frames = st.status.ports.reduce((n, p) => n + (p.device?.txFrames ?? 0), 0);
+    process.stderr.write(`# xvm: ${frames} frames from the guests, ${gso} of them TCP segmentation super-frames\n`);
+    return { mbps, switchCpu };
+  } finally {
+    for (const g of guests) await g.poweroff();
+    sw.kill('SIGTERM');
+    await new Promise((r) => sw.once('exit', r));
+  }
+}
+
+/** `intx`: the baseline with legacy interrupts too (vectors=0), as our NIC must use under TCG. */
+async function runQemu(img: GuestImage, intx = false): Promise<{ mbps: number }> {
+  const v = intx ? ',vectors=0' : '';
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const guests: Guest[] = [];
+  try {
+    guests.push(await Guest.boot(img, ['-netdev', `socket,id=n0,listen=127.0.0.1:${port}`, '-device', `virtio-net-pci,netdev=n0,mac=${MACS[0]}${v}`]));
+    guests.push(await Guest.boot(img, ['-netdev', `socket,id=n0,connect=127.0.0.1:${port}`, '-device', `virtio-net-pci,netdev=n0,mac=${MACS[1]}${v}`]));
+    // No DHCP server on this wire: static addresses (udhcpc stopped first).
+    await guests[0]!.run('killall udhcpc 2>/dev/null; ip addr add 10.0.78.1/24 dev eth0', 30_000);
+    await guests[1]!.run('killall udhcpc 2>/dev/null; ip addr add 10.0.78.2/24 dev eth0', 30_000);
+    return { mbps: await transfer(guests[0]!, guests[1]!, '10.0.78.2') };
+  } finally {
+    for (const g of guests) await g.poweroff();
+  }
+}
+
+async function main(): Promise<void> {
+  const img = await guestImage();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvm-bench-net-'));
+  const samples: Record<Target, number[]> = { xvm: [], qemu: [], 'qemu-intx': [] };
+  const cpu: number[] = [];
+  try {
+    for (let round = 0; round < ROUNDS; round++) {
+      const order = TARGETS.map((_, i) => TARGETS[(i + round) % TARGETS.length]!);
+      for (const t of order) {
+        process.stderr.write(`# round ${round + 1}/${ROUNDS}: ${t}…\n`);
+        try {
+          if (t === 'xvm') {
+            const r = await runXvm(img, dir);
+            samples.xvm.push(r.mbps);
+            cpu.push(r.switchCpu);
+          } else samples[t].push((await runQemu(img, t === 'qemu-intx')).mbps);
+        } catch (e) {
+          process.stderr.write(`# ${t} failed: ${(e as Error).message}\n`);
+        }
+      }
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  const x = samples.xvm.length ? median(samples.xvm) : NaN;
+  const q = samples.qemu.length ? median(samples.qemu) : NaN;
+  const c = cpu.length ? median(cpu) : NaN;
+  const qi = samples['qemu-intx'].length ? median(samples['qemu-intx']) : NaN;
+  console.log(`\nnetwork benchmark: two TCG guests, busybox nc of ${MIB} MiB guest → guest over TCP, median of ${ROUNDS} rounds, MiB/s (higher is better)`);
+  console.log('path                                  MiB/s');
+  console.log(`xvm switch (vhost-user-net)       ${x.toFixed(2).padStart(9)}   switch CPU ${(c * 100).toFixed(0)}% of one core during the transfer`);
+  console.log(`qemu -netdev socket (baseline)    ${q.toFixed(2).padStart(9)}`);
+  console.log(`ratio xvm/qemu                    ${(x / q).toFixed(2).padStart(9)}`);
+  console.log(`qemu -netdev socket, vectors=0    ${qi.toFixed(2).padStart(9)}   (INTx like our NIC under TCG; ratio xvm/this ${(x / qi).toFixed(2)})`);
+  if (JSON_OUT) fs.writeFileSync(JSON_OUT, JSON.stringify({ mib: MIB, rounds: ROUNDS, xvm: samples.xvm, qemu: samples.qemu, qemuIntx: samples['qemu-intx'], switchCpu: cpu, ratio: x / q }, null, 2));
+}
+
+/** Entry for bench/run.ts (`npm run bench -- net [options]`); options are read from process.argv. */
+export async function benchNet(_args: string[]): Promise<void> {
+  await main();
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((e: unknown) => {
+    console.error(`bench/net: ${(e as Error).message}`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,167 @@
+// The vif provider: serves a domain's `vif = [...]` entries as ports of our
+// virtual switch (one switch process per network, see networks.ts). Each
+// vif N gets a vhost-user-net socket in the domain's runtime folder
+// (net-vifN.sock) that the network's switch listens on, and QEMU a
+// virtio-net-pci device on it:
+//
+//   -chardev socket,id=chr-vifN,path=…/net-vifN.sock,reconnect=1
+//   -netdev vhost-user,id=net-vifN,chardev=chr-vifN
+//   -device virtio-net-pci,netdev=net-vifN,mac=…,id=vifN
+//
+// A vif without mac= gets one in Xen's 00:16:3e prefix derived from the
+// domain's UUID and the vif's index: the same every start, as long as the
+// domain keeps its UUID. What each vif is attached to is written to
+// vif-N.json in the runtime folder so release() and adopt() find it after
+// an xvmd restart.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { XvmError } from '../common/errors.js';
+import type { VifSpec } from '../config/index.js';
+import type { NetPortState } from '../devices/net/persist.js';
+import type { DeviceContext, DeviceProvider } from './domains.js';
+import { checkVifIp, DEFAULT_NETWORK, NetworkManager } from './networks.js';
+import { deviceEvent } from './device-log.js';
+import { resolveAccel, type AccelChoice } from '../engine/accel.js';
+
+/** What one attached vif is; written next to the domain's other runtime files. */
+export interface VifAttachment {
+  index: number;
+  network: string;
+  port: NetPortState;
+  model: 'virtio';
+  hotplug?: boolean;
+}
+
+let current: NicProvider | undefined;
+/** The provider xvmd registered (for the network-attach routes). */
+export function nicProvider(): NicProvider | undefined {
+  return current;
+}
+
+/** 00:16:3e + three bytes from the domain's UUID and the vif index. */
+export function generatedMac(uuid: string, index: number): string {
+  const h = crypto.createHash('sha256').update(`${uuid}/vif${index}`).digest();
+  const b = [0x00, 0x16, 0x3e, h[0]! & 0x7f, h[1]!, h[2]!];
+  return b.map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+function attachFile(runDir: string, index: number): string {
+  return path.join(runDir, `vif-${index}.json`);
+}
+
+export function readAttachments(runDir: string): VifAttachment[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(runDir).filter((n) => /^vif-\d+\.json$/.test(n));
+  } catch {
+    return [];
+  }
+  const out: VifAttachment[] = [];
+  for (const n of names) {
+    try {
+      out.push(JSON.parse(fs.readFileSync(path.join(runDir, n), 'utf8')) as VifAttachment);
+    } catch {
+      /* unreadable: skipped */
+    }
+  }
+  return out.sort((a, b) => a.index - b.index);
+}
+
+export class NicProvider implements DeviceProvider {
+  readonly kind = 'vif' as const;
+
+  constructor(readonly networks: NetworkManager) {
+    current = this;
+  }
+
+  close(): void {
+    if (current === this) current = undefined;
+  }
+
+  /** Resolve a vif entry into an attachment (network exists, MAC, VLAN, ip checked). */
+  resolve(ctx: Pick<DeviceContext, 'name' | 'uuid' | 'runDir'>, vif: Pick<VifSpec, 'mac' | 'network' | 'bridge' | 'model' | 'vlan' | 'ip'>, index: number): VifAttachment {
+    if (vif.model !== 'virtio') {
+      throw new XvmError('invalid', `domain '${ctx.name}': vif ${index}: model=${vif.model} (an emulated NIC) is not served by xvm's switch yet; use model=virtio (the default for pv domains)`);
+    }
+    const def = this.networks.resolve(vif.network ?? vif.bridge ?? DEFAULT_NETWORK);
+    if (vif.ip !== undefined) checkVifIp(def, vif.ip);
+    const mac = vif.mac ?? generatedMac(ctx.uuid, index);
+    const socket = path.join(ctx.runDir, `net-vif${index}.sock`);
+    if (Buffer.byteLength(socket) > 107) throw new XvmError('invalid', `the socket path ${socket} is too long for a unix socket (108 bytes max): use a shorter XVM_HOME`);
+    return {
+      index,
+      network: def.name,
+      model: 'virtio',
+      port: { id: `${ctx.name}/vif${index}`, socket, mac, vlan: vif.vlan ?? def.vlan, ...(vif.ip !== undefined ? { ip: vif.ip } : {}) },
+    };
+  }
+
+  /** Attach: the switch listens on the port's socket when this returns. */
+  async attach(runDir: string, a: VifAttachment): Promise<void> {
+    fs.mkdirSync(runDir, { recursive: true, mode: 0o700 });
+    await this.networks.addPort(a.network, a.port);
+    fs.writeFileSync(attachFile(runDir, a.index), JSON.stringify(a, null, 2) + '\n');
+    deviceEvent('vif-attach', { port: a.port.id, network: a.network, mac: a.port.mac, vlan: a.port.vlan });
+  }
+
+  async detach(runDir: string, a: VifAttachment): Promise<void> {
+    await this.networks.removePort(a.network, a.port.id);
+    fs.rmSync(attachFile(runDir, a.index), { force: true });
+    deviceEvent('vif-detach', { port: a.port.id, network: a.network });
+  }
+
+  // ---------------------------------------------------------------- DeviceProvider
+
+  async prepare(ctx: DeviceContext): Promise<string[]> {
+    const args: string[] = [];
+    const macs = new Set<string>();
+    const resolved = ctx.config.vif.map((v, i) => this.resolve(ctx, v, i));
+    for (const a of resolved) {
+      if (macs.has(a.port.mac)) throw new XvmError('invalid', `domain '${ctx.name}': two vifs have MAC ${a.port.mac}`);
+      macs.add(a.port.mac);
+    }
+    for (const a of resolved) {
+      await this.attach(ctx.runDir, a);
+      args.push(...qemuNicArgs(a, nicMsix(ctx.config.accel)));
+    }
+    return args;
+  }
+
+  async adopt(ctx: DeviceContext): Promise<void> {
+    for (const a of readAttachments(ctx.runDir)) {
+      // The switch keeps its ports across an xvmd restart (and re-creates
+      // them after its own); only a switch that is gone needs them again.
+      if (!(await this.networks.hasPort(a.network, a.port.id).catch(() => false))) {
+        await this.networks.addPort(a.network, a.port).catch(() => undefined);
+      }
+    }
+  }
+
+  async release(ctx: DeviceContext): Promise<void> {
+    for (const a of readAttachments(ctx.runDir)) await this.detach(ctx.runDir, a).catch(() => undefined);
+  }
+}
+
+/**
+ * Whether the NIC may use MSI-X. Under TCG it may not: QEMU 7.2 segfaults
+ * when a vhost-user virtio-net's driver sets DRIVER_OK with MSI-X on (seen
+ * with gdb: vhost_net_start → msix_set_vector_notifiers; vhost-user-net
+ * turns the guest-notifier mask off and the unmask path then takes the
+ * KVM-irqfd branch, which has no irqfd under TCG). Legacy INTx interrupts
+ * (vectors=0) avoid that path; under KVM, MSI-X goes through irqfds.
+ */
+export function nicMsix(accel: AccelChoice): boolean {
+  return resolveAccel(accel).accel === 'kvm';
+}
+
+/** QEMU arguments for one vif. */
+export function qemuNicArgs(a: VifAttachment, msix: boolean): string[] {
+  const n = a.index;
+  return [
+    '-chardev', `socket,id=chr-vif${n},path=${a.port.socket},reconnect=1`,
+    '-netdev', `vhost-user,id=net-vif${n},chardev=chr-vif${n}`,
+    '-device', `virtio-net-pci,netdev=net-vif${n},mac=${a.port.mac},id=vif${n}${msix ? '' : ',vectors=0'}`,
+  ];
+}
+

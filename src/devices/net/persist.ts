@@ -1,0 +1,33 @@
+// What a switch port must carry across a restart of the switch process:
+// its configuration. Ring positions are QEMU's (it replays them on
+// reconnect, `-chardev …,reconnect=1`), and frames in flight on a network
+// may be lost like on a wire. The switch host writes every port's state to
+// one file and re-creates the ports from it when it starts again.
+export const NET_PORT_STATE_VERSION = 1;
+
+export interface NetPortState {
+  /** "DOMAIN/vifN". */
+  id: string;
+  /** The vhost-user socket QEMU connects (and reconnects) to. */
+  socket: string;
+  mac: string;
+  /** Access VLAN (0 = the network's native VLAN). */
+  vlan: number;
+  /** A configured (not leased) IPv4 address the port is locked to. */
+  ip?: string;
+}
+
+export function parsePortStates(json: unknown): NetPortState[] {
+  const d = json as { version?: number; ports?: unknown };
+  if (typeof d !== 'object' || d === null || d.version !== NET_PORT_STATE_VERSION || !Array.isArray(d.ports)) throw new Error('not a switch port state (version mismatch)');
+  const out: NetPortState[] = [];
+  for (const p of d.ports as Partial<NetPortState>[]) {
+    if (typeof p.id !== 'string' || typeof p.socket !== 'string' || typeof p.mac !== 'string' || !Number.isInteger(p.vlan)) throw new Error('switch port state: bad port entry');
+    out.push({ id: p.id, socket: p.socket, mac: p.mac, vlan: p.vlan as number, ...(typeof p.ip === 'string' ? { ip: p.ip } : {}) });
+  }
+  return out;
+}
+
+export function savePortStates(ports: NetPortState[]): unknown {
+  return { version: NET_PORT_STATE_VERSION, ports };
+}

@@ -1,0 +1,348 @@
+// Live migration between two xvmd (xVM's relocation service).
+//
+// Target: RelocationServer listens on a TCP address given in xvmd's
+// configuration (off by default) and accepts a domain only from a peer that
+// proves it knows the pre-shared token (wire.ts). It defines the domain from
+// the source's configuration, starts QEMU with `-S -incoming defer`, and
+// feeds what arrives over the authenticated connection into QEMU's incoming
+// socket. Only when the source says "commit" (its QEMU finished the stream)
+// does it continue the guest and answer "running".
+//
+// Source: migrateDomain() authenticates, asks the target to prepare, then
+// lets QEMU `migrate` (live: pre-copy while the guest runs, QEMU stops it
+// for the last pass) into a local socket whose bytes it forwards. After
+// "running" it ends its QEMU without policy and forgets the domain.
+//
+// Failure at any step before "running": the source cancels the migration
+// and continues its guest as it was; the target ends its QEMU and removes
+// the definition it made when the connection breaks or an error comes.
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { XvmError, errorMessage } from '../common/errors.js';
+import { validateDomainConfig } from '../config/index.js';
+import type { DomainManager } from '../daemon/domains.js';
+import type { StatePaths } from '../common/paths.js';
+import { diskProvider } from '../daemon/disks.js';
+import type { Logger } from '../daemon/log.js';
+import { saveHeaderSchema } from './format.js';
+import { connectIncoming } from './stream.js';
+import { currentMachine, describeDomain, live, SAVE_MAX_BANDWIDTH, waitIncoming, waitMigration, type MigrateProgress } from './save.js';
+import { FRAME_END, FrameReader, mac, macEqual, readToken, sendControl, sendData, sendEnd } from './wire.js';
+
+export const DEFAULT_RELOCATION_PORT = 8002;
+
+/** The pre-shared relocation token: XVM_RELOCATION_TOKEN_FILE or <lib>/relocation.token. */
+export function relocationTokenFile(paths: StatePaths): string {
+  return process.env.XVM_RELOCATION_TOKEN_FILE ?? path.join(paths.lib, 'relocation.token');
+}
+const MIGRATION_SOCKET = 'mig.sock';
+
+export interface RelocationOptions {
+  /** host:port to listen on. */
+  listen: string;
+  tokenFile: string;
+  /** Where incoming domains are marked until they run (<lib>/relocation-incoming). */
+  markerDir: string;
+}
+
+export function parseHostPort(s: string, defPort = DEFAULT_RELOCATION_PORT): { host: string; port: number } {
+  const m = /^\[?([^\]\s]*?)\]?(?::(\d+))?$/.exec(s.trim());
+  if (!m || (!m[1] && !m[2])) throw new XvmError('invalid', `bad address '${s}': use HOST[:PORT]`);
+  const port = m[2] ? Number(m[2]) : defPort;
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new XvmError('invalid', `bad port in '${s}'`);
+  return { host: m[1] || '0.0.0.0', port };
+}
+
+export class RelocationServer {
+  private server: net.Server | undefined;
+  private readonly token: Buffer;
+  private readonly conns = new Set<net.Socket>();
+
+  constructor(
+    private readonly domains: DomainManager,
+    private readonly log: Logger,
+    private readonly opts: RelocationOptions,
+  ) {
+    this.token = readToken(opts.tokenFile);
+  }
+
+  /**
+   * At xvmd start: a domain still marked incoming was being received when
+   * xvmd stopped (killed mid-migration). It is not a whole domain: end it
+   * and forget it.
+   */
+  async cleanupStale(): Promise<string[]> {
+    const removed: string[] = [];
+    let names: string[] = [];
+    try {
+      names = fs.readdirSync(this.opts.markerDir);
+    } catch {
+      return removed;
+    }
+    for (const n of names) {
+      try {
+        if (this.domains.has(n)) {
+          if (this.domains.info(n).domid !== null) await this.domains.destroy(n);
+          this.domains.undefine(n);
+          removed.push(n);
+          this.log.warn('removed a half-received incoming domain', { domain: n });
+        }
+      } catch (e) {
+        this.log.error('could not remove a half-received incoming domain', { domain: n, error: errorMessage(e) });
+        continue;
+      }
+      fs.rmSync(path.join(this.opts.markerDir, n), { force: true });
+    }
+    return removed;
+  }
+
+  private mark(name: string, on: boolean): void {
+    const f = path.join(this.opts.markerDir, name);
+    if (on) {
+      fs.mkdirSync(this.opts.markerDir, { recursive: true, mode: 0o700 });
+      fs.writeFileSync(f, `${new Date().toISOString()}\n`);
+    } else fs.rmSync(f, { force: true });
+  }
+
+  async listen(): Promise<{ host: string; port: number }> {
+    const { host, port } = parseHostPort(this.opts.listen);
+    const server = net.createServer((sock) => {
+      this.conns.add(sock);
+      sock.on('close', () => this.conns.delete(sock));
+      this.handle(sock).catch((e) => this.log.error('relocation connection failed', { peer: sock.remoteAddress, error: errorMessage(e) }));
+    });
+    await new Promise<void>((res, rej) => {
+      server.once('error', rej);
+      server.listen(port, host, () => res());
+    });
+    this.server = server;
+    const a = server.address() as net.AddressInfo;
+    this.log.info('relocation service listening', { host: a.address, port: a.port });
+    return { host: a.address, port: a.port };
+  }
+
+  close(): void {
+    this.server?.close();
+    for (const c of this.conns) c.destroy();
+  }
+
+  private async handle(sock: net.Socket): Promise<void> {
+    sock.setNoDelay(true);
+    const peer = `${sock.remoteAddress}:${sock.remotePort}`;
+    const reader = new FrameReader(sock);
+    const ns = crypto.randomBytes(16).toString('hex');
+    sendControl(sock, { type: 'hello', nonce: ns, protocol: 1 });
+    let auth: Record<string, unknown>;
+    try {
+      auth = await reader.control(10_000, 'authentication');
+    } catch (e) {
+      this.log.warn('relocation peer refused: no authentication', { peer, error: errorMessage(e) });
+      sock.destroy();
+      return;
+    }
+    if (auth.type !== 'auth' || typeof auth.nonce !== 'string' || auth.nonce.length !== 32 || !macEqual(auth.mac, mac(this.token, 'client', ns, auth.nonce))) {
+      this.log.warn('relocation peer refused: authentication failed', { peer });
+      sendControl(sock, { type: 'error', code: 'invalid', message: 'authentication failed (wrong relocation token?)' });
+      sock.end();
+      return;
+    }
+    sendControl(sock, { type: 'ok', mac: mac(this.token, 'server', auth.nonce, ns) });
+    const prep = await reader.control(30_000, 'prepare');
+    const fail = (e: unknown) => {
+      const code = e instanceof XvmError ? e.code : 'internal';
+      if (!sock.destroyed) {
+        sendControl(sock, { type: 'error', code, message: errorMessage(e) });
+        sock.end();
+      }
+    };
+    const parsed = saveHeaderSchema.safeParse(prep.header);
+    if (prep.type !== 'prepare' || !parsed.success) return fail(new XvmError('invalid', 'malformed prepare message'));
+    const header = parsed.data;
+    if (header.qemu.machine !== currentMachine()) return fail(new XvmError('invalid', `the guest runs machine type ${header.qemu.machine}; this host's QEMU runs ${currentMachine()}`));
+    let config;
+    try {
+      config = validateDomainConfig(header.config);
+    } catch (e) {
+      return fail(e);
+    }
+    if (config.disk.length > 0 || config.vif.length > 0) return fail(new XvmError('invalid', 'domains with disks or NICs cannot be migrated by this version yet'));
+    if (this.domains.has(config.name)) return fail(new XvmError('conflict', `a domain named '${config.name}' already exists on the target`));
+    const name = config.name;
+    this.mark(name, true);
+    this.domains.define(config);
+    this.log.info('incoming migration', { domain: name, peer });
+    try {
+      await this.domains.exclusive(name, async (d) => {
+        await this.domains.launchIncomingLocked(d);
+        try {
+          const qmp = d.qmp!;
+          const sockPath = path.join(this.domains.runDirOf(d), MIGRATION_SOCKET);
+          await qmp.execute('migrate-incoming', { uri: `unix:${sockPath}` });
+          const feed = await connectIncoming(sockPath);
+          feed.on('error', () => undefined);
+          feed.on('drain', () => reader.resume());
+          reader.onData = (chunk) => feed.write(chunk);
+          d.console.mark(`incoming live migration from ${peer}`);
+          sendControl(sock, { type: 'ready' });
+          const end = await reader.next(3_600_000, 'the migration stream');
+          if (end.type !== FRAME_END) throw new XvmError('invalid', 'unexpected frame in the migration stream');
+          await new Promise<void>((res) => feed.end(() => res()));
+          await waitIncoming(d, qmp, 120_000);
+          const commit = await reader.control(60_000, 'commit');
+          if (commit.type !== 'commit') throw new XvmError('invalid', 'expected commit');
+          this.domains.setRunFacts(d, { readyAt: header.run.readyAt, reboots: header.run.reboots });
+          this.domains.incomingDoneLocked(d);
+          if (header.state === 'running') {
+            await qmp.execute('cont');
+            this.domains.markRunningLocked(d);
+          }
+          d.console.mark(`migrated in from ${peer}`);
+          sendControl(sock, { type: 'running', state: this.domains.info(name).state });
+        } catch (e) {
+          await this.domains.retireLocked(d, `incoming migration failed: ${errorMessage(e)}`);
+          throw e;
+        }
+      });
+      this.mark(name, false);
+      this.log.info('incoming migration done', { domain: name, peer });
+      sock.end();
+    } catch (e) {
+      this.log.error('incoming migration failed; domain removed', { domain: name, peer, error: errorMessage(e) });
+      try {
+        this.domains.undefine(name);
+        this.mark(name, false);
+      } catch {
+        /* kept; cleanupStale() at the next start */
+      }
+      fail(e);
+    }
+  }
+}
+
+export interface MigrateResult {
+  domain: string;
+  target: string;
+  live: boolean;
+  ms: number;
+  /** QEMU's own downtime (last pass) + the hand-over to the target's cont. */
+  downtimeMs: number;
+  qemuDowntimeMs: number | null;
+  bytes: number;
+}
+
+/** Moves a running domain to the xvmd at `target` (HOST[:PORT]). */
+export async function migrateDomain(
+  domains: DomainManager,
+  log: Logger,
+  name: string,
+  target: string,
+  opts: { live?: boolean; tokenFile: string; onProgress?: (p: MigrateProgress) => void },
+): Promise<MigrateResult> {
+  const { host, port } = parseHostPort(target);
+  const token = readToken(opts.tokenFile);
+  const t0 = Date.now();
+  const result = await domains.exclusive(name, async (d) => {
+    const qmp = live(d, 'migrate');
+    if (d.rec.config.disk.length || d.rec.config.vif.length || (diskProvider()?.disksOf(d.uuid).length ?? 0) > 0) {
+      throw new XvmError('invalid', `cannot migrate domain '${name}': domains with disks or NICs cannot be migrated by this version yet (save/restore works)`);
+    }
+    const sock = await new Promise<net.Socket>((res, rej) => {
+      const s = net.createConnection({ host, port });
+      const t = setTimeout(() => {
+        s.destroy();
+        rej(new XvmError('timeout', `cannot reach the relocation service at ${host}:${port} within 10 s`));
+      }, 10_000);
+      s.once('connect', () => {
+        clearTimeout(t);
+        res(s);
+      });
+      s.once('error', (e) => {
+        clearTimeout(t);
+        rej(new XvmError('unavailable', `cannot reach the relocation service at ${host}:${port}: ${e.message}`));
+      });
+    });
+    sock.setNoDelay(true);
+    const reader = new FrameReader(sock);
+    const wasRunning = d.state === 'running';
+    let sink: net.Server | undefined;
+    let started = false;
+    let bytes = 0;
+    try {
+      const hello = await reader.control(10_000, 'hello');
+      if (hello.type !== 'hello' || typeof hello.nonce !== 'string') throw new XvmError('invalid', `${host}:${port} is not an xvm relocation service`);
+      const nc = crypto.randomBytes(16).toString('hex');
+      sendControl(sock, { type: 'auth', nonce: nc, mac: mac(token, 'client', hello.nonce, nc) });
+      const ok = await reader.control(10_000, 'authentication');
+      if (ok.type !== 'ok' || !macEqual(ok.mac, mac(token, 'server', nc, hello.nonce))) throw new XvmError('invalid', `${host}:${port} did not prove it knows the relocation token`);
+      const header = await describeDomain(domains, d, qmp, false);
+      sendControl(sock, { type: 'prepare', header });
+      const ready = await reader.control(60_000, 'the target to prepare the domain');
+      if (ready.type !== 'ready') throw new XvmError('invalid', 'expected ready');
+
+      // QEMU → local socket → frames over the authenticated connection.
+      const sockPath = path.join(domains.runDirOf(d), MIGRATION_SOCKET);
+      fs.rmSync(sockPath, { force: true });
+      let streamDone!: () => void;
+      let streamFailed!: (e: Error) => void;
+      const forwarded = new Promise<void>((res, rej) => {
+        streamDone = res;
+        streamFailed = rej;
+      });
+      forwarded.catch(() => undefined);
+      sink = net.createServer((q) => {
+        sink!.close();
+        sock.on('drain', () => q.resume());
+        q.on('data', (chunk: Buffer) => {
+          bytes += chunk.length;
+          if (!sendData(sock, chunk)) q.pause();
+        });
+        q.on('end', () => {
+          sendEnd(sock);
+          streamDone();
+        });
+        q.on('error', (e) => streamFailed(e));
+      });
+      await new Promise<void>((res, rej) => {
+        sink!.once('error', rej);
+        sink!.listen(sockPath, () => res());
+      });
+      sock.on('close', () => streamFailed(new XvmError('unavailable', 'the target closed the connection during the migration')));
+      if (!opts.live && wasRunning) await qmp.execute('stop');
+      d.console.mark(`migrating to ${host}:${port}${opts.live ? ' (live)' : ''}`);
+      await qmp.execute('migrate-set-parameters', { 'max-bandwidth': SAVE_MAX_BANDWIDTH });
+      started = true;
+      await qmp.execute('migrate', { uri: `unix:${sockPath}` });
+      const closed = new Promise<never>((_r, rej) => sock.once('close', () => rej(new XvmError('unavailable', 'the target closed the connection during the migration'))));
+      closed.catch(() => undefined);
+      await Promise.race([waitMigration(qmp, opts.onProgress, () => bytes, 3_600_000), closed]);
+      const completedAt = Date.now();
+      const q = await qmp.execute<{ downtime?: number }>('query-migrate');
+      await Promise.race([forwarded, closed]);
+      sendControl(sock, { type: 'commit' });
+      const running = await reader.control(120_000, 'the target to run the domain');
+      if (running.type !== 'running') throw new XvmError('invalid', 'expected running');
+      const handover = Date.now() - completedAt;
+      await domains.retireLocked(d, `migrated to ${host}:${port}`);
+      sock.end();
+      return { domain: name, target: `${host}:${port}`, live: Boolean(opts.live), ms: Date.now() - t0, downtimeMs: (q.downtime ?? 0) + handover, qemuDowntimeMs: q.downtime ?? null, bytes };
+    } catch (e) {
+      sock.destroy();
+      if (started) await qmp.execute('migrate_cancel').catch(() => undefined);
+      // The guest runs on here as it was.
+      if (wasRunning && d.qmp === qmp) {
+        const st = await qmp.execute<{ status: string }>('query-status').catch(() => ({ status: 'unknown' }));
+        if (st.status !== 'running') await qmp.execute('cont').catch((err) => log.error('could not continue the guest after a failed migration', { domain: name, error: errorMessage(err) }));
+      }
+      d.console.mark(`migration to ${host}:${port} failed: ${errorMessage(e)}`);
+      log.error('migration failed; the domain runs on here', { domain: name, target: `${host}:${port}`, error: errorMessage(e) });
+      throw e;
+    } finally {
+      sink?.close();
+    }
+  });
+  domains.undefine(name);
+  log.info('domain migrated', { domain: name, target: result.target, ms: result.ms, downtimeMs: result.downtimeMs });
+  return result;
+}

@@ -1,0 +1,291 @@
+// One network's process: the switch, its services (DHCP, gateway
+// responder), its vhost-user-net ports and the control socket xvmd talks to.
+// Frames move between ports inside this process: xvmd is only asked to add
+// and remove ports, read counters and start captures.
+//
+// Control protocol (unix socket, one JSON object per line, one reply line):
+//   {"op":"add-port","port":{id,socket,mac,vlan,ip?}}   → {"ok":true}
+//   {"op":"remove-port","id":…}                         → {"ok":true,"removed":bool}
+//   {"op":"status"}                                     → {"ok":true,"status":{…}}
+//   {"op":"capture","port":ID|null,"count":N,"durationMs":MS}
+//        → {"ok":true} and then raw pcap bytes until the capture ends (the socket closes)
+// Errors: {"ok":false,"error":"…"}.
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { VhostUserBackend } from '../vhost/index.js';
+import { NetDevice } from '../devices/net/device.js';
+import { parsePortStates, savePortStates, type NetPortState } from '../devices/net/persist.js';
+import { formatIp, formatMac, parseIp, parseMac, type Subnet } from './frame.js';
+import { LeaseStore } from './dhcp.js';
+import { pcapHeader, pcapRecord, tagged } from './pcap.js';
+import { NetworkServices, SERVICES_PORT } from './services.js';
+import { MAX_FRAME, Switch, type FrameTap } from './switch.js';
+import { TapUplink, UPLINK_PORT } from './uplink.js';
+
+export interface NetworkHostOptions {
+  name: string;
+  subnet: Subnet;
+  gateway: number;
+  /** Native VLAN (the services live on it). */
+  vlan: number;
+  /** The network's own directory under the state root (leases). */
+  stateDir: string;
+  /** Runtime directory (control socket, port list). */
+  runDir: string;
+  /** Name of a TAP interface to create as the host uplink (needs root). */
+  tap?: string;
+  log: (msg: string) => void;
+}
+
+interface HostedPort {
+  state: NetPortState;
+  device: NetDevice;
+  backend: VhostUserBackend;
+}
+
+const MAX_LINE = 64 * 1024;
+
+export class NetworkHost {
+  readonly sw: Switch;
+  readonly services: NetworkServices;
+  readonly leases: LeaseStore;
+  private readonly ports = new Map<string, HostedPort>();
+  private control: net.Server | null = null;
+  private ageTimer: NodeJS.Timeout;
+  private captures = 0;
+  readonly servicesMac: number;
+  uplink: TapUplink | null = null;
+
+  constructor(readonly o: NetworkHostOptions) {
+    this.sw = new Switch(o.name);
+    this.leases = new LeaseStore(path.join(o.stateDir, 'leases.json'));
+    // A locally administered MAC for the services, fixed per network name.
+    let h = 0x5a17;
+    for (const ch of o.name) h = (Math.imul(h, 31) + ch.charCodeAt(0)) >>> 0;
+    const mac = 0x020000000000 + (h % 0x100000000);
+    this.servicesMac = mac;
+    this.services = new NetworkServices(this.sw, {
+      subnet: o.subnet,
+      gateway: o.gateway,
+      mac,
+      leases: this.leases,
+      answerGateway: true,
+      vlan: o.vlan,
+      reserved: () => this.reservedIps(),
+      onLease: (l) => o.log(`lease ${l.ip} → ${l.mac}${l.hostname ? ` (${l.hostname})` : ''}`),
+    });
+    if (o.tap !== undefined) {
+      try {
+        this.uplink = new TapUplink(o.tap, this.sw, { gateway: o.gateway, subnet: o.subnet, vlan: o.vlan });
+        // The host's own stack now holds the gateway address and answers for it.
+        this.services.answerGateway = false;
+        o.log(`uplink ${o.tap} up with ${formatIp(o.gateway)}/${o.subnet.prefix}`);
+      } catch (e) {
+        o.log(`no uplink: ${(e as Error).message}`);
+      }
+    }
+    this.ageTimer = setInterval(() => this.sw.expire(), 30_000);
+    this.ageTimer.unref();
+  }
+
+  get controlPath(): string {
+    return path.join(this.o.runDir, 'control.sock');
+  }
+  private get portsFile(): string {
+    return path.join(this.o.runDir, 'ports.json');
+  }
+
+  private *reservedIps(): Iterable<number> {
+    for (const p of this.ports.values()) if (p.state.ip) yield parseIp(p.state.ip);
+  }
+
+  /** Re-create the ports of a previous run (QEMU reconnects to their sockets). */
+  async restorePorts(): Promise<void> {
+    let states: NetPortState[] = [];
+    try {
+      states = parsePortStates(JSON.parse(fs.readFileSync(this.portsFile, 'utf8')));
+    } catch {
+      return;
+    }
+    for (const s of states) {
+      try {
+        this.addPort(s, false);
+        this.o.log(`port ${s.id} restored on ${s.socket}`);
+      } catch (e) {
+        this.o.log(`port ${s.id} not restored: ${(e as Error).message}`);
+      }
+    }
+    this.savePorts();
+  }
+
+  private savePorts(): void {
+    const tmp = `${this.portsFile}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify(savePortStates([...this.ports.values()].map((p) => p.state)), null, 2) + '\n');
+    fs.renameSync(tmp, this.portsFile);
+  }
+
+  addPort(s: NetPortState, save = true): void {
+    if (this.ports.has(s.id)) throw new Error(`port ${s.id} exists`);
+    if (s.id === SERVICES_PORT || s.id === UPLINK_PORT) throw new Error(`port name ${s.id} is reserved`);
+    const mac = parseMac(s.mac);
+    if (this.sw.portByMac(mac)) throw new Error(`MAC ${s.mac} is already on network ${this.o.name}`);
+    if (s.ip !== undefined) parseIp(s.ip);
+    if (Buffer.byteLength(s.socket) > 107) throw new Error(`socket path ${s.socket} is too long`);
+    const log = (m: string) => this.o.log(`${s.id}: ${m}`);
+    const macBuf = Buffer.alloc(6);
+    macBuf.writeUIntBE(mac, 0, 6);
+    const device = new NetDevice({ mac: macBuf, maxFrame: MAX_FRAME, onFrame: (f, off) => this.sw.input(s.id, f, off), log });
+    // An IP is locked from the config, or from an unexpired lease of this MAC.
+    let ip = s.ip !== undefined ? parseIp(s.ip) : undefined;
+    const lease = this.leases.get(mac);
+    if (ip === undefined && lease !== undefined && lease.expires > Date.now()) ip = parseIp(lease.ip);
+    this.sw.addPort({ id: s.id, mac, vlan: s.vlan, ip }, device);
+    const backend = new VhostUserBackend(device, { socketPath: s.socket, log });
+    device.rxRing = backend.vrings[0]!;
+    backend.on('connect', () => log('front-end connected'));
+    backend.on('disconnect', () => log('front-end disconnected'));
+    try {
+      fs.rmSync(s.socket, { force: true });
+      backend.listen();
+    } catch (e) {
+      this.sw.removePort(s.id);
+      throw e;
+    }
+    this.ports.set(s.id, { state: s, device, backend });
+    if (save) this.savePorts();
+  }
+
+  async removePort(id: string): Promise<boolean> {
+    const p = this.ports.get(id);
+    if (!p) return false;
+    this.ports.delete(id);
+    this.sw.removePort(id);
+    this.savePorts();
+    await p.backend.close();
+    return true;
+  }
+
+  status(): unknown {
+    return {
+      name: this.o.name,
+      subnet: `${formatIp(this.o.subnet.net)}/${this.o.subnet.prefix}`,
+      gateway: formatIp(this.o.gateway),
+      servicesMac: formatMac(this.servicesMac),
+      uplink: this.uplink ? { name: this.uplink.name, mac: formatMac(this.uplink.mac), readFrames: this.uplink.readFrames, writeDropped: this.uplink.writeDropped } : null,
+      pid: process.pid,
+      ports: this.sw.portInfo().map((p) => {
+        const h = this.ports.get(p.id);
+        return { ...p, connected: h?.backend.connected ?? null, device: h?.device.metrics.toJSON() ?? null };
+      }),
+      fdb: this.sw.fdbEntries(),
+      leases: this.leases.all(),
+      services: this.services.stats,
+      captures: this.captures,
+      orphanFrames: this.sw.orphanFrames,
+    };
+  }
+
+  listen(): void {
+    fs.mkdirSync(this.o.runDir, { recursive: true, mode: 0o700 });
+    fs.rmSync(this.controlPath, { force: true });
+    this.control = net.createServer((c) => this.onControl(c));
+    this.control.listen(this.controlPath);
+  }
+
+  private onControl(c: net.Socket): void {
+    let buf = '';
+    let done = false;
+    c.setEncoding('utf8');
+    c.on('error', () => undefined);
+    c.on('data', (d: string) => {
+      if (done) return;
+      buf += d;
+      if (buf.length > MAX_LINE) {
+        done = true;
+        c.end(JSON.stringify({ ok: false, error: 'request too long' }) + '\n');
+        return;
+      }
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      let req: Record<string, unknown>;
+      try {
+        req = JSON.parse(line) as Record<string, unknown>;
+        if (typeof req !== 'object' || req === null) throw new Error('not an object');
+      } catch (e) {
+        c.write(JSON.stringify({ ok: false, error: `bad request: ${(e as Error).message}` }) + '\n');
+        return;
+      }
+      if (req.op === 'capture') {
+        done = true;
+        this.capture(c, req);
+        return;
+      }
+      this.request(req).then(
+        (r) => c.write(JSON.stringify({ ok: true, ...r }) + '\n'),
+        (e: unknown) => c.write(JSON.stringify({ ok: false, error: (e as Error).message }) + '\n'),
+      );
+    });
+  }
+
+  private async request(req: Record<string, unknown>): Promise<Record<string, unknown>> {
+    switch (req.op) {
+      case 'add-port': {
+        const [s] = parsePortStates({ version: 1, ports: [req.port] });
+        this.addPort(s!);
+        return {};
+      }
+      case 'remove-port':
+        return { removed: await this.removePort(String(req.id)) };
+      case 'status':
+        return { status: this.status() };
+      default:
+        throw new Error(`unknown op ${JSON.stringify(req.op)}`);
+    }
+  }
+
+  private capture(c: net.Socket, req: Record<string, unknown>): void {
+    const port = req.port === null || req.port === undefined ? null : String(req.port);
+    if (port !== null && !this.sw.port(port)) {
+      c.end(JSON.stringify({ ok: false, error: `no port ${port} on network ${this.o.name}` }) + '\n');
+      return;
+    }
+    const count = Number(req.count ?? 0);
+    const durationMs = Number(req.durationMs ?? 0);
+    let seen = 0;
+    let timer: NodeJS.Timeout | undefined;
+    let stopped = false;
+    const stop = () => {
+      if (stopped) return;
+      stopped = true;
+      this.sw.removeTap(tap);
+      if (timer) clearTimeout(timer);
+      this.captures--;
+      c.end();
+    };
+    const tap: FrameTap = {
+      port,
+      frame: (f, vlan) => {
+        // Slow readers must not make the switch hold frames: drop the capture's backlog instead.
+        if (c.writableLength < 8 << 20) c.write(pcapRecord(tagged(f, vlan), Date.now()));
+        if (count > 0 && ++seen >= count) stop();
+      },
+    };
+    c.write(JSON.stringify({ ok: true }) + '\n');
+    c.write(pcapHeader());
+    this.captures++;
+    this.sw.addTap(tap);
+    if (durationMs > 0) timer = setTimeout(stop, durationMs);
+    c.on('close', stop);
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.ageTimer);
+    this.control?.close();
+    fs.rmSync(this.controlPath, { force: true });
+    await Promise.all([...this.ports.values()].map((p) => p.backend.close()));
+    this.uplink?.close();
+  }
+}

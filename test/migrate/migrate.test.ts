@@ -1,0 +1,217 @@
+// Live migration between two xvmd "hosts" on this machine: each in its own
+// network namespace (save-a, save-b, joined by a veth pair, 10.231.77.0/24)
+// with its own XVM_HOME; the target's relocation service listens on its
+// veth address only. A counting guest moves live and counts on (no reboot);
+// peers without the token are refused; a target killed mid-migration leaves
+// the source guest running and, restarted, keeps no half-made domain.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawn, spawnSync } from 'node:child_process';
+import { TestHost, ConsoleSession, READY_BANNER, XVMD_BIN, XVM_BIN, waitUntil } from '../helpers/xvm.js';
+import { pidAlive } from '../../src/engine/process.js';
+
+const NS = ['save-a', 'save-b'] as const;
+const ADDR = { 'save-a': '10.231.77.1', 'save-b': '10.231.77.2' } as const;
+const PORT = 18702;
+const src = new TestHost('xvmma');
+const dst = new TestHost('xvmmb');
+const TOKEN = 'save-test-shared-token-0123456789';
+
+function sh(cmd: string[]): void {
+  const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8' });
+  assert.equal(r.status, 0, `${cmd.join(' ')}: ${r.stderr}`);
+}
+
+function dropNamespaces(): void {
+  for (const ns of NS) spawnSync('ip', ['netns', 'del', ns]);
+}
+
+/** Starts a host's xvmd inside its network namespace (ip netns exec execs node: same pid). */
+async function startIn(host: TestHost, ns: (typeof NS)[number], env: Record<string, string> = {}): Promise<void> {
+  const out = fs.openSync(path.join(host.home, 'xvmd.test.out'), 'a');
+  host.daemon = spawn('ip', ['netns', 'exec', ns, process.execPath, XVMD_BIN], { env: { ...host.env, ...env }, stdio: ['ignore', out, out] });
+  fs.closeSync(out);
+  await waitUntil(
+    async () => {
+      try {
+        await host.client.host();
+        return true;
+      } catch {
+        if (host.daemon?.exitCode !== null) throw new Error(`xvmd exited: ${fs.readFileSync(path.join(host.home, 'xvmd.test.out'), 'utf8')}`);
+        return false;
+      }
+    },
+    20_000,
+    'xvmd to answer',
+  );
+}
+
+const startTarget = () => startIn(dst, 'save-b', { XVM_RELOCATION_LISTEN: `${ADDR['save-b']}:${PORT}` });
+
+function tokenFile(host: TestHost, name: string, token: string): string {
+  const f = path.join(host.home, 'lib', name);
+  fs.mkdirSync(path.dirname(f), { recursive: true });
+  fs.writeFileSync(f, token + '\n', { mode: 0o600 });
+  return f;
+}
+
+function counts(text: string): number[] {
+  return [...text.matchAll(/C=(\d+)\r?\n/g)].map((m) => Number(m[1]));
+}
+
+async function bootCounting(name: string): Promise<ConsoleSession> {
+  await src.client.createDomain({ config: { name, memory: 128 }, start: true });
+  const con = new ConsoleSession(src.client, name, 1 << 20);
+  await con.ready();
+  await con.waitFor(READY_BANNER, 120_000);
+  con.send('i=0; while true; do i=$((i+1)); echo C=$i; sleep 1; done &');
+  await con.waitFor('C=3\r\n', 60_000);
+  return con;
+}
+
+function cliAsync(host: TestHost, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [XVM_BIN, ...args], { env: host.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => (stderr += d));
+    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+before(async () => {
+  dropNamespaces();
+  for (const ns of NS) {
+    sh(['ip', 'netns', 'add', ns]);
+    sh(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
+  }
+  sh(['ip', 'link', 'add', 'save-va', 'netns', 'save-a', 'type', 'veth', 'peer', 'name', 'save-vb', 'netns', 'save-b']);
+  sh(['ip', '-n', 'save-a', 'addr', 'add', `${ADDR['save-a']}/24`, 'dev', 'save-va']);
+  sh(['ip', '-n', 'save-b', 'addr', 'add', `${ADDR['save-b']}/24`, 'dev', 'save-vb']);
+  sh(['ip', '-n', 'save-a', 'link', 'set', 'save-va', 'up']);
+  sh(['ip', '-n', 'save-b', 'link', 'set', 'save-vb', 'up']);
+  tokenFile(src, 'relocation.token', TOKEN);
+  tokenFile(dst, 'relocation.token', TOKEN);
+  await startIn(src, 'save-a');
+  await startTarget();
+});
+
+after(async () => {
+  await src.cleanup();
+  await dst.cleanup();
+  dropNamespaces();
+});
+
+test('a counting guest migrates live to the other host and counts on there: no reboot, gone from the source', { timeout: 300_000 }, async () => {
+  const con = await bootCounting('mig1');
+  const srcPid = (await src.client.getDomain('mig1')).pid!;
+  const readyAt = (await src.client.getDomain('mig1')).readyAt;
+  const r = await cliAsync(src, ['migrate', 'mig1', `${ADDR['save-b']}:${PORT}`, '--live', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const res = JSON.parse(r.stdout) as { live: boolean; downtimeMs: number; bytes: number; target: string };
+  const lastBefore = Math.max(...counts(con.output));
+  assert.equal(res.live, true);
+  assert.equal(res.target, `${ADDR['save-b']}:${PORT}`);
+  assert.ok(res.bytes > 1 << 20, `QEMU's stream went over the wire (${res.bytes} bytes)`);
+  assert.ok(res.downtimeMs >= 0 && res.downtimeMs < 30_000, `downtime ${res.downtimeMs} ms`);
+  con.close();
+  await waitUntil(() => !pidAlive(srcPid), 15_000, "the source's QEMU to exit");
+  assert.equal((await src.client.listDomains()).some((d) => d.name === 'mig1'), false, 'the domain left the source');
+
+  const info = await dst.client.getDomain('mig1');
+  assert.equal(info.state, 'running');
+  assert.equal(info.readyAt, readyAt, 'the boot facts moved with it');
+  const tc = new ConsoleSession(dst.client, 'mig1', 0);
+  await tc.ready();
+  await waitUntil(() => counts(tc.output).some((v) => v > lastBefore + 2), 90_000, `the counter to pass ${lastBefore + 2} on the target (got ${JSON.stringify(tc.output.slice(-200))})`);
+  const seen = counts(tc.output);
+  assert.ok(seen[0]! >= lastBefore && seen[0]! <= lastBefore + 4, `the counter continues on the target (${lastBefore}: ${seen.join(',')})`);
+  assert.equal(tc.output.includes(READY_BANNER), false, 'no boot on the target');
+  assert.equal(await tc.run('echo $((6*7))'), '42');
+  tc.close();
+  await dst.client.destroy('mig1');
+  dst.client.undefineDomain('mig1').catch(() => undefined);
+});
+
+test('a peer without the token is refused; a source with the wrong token fails and its guest runs on', { timeout: 300_000 }, async () => {
+  // A bare TCP client from the other namespace: hello, a forged proof, refused, nothing created.
+  const probe = `
+    const net = require('net');
+    const s = net.connect(${PORT}, '${ADDR['save-b']}');
+    let buf = Buffer.alloc(0);
+    s.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      while (buf.length >= 5 && buf.length >= 5 + buf.readUInt32BE(1)) {
+        const msg = JSON.parse(buf.subarray(5, 5 + buf.readUInt32BE(1)).toString());
+        buf = buf.subarray(5 + buf.readUInt32BE(1));
+        console.log(JSON.stringify(msg));
+        if (msg.type === 'hello') {
+          const p = Buffer.from(JSON.stringify({ type: 'auth', nonce: '0'.repeat(32), mac: 'f'.repeat(64) }));
+          const h = Buffer.alloc(5); h[0] = 1; h.writeUInt32BE(p.length, 1);
+          s.write(Buffer.concat([h, p]));
+        }
+      }
+    });
+    s.on('close', () => process.exit(0));
+    setTimeout(() => process.exit(3), 20000);`;
+  const r = spawnSync('ip', ['netns', 'exec', 'save-a', process.execPath, '-e', probe], { encoding: 'utf8', timeout: 30_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /"type":"hello"/);
+  assert.match(r.stdout, /"type":"error".*authentication failed/);
+  // Garbage instead of frames: the connection is dropped.
+  const g = spawnSync('ip', ['netns', 'exec', 'save-a', process.execPath, '-e', `const s=require('net').connect(${PORT},'${ADDR['save-b']}');s.resume();s.on('connect',()=>s.write(Buffer.alloc(64,0xff)));s.on('close',()=>process.exit(0));setTimeout(()=>process.exit(3),20000);`], { encoding: 'utf8', timeout: 30_000 });
+  assert.equal(g.status, 0, 'a garbage-sending peer is disconnected');
+  assert.match(fs.readFileSync(path.join(dst.home, 'log', 'xvmd.log'), 'utf8'), /relocation peer refused: authentication failed/);
+  assert.equal((await dst.client.listDomains()).length, 0);
+
+  // A source keyed with another token: the target refuses it; the guest stays where it is.
+  await src.stopDaemon();
+  await startIn(src, 'save-a', { XVM_RELOCATION_TOKEN_FILE: tokenFile(src, 'wrong.token', 'not-the-shared-token-999999') });
+  const con = await bootCounting('mig2');
+  const pid = (await src.client.getDomain('mig2')).pid;
+  const m = await cliAsync(src, ['migrate', 'mig2', `${ADDR['save-b']}:${PORT}`, '--live']);
+  assert.equal(m.code, 1);
+  assert.match(m.stderr, /the target refused: authentication failed/);
+  const after = await src.client.getDomain('mig2');
+  assert.equal(after.state, 'running');
+  assert.equal(after.pid, pid);
+  const n = Math.max(...counts(con.output));
+  await con.waitFor(`C=${n + 2}\r\n`, 60_000);
+  assert.equal((await dst.client.listDomains()).length, 0, 'nothing was created on the target');
+  // Domains with disks are refused clearly (not yet supported).
+  con.close();
+  await src.client.destroy('mig2');
+  await src.stopDaemon();
+  await startIn(src, 'save-a');
+});
+
+test('the target killed mid-migration: the source guest runs on unchanged; the restarted target keeps no half-made domain', { timeout: 300_000 }, async () => {
+  const con = await bootCounting('mig3');
+  const pid = (await src.client.getDomain('mig3')).pid;
+  const targetPid = dst.daemon!.pid!;
+  const runDir = path.join(dst.home, 'run', 'domains');
+  const migrating = cliAsync(src, ['migrate', 'mig3', `${ADDR['save-b']}:${PORT}`, '--live']);
+  // Kill the target's xvmd as soon as it has started the incoming QEMU.
+  await waitUntil(() => fs.existsSync(runDir) && fs.readdirSync(runDir).some((u) => fs.existsSync(path.join(runDir, u, 'qemu.pid'))), 60_000, 'the target to start the incoming QEMU');
+  process.kill(targetPid, 'SIGKILL');
+  const m = await migrating;
+  assert.equal(m.code, 1, m.stdout);
+  assert.match(m.stderr, /closed the connection|ECONNRESET|refused/);
+  const info = await src.client.getDomain('mig3');
+  assert.equal(info.state, 'running', 'the source guest runs on');
+  assert.equal(info.pid, pid, 'in the same QEMU');
+  const n = Math.max(...counts(con.output));
+  await con.waitFor(`C=${n + 2}\r\n`, 60_000);
+  assert.equal(await con.run('echo $((6*7))'), '42');
+  con.close();
+
+  await waitUntil(() => dst.daemon?.exitCode !== null || dst.daemon?.signalCode !== null, 10_000, 'the killed target to be gone');
+  dst.daemon = undefined;
+  await startTarget();
+  await waitUntil(async () => (await dst.client.listDomains()).length === 0, 30_000, 'the target to remove the half-received domain');
+  assert.match(fs.readFileSync(path.join(dst.home, 'log', 'xvmd.log'), 'utf8'), /removed a half-received incoming domain|incoming migration failed; domain removed/);
+  await src.client.destroy('mig3');
+});
