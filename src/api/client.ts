@@ -9,6 +9,7 @@ import type { CdromInfo, InstallBody, InstallResult, VncInfo, VncToken } from '.
 import type { CreateDomainBody, DaemonStopResult, DomainInfo, DumpCoreResult, GdbStubInfo, HostInfo, HostStats, ImageInfo, LogName, MemSetResult, SysrqResult, VcpuSetResult } from './schema.js';
 import type { MigrateResult, RestoreResult, SaveProgress, SaveResult } from './schema.js';
 import type { TokenSummary, WebSettings, WebStatus } from './web-types.js';
+import type { SaveListing } from './saves-schema.js';
 
 // ws is loaded on first use: most CLI verbs never open a websocket, and
 // every module loaded is start-up time for a short-lived command.
@@ -304,6 +305,11 @@ export class XvmClient {
   /** Restores a saved domain from `file`; name=NEW restores a copy as a new domain. */
   restoreDomain(file: string, opts: { name?: string; paused?: boolean } = {}, onProgress?: (p: SaveProgress) => void): Promise<RestoreResult> {
     return this.ndjsonPost('/v1/restore', { file, ...opts }, 'restore', onProgress);
+  }
+
+  /** The save files in <lib>/saves that can be restored (and that folder). */
+  listSaves(): Promise<SaveListing> {
+    return this.request('GET', '/v1/saves');
   }
 
   /** Moves a running domain to the xvmd whose relocation service is at `target` (HOST[:PORT]). */

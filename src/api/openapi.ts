@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import * as s from './schema.js';
 import { HVM_ROUTES } from './hvm-schema.js';
+import { SAVES_ROUTES } from './saves-schema.js';
 import * as w from './web-types.js';
 
 interface Route {
@@ -68,6 +69,7 @@ export const ROUTES: Route[] = [
   { method: 'delete', path: `${domain}/disks/{vdev}`, summary: 'Hot-unplug a disk (waits up to 30 s for the guest to release it)' },
   { method: 'post', path: `${domain}/clone`, summary: 'Clone a shut-down domain: new name and UUID, vol= disks cloned as qcow2 overlays', body: s.cloneDomainBody, response: s.domainInfoSchema },
   ...HVM_ROUTES,
+  ...SAVES_ROUTES,
   // The web manager (docs/web.md). /v1/web and /v1/web/tokens answer on the unix socket only (403 over TCP).
   { method: 'get', path: '/v1/web', summary: "The web manager's HTTPS listener: enabled, listening, URL, certificate and its SHA-256, token and session counts" },
   { method: 'put', path: '/v1/web', summary: 'Enable or disable the HTTPS listener (port, listen address, certificate); written to <lib>/xvmd.json and applied at once', body: w.webEnableBody },

@@ -16,18 +16,45 @@ function barUpdate(bar: Progress | undefined) {
   };
 }
 
+/** DOMAIN-20261201-223100.xvmsave: the name a save gets in <lib>/saves when none is given (the web manager uses it too). */
+export function defaultSaveName(domain: string, at = new Date()): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${domain}-${at.getFullYear()}${p(at.getMonth() + 1)}${p(at.getDate())}-${p(at.getHours())}${p(at.getMinutes())}${p(at.getSeconds())}.xvmsave`;
+}
+
 export function registerSaveCommands(program: Command): void {
   registerMigrateCommand(program);
+  program
+    .command('saves')
+    .description('list the save files in <lib>/saves that xvm restore (and the web manager) can bring back')
+    .option('--json', 'print JSON')
+    .action(
+      action(async (opts: { json?: boolean }) => {
+        const l = await client().listSaves();
+        if (opts.json) return printJson(l);
+        if (l.files.length === 0) {
+          process.stdout.write(`no save files in ${l.dir}\n`);
+          return;
+        }
+        const rows = l.files.map((f) => [f.name, f.domain ?? '?', f.error ? 'unreadable' : `${f.state}${f.checkpoint ? ' (checkpoint)' : ''}`, mib(f.bytes), f.createdAt ?? f.modified, f.error ?? '']);
+        const head = ['FILE', 'DOMAIN', 'STATE', 'SIZE', 'SAVED', ''];
+        const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+        for (const r of [head, ...rows]) process.stdout.write(r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd() + '\n');
+        process.stdout.write(`(in ${l.dir})\n`);
+      }),
+    );
+
+
   program
     .command('save')
     .description('save a running domain into FILE and stop it (--checkpoint: leave it running); xvm restore FILE continues it')
     .argument('<domain>')
-    .argument('<file>', 'the save file (relative paths are taken from this directory; written by xvmd)')
+    .argument('[file]', 'the save file (relative paths are taken from this directory; written by xvmd); default: <lib>/saves/DOMAIN-TIME.xvmsave, listed by xvm saves')
     .option('-c, --checkpoint', 'leave the domain running (the file is a checkpoint)')
     .option('--json', 'print JSON (sizes, time, downtime)')
     .action(
-      action(async (domain: string, file: string, opts: { checkpoint?: boolean; json?: boolean }) => {
-        const abs = path.resolve(file);
+      action(async (domain: string, file: string | undefined, opts: { checkpoint?: boolean; json?: boolean }) => {
+        const abs = file ? path.resolve(file) : path.join((await client().listSaves()).dir, defaultSaveName(domain));
         const bar = opts.json ? undefined : progress(`save ${domain}`);
         try {
           const r = await client().saveDomain(domain, abs, { checkpoint: Boolean(opts.checkpoint) }, barUpdate(bar));

@@ -24,6 +24,7 @@ import { registerHvmRoutes } from './hvm-routes.js';
 import { registerNetRoutes } from './net-routes.js';
 import { shutdownAll } from './autostart.js';
 import { registerMigrateRoutes } from '../migrate/routes.js';
+import { registerSavesRoutes } from './saves-routes.js';
 import { saveAll } from '../migrate/service.js';
 import { deviceEvent } from './device-log.js';
 import { registerWebRoutes } from './web-routes.js';
@@ -115,6 +116,7 @@ export async function buildServer(deps: ServerDeps, opts: BuildOptions = {}): Pr
   registerStorageRoutes(app, { paths, domains, log });
   registerHvmRoutes(app, { paths, domains, log });
   registerMigrateRoutes(app, { domains, log, paths });
+  registerSavesRoutes(app, { paths });
   registerWebRoutes(app, { domains, web: deps.web, remote: opts.remote ?? false });
   registerNetRoutes(app, { paths, domains, log });
 

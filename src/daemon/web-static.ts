@@ -19,9 +19,9 @@ const TYPES: Record<string, string> = {
   '.woff2': 'font/woff2',
   '.txt': 'text/plain; charset=utf-8',
 };
-
+// What a page may load: only this origin (websockets included), no inline scripts; blob: images are the screenshot thumbnails the page fetched itself.
 // What a page may load: only this origin (websockets included), no inline scripts.
-const CSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+const CSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /** Paths the front end lives at: readable before logging in (the login page itself). */
 export function isStaticPath(url: string): boolean {

@@ -104,3 +104,66 @@ export function formatBytes(n: number): string {
   }
   return `${v >= 100 || i === 0 || Number.isInteger(v) ? Math.round(v) : v.toFixed(1)} ${units[i]}`;
 }
+
+export interface Progress {
+  phase: string;
+  done: number;
+  total: number;
+}
+
+/**
+ * POST to a route that streams NDJSON (save, restore): {progress} lines, then
+ * {done:true,result} or {error}. Calls onProgress for each progress line;
+ * resolves with the result, rejects with the error (HTTP errors before the
+ * stream started included).
+ */
+export async function postStream<T>(path: string, body: unknown, onProgress: (p: Progress) => void): Promise<T> {
+  const res = await fetch(path, { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }).catch((e: Error) => {
+    throw new ApiError(0, 'unavailable', `cannot reach xvmd: ${e.message}`);
+  });
+  if (!res.ok || !res.body) {
+    const text = await res.text();
+    let e: { code?: string; message?: string } | undefined;
+    try {
+      e = (JSON.parse(text) as { error?: { code?: string; message?: string } }).error;
+    } catch {
+      /* not JSON */
+    }
+    if (res.status === 401) onUnauthorized();
+    throw new ApiError(res.status, e?.code ?? 'error', e?.message ?? `HTTP ${res.status}`);
+  }
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let pending = '';
+  let result: T | undefined;
+  let error: ApiError | undefined;
+  const line = (l: string) => {
+    if (!l.trim()) return;
+    let m: { progress?: Progress; done?: boolean; result?: T; error?: { code: string; message: string } };
+    try {
+      m = JSON.parse(l);
+    } catch {
+      return;
+    }
+    if (m.progress) onProgress(m.progress);
+    if (m.done) result = m.result;
+    if (m.error) error = new ApiError(500, m.error.code, m.error.message);
+  };
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    pending += value;
+    let nl: number;
+    while ((nl = pending.indexOf('\n')) >= 0) {
+      line(pending.slice(0, nl));
+      pending = pending.slice(nl + 1);
+    }
+  }
+  line(pending);
+  if (error) throw error;
+  if (result === undefined) throw new ApiError(500, 'internal', 'the stream ended without a result');
+  return result;
+}
+
+export type { SaveListing, SaveListEntry } from '../api/saves-schema.js';
+export type { MemSetResult, VcpuSetResult, SaveResult, RestoreResult } from '../api/schema.js';
+export type { InstallResult } from '../api/hvm-schema.js';

@@ -11,11 +11,30 @@ export interface Sample {
   memMiB: number;
 }
 
+/** One device of a running domain: cumulative counters of the last sample and the rates since the one before. */
+export interface DeviceLive {
+  kind: 'disk' | 'vif';
+  device: string;
+  /** disks: bytes read/written; NICs: bytes received/sent (cumulative since the backend started). */
+  inBytes: number;
+  outBytes: number;
+  inOps: number;
+  outOps: number;
+  /** bytes per second between the last two samples (null: only one sample yet). */
+  inRate: number | null;
+  outRate: number | null;
+  inHist: number[];
+  outHist: number[];
+}
+
 const HISTORY = 90;
+const DEV_HISTORY = 45;
 
 class LiveState {
   domains = new Map<string, DomainInfo>();
   samples = new Map<string, Sample[]>();
+  /** Per domain, its devices' counters (the `devices` field of the stats samples). */
+  devices = new Map<string, DeviceLive[]>();
   connected = false;
   loaded = false;
   private listeners = new Set<() => void>();
@@ -47,6 +66,7 @@ class LiveState {
     this.stats?.close();
     this.domains.clear();
     this.samples.clear();
+    this.devices.clear();
     this.loaded = false;
   }
 
@@ -93,12 +113,16 @@ class LiveState {
       for (const d of s.domains) {
         const prev = this.last.get(d.name);
         this.last.set(d.name, { t: s.timeMs, cpu: d.cpuSeconds });
-        if (!d.pid) continue;
+        if (!d.pid) {
+          this.devices.delete(d.name);
+          continue;
+        }
         const list = this.samples.get(d.name) ?? [];
         const cpuPct = prev && s.timeMs > prev.t && d.cpuSeconds >= prev.cpu ? ((d.cpuSeconds - prev.cpu) / ((s.timeMs - prev.t) / 1000)) * 100 : 0;
         list.push({ t: s.timeMs, cpuPct, memMiB: d.rssKiB / 1024 });
         if (list.length > HISTORY) list.shift();
         this.samples.set(d.name, list);
+        this.devices.set(d.name, deviceRates(this.devices.get(d.name) ?? [], d.devices ?? [], prev && s.timeMs > prev.t ? (s.timeMs - prev.t) / 1000 : 0));
       }
       this.emit();
     };
@@ -106,6 +130,33 @@ class LiveState {
       if (!this.stopped) setTimeout(() => !this.stopped && this.openStats(), 2000);
     };
   }
+}
+
+type Counters = HostStats['domains'][number]['devices'][number];
+
+/** The new device list from one sample's counters and the previous list (a counter that went down means the backend restarted: no rate). */
+function deviceRates(prev: DeviceLive[], now: Counters[], dtSec: number): DeviceLive[] {
+  return now.map((c) => {
+    const p = prev.find((x) => x.kind === c.kind && x.device === c.device);
+    const inBytes = (c.kind === 'disk' ? c.readBytes : c.rxBytes) ?? 0;
+    const outBytes = (c.kind === 'disk' ? c.writeBytes : c.txBytes) ?? 0;
+    const rate = (cur: number, old: number | undefined) => (old !== undefined && dtSec > 0 && cur >= old ? (cur - old) / dtSec : null);
+    const inRate = rate(inBytes, p?.inBytes);
+    const outRate = rate(outBytes, p?.outBytes);
+    const push = (h: number[] | undefined, v: number | null) => (v === null ? (h ?? []) : [...(h ?? []), v].slice(-DEV_HISTORY));
+    return {
+      kind: c.kind,
+      device: c.device,
+      inBytes,
+      outBytes,
+      inOps: (c.kind === 'disk' ? c.readOps : c.rxPackets) ?? 0,
+      outOps: (c.kind === 'disk' ? c.writeOps : c.txPackets) ?? 0,
+      inRate,
+      outRate,
+      inHist: push(p?.inHist, inRate),
+      outHist: push(p?.outHist, outRate),
+    };
+  });
 }
 
 export const live = new LiveState();

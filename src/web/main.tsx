@@ -13,6 +13,8 @@ import { DomainPage } from './pages/domain.js';
 import { CreatePage } from './pages/create.js';
 import { StoragePage } from './pages/storage.js';
 import { NetworksPage } from './pages/networks.js';
+import { SavesPage } from './pages/saves.js';
+import { InstallPage } from './pages/install.js';
 
 function App() {
   const [user, setUser] = useState<string | null | undefined>(undefined);
@@ -46,12 +48,14 @@ function Shell({ user, onLogout }: { user: string; onLogout: () => void }) {
   else if (parts[0] === 'create') page = <CreatePage />;
   else if (parts[0] === 'storage') page = <StoragePage pool={parts[1]} />;
   else if (parts[0] === 'networks') page = <NetworksPage />;
+  else if (parts[0] === 'saves') page = <SavesPage />;
+  else if (parts[0] === 'install') page = <InstallPage />;
   else if (parts[0] === 'domains' && parts[1]) page = <DomainPage name={parts[1]} tab={(parts[2] as 'console') ?? 'overview'} />;
   else {
     section = 'domains';
     page = <DomainsPage />;
   }
-  const nav: [string, string][] = [['domains', 'Domains'], ['create', 'New domain'], ['host', 'Host'], ['storage', 'Storage'], ['networks', 'Networks']];
+  const nav: [string, string][] = [['domains', 'Domains'], ['create', 'New domain'], ['install', 'Install from ISO'], ['saves', 'Saved domains'], ['host', 'Host'], ['storage', 'Storage'], ['networks', 'Networks']];
   return (
     <div class="shell">
       <header class="top">

@@ -185,3 +185,29 @@ function rawUnix(method: string, urlPath: string, body: string): Promise<{ statu
       }),
   );
 }
+
+test('xvm saves: an empty <lib>/saves, a truncated file listed with why, xvm save without a file of an unknown domain', async () => {
+  const doc = (await host.client.openapi()) as { paths: Record<string, Record<string, unknown>> };
+  assert.ok(doc.paths['/v1/saves']?.get, 'GET /v1/saves is documented');
+  const dir = path.join(host.home, 'lib', 'saves');
+  let r = host.cli(['saves']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, `no save files in ${dir}\n`);
+  // The save magic and nothing else: a save cut short.
+  fs.writeFileSync(path.join(dir, 'cut.xvmsave'), Buffer.from('XVMSAVE\0', 'latin1'));
+  fs.writeFileSync(path.join(dir, 'notes.txt'), 'not listed\n');
+  r = host.cli(['saves', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const l = JSON.parse(r.stdout) as { dir: string; files: { name: string; bytes: number; error: string | null }[] };
+  assert.equal(l.dir, dir);
+  assert.deepEqual(l.files.map((f) => [f.name, f.bytes]), [['cut.xvmsave', 8]]);
+  assert.match(l.files[0]!.error!, /truncated/);
+  r = host.cli(['saves']);
+  assert.match(r.stdout, /^cut\.xvmsave\s+\?\s+unreadable\s+0\.0 MiB\s+\S+\s+.*truncated/m);
+  fs.rmSync(path.join(dir, 'cut.xvmsave'));
+  fs.rmSync(path.join(dir, 'notes.txt'));
+  r = host.cli(['save', 'nope']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /nope/);
+  assert.deepEqual(fs.readdirSync(dir), [], 'nothing left behind');
+});

@@ -1,11 +1,24 @@
-// The Graphics tab of a domain with vnc = 1. With HVM support in xvmd (the
-// VNC websocket route is in the OpenAPI document) an HVM guest's screen shows
-// in noVNC through the web listener: SeaBIOS's text, so the canvas is not
-// blank. Without it, the tab says the graphical console is not available.
+// HVM guests in the web manager. With HVM support in xvmd (the VNC websocket
+// route is in the OpenAPI document): the Install from ISO form makes one
+// (a missing ISO is a clear error), its Graphics tab shows its screen in
+// noVNC (the canvas is not blank), and its page and the domain list show live
+// screenshot thumbnails. Without it, the tab says the graphical console is
+// not available.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { TestHost } from '../helpers/xvm.js';
+import { TestHost, REPO } from '../helpers/xvm.js';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Page } from 'playwright-core';
 import { enableWeb, launchBrowser, makeToken, type Browser, type WebEndpoint } from './helpers.js';
+
+const ISO = '/usr/lib/grub-rescue/grub-rescue-cdrom.iso';
+const shots = process.env.XVM_SCREENSHOTS ? path.resolve(REPO, process.env.XVM_SCREENSHOTS) : null;
+async function shot(page: Page, name: string): Promise<void> {
+  if (!shots) return;
+  fs.mkdirSync(shots, { recursive: true });
+  await page.screenshot({ path: path.join(shots, `${name}.png`) });
+}
 
 const host = new TestHost('xvmwebg');
 let ep: WebEndpoint;
@@ -20,7 +33,7 @@ after(async () => {
   await host.cleanup();
 });
 
-test('the Graphics tab shows the screen of a vnc=1 domain in noVNC, or says it is not available', { timeout: 240_000 }, async (t) => {
+test('the Graphics tab shows the screen of a vnc=1 domain in noVNC, or says it is not available', { timeout: 420_000 }, async (t) => {
   const doc = (await host.client.openapi()) as { paths: Record<string, unknown> };
   const hasVnc = Boolean(doc.paths['/v1/domains/{name}/vnc/ws']);
   t.diagnostic(hasVnc ? 'this xvmd serves the VNC websocket: checking an HVM guest screen in noVNC' : 'this xvmd has no VNC websocket: checking the "not available" state');
@@ -38,8 +51,27 @@ test('the Graphics tab shows the screen of a vnc=1 domain in noVNC, or says it i
     assert.match(await page.getByTestId('graphics-unavailable').innerText(), /VNC websocket/);
     return;
   }
-  await host.client.createDomain({ config: { name: 'gfx', type: 'hvm', memory: 128, vnc: 1 } });
-  await page.goto(`${ep.url}#/domains/gfx/graphics`);
+  // Install from ISO: the form checks its fields, a missing ISO is xvmd's clear error, then a PC guest with a new disk boots the ISO.
+  await page.goto(`${ep.url}#/install`);
+  await page.locator('#inst-name').fill('gfx');
+  await page.locator('#inst-cdrom').fill('iso');
+  await page.locator('[data-error-for=cdrom]').waitFor();
+  assert.ok(await page.getByTestId('install').isDisabled(), 'a relative ISO path cannot be submitted');
+  await page.locator('#inst-memory').fill('128');
+  await page.locator('#inst-size').fill('1');
+  await page.locator('#inst-cdrom').fill('/nonexistent.iso');
+  await page.getByTestId('install').click();
+  await page.getByTestId('install-error').waitFor({ timeout: 60_000 });
+  assert.match(await page.getByTestId('install-error').innerText(), /\/nonexistent\.iso.*ENOENT/);
+  await assert.rejects(host.client.getDomain('gfx'), /gfx/);
+  await page.locator('#inst-cdrom').fill(ISO);
+  await shot(page, 'install');
+  await page.getByTestId('install').click();
+  await page.waitForURL(/#\/domains\/gfx\/graphics$/, { timeout: 60_000 });
+  const gfx = await host.client.getDomain('gfx');
+  assert.equal(gfx.config.type, 'hvm');
+  assert.equal(gfx.config.cdrom, ISO);
+  assert.equal((await host.client.volumeInfo('default', 'gfx-disk0')).size, 1024 ** 3);
   await page.locator('[data-testid=vnc-screen] canvas').waitFor({ timeout: 60_000 });
   await page.locator('[data-status=connected]').waitFor({ timeout: 60_000 });
   // SeaBIOS prints its banner: wait until the canvas holds more than one colour.
@@ -58,6 +90,26 @@ test('the Graphics tab shows the screen of a vnc=1 domain in noVNC, or says it i
     if (colours < 2) await page.waitForTimeout(500);
   }
   assert.ok(colours >= 2, 'the guest screen has drawn something');
+  await shot(page, 'graphics');
+
+  // Live thumbnails of the screen: on the domain's page and in the list, pictures that load (PNG from /v1/domains/gfx/screenshot).
+  const loaded = async (sel: string) => {
+    try {
+      await page.waitForFunction((q) => [...document.querySelectorAll<HTMLImageElement>(q)].some((i) => i.complete && i.naturalWidth >= 320), sel, { timeout: 60_000 });
+    } catch (e) {
+      const boxes = await page.getByTestId('screenshot-box').evaluateAll((els) => els.map((el) => `${el.getAttribute('title')}: ${el.innerHTML.slice(0, 200)}`));
+      throw new Error(`no screenshot picture loaded (${sel}); the thumbnails: ${boxes.join(' | ') || 'none'}`, { cause: e });
+    }
+  };
+  await page.goto(`${ep.url}#/domains/gfx`);
+  await loaded('[data-testid=screenshot]');
+  const first = await page.getByTestId('screenshot').getAttribute('src');
+  // Refreshed while shown: a new picture (new object URL) arrives.
+  await page.waitForFunction((old) => document.querySelector('[data-testid=screenshot]')?.getAttribute('src') !== old, first, { timeout: 60_000 });
+  await shot(page, 'hvm-domain');
+  await page.goto(`${ep.url}#/domains`);
+  await loaded('[data-domain=gfx] [data-testid=screenshot]');
+  await shot(page, 'domains-hvm');
   await host.client.destroy('gfx');
   await page.close();
 });

@@ -9,6 +9,8 @@ interface Form {
   name: string;
   memory: string;
   vcpus: string;
+  maxmem: string;
+  maxvcpus: string;
   accel: string;
   on_poweroff: string;
   on_reboot: string;
@@ -22,7 +24,7 @@ interface Form {
   start: boolean;
 }
 
-const INITIAL: Form = { name: '', memory: '256', vcpus: '1', accel: 'auto', on_poweroff: 'destroy', on_reboot: 'restart', on_crash: 'preserve', kernel: '', ramdisk: '', extra: '', disks: '', vifs: '', autostart: false, start: true };
+const INITIAL: Form = { name: '', memory: '256', vcpus: '1', maxmem: '', maxvcpus: '', accel: 'auto', on_poweroff: 'destroy', on_reboot: 'restart', on_crash: 'preserve', kernel: '', ramdisk: '', extra: '', disks: '', vifs: '', autostart: false, start: true };
 
 const lines = (s: string) => s.split('\n').map((l) => l.trim()).filter(Boolean);
 const num = (s: string) => (/^\s*\d+\s*$/.test(s) ? Number(s) : s.trim());
@@ -30,6 +32,8 @@ const num = (s: string) => (/^\s*\d+\s*$/.test(s) ? Number(s) : s.trim());
 /** The form as a domain configuration (the JSON form of the xl.cfg keys). */
 function toConfig(f: Form): Record<string, unknown> {
   const c: Record<string, unknown> = { name: f.name.trim(), memory: num(f.memory), vcpus: num(f.vcpus) };
+  if (f.maxmem.trim()) c.maxmem = num(f.maxmem);
+  if (f.maxvcpus.trim()) c.maxvcpus = num(f.maxvcpus);
   if (f.accel !== 'auto') c.accel = f.accel;
   c.on_poweroff = f.on_poweroff;
   c.on_reboot = f.on_reboot;
@@ -72,12 +76,12 @@ export function CreatePage() {
   };
   const issues = check?.issues ?? [];
   const problems = (field: string) => (touched.has(field) ? issues.filter((i) => fieldOf(i) === field) : []);
-  const other = issues.filter((i) => !['name', 'memory', 'vcpus', 'accel', 'on_poweroff', 'on_reboot', 'on_crash', 'kernel', 'ramdisk', 'extra', 'disk', 'vif', 'autostart'].includes(fieldOf(i)));
+  const other = issues.filter((i) => !['name', 'memory', 'vcpus', 'maxmem', 'maxvcpus', 'accel', 'on_poweroff', 'on_reboot', 'on_crash', 'kernel', 'ramdisk', 'extra', 'disk', 'vif', 'autostart'].includes(fieldOf(i)));
   const valid = check?.valid === true;
 
   const submit = async (e: Event) => {
     e.preventDefault();
-    setTouched(new Set(['name', 'memory', 'vcpus', 'kernel', 'ramdisk', 'extra', 'disk', 'vif']));
+    setTouched(new Set(['name', 'memory', 'vcpus', 'maxmem', 'maxvcpus', 'kernel', 'ramdisk', 'extra', 'disk', 'vif']));
     if (!valid) return;
     setBusy(true);
     setError(null);
@@ -99,7 +103,10 @@ export function CreatePage() {
   );
   return (
     <section>
-      <h2>New domain</h2>
+      <div class="page-head">
+        <h2>New domain</h2>
+        <a href="#/install">Install a PC guest from an ISO instead…</a>
+      </div>
       <form class="card form" onSubmit={submit} noValidate>
         <div class="row3">
           <div class={`field ${problems('name').length ? 'bad' : ''}`}>
@@ -116,6 +123,18 @@ export function CreatePage() {
             <label for="vcpus">vCPUs</label>
             <input id="vcpus" name="vcpus" value={form.vcpus} onInput={set('vcpus')} />
             <Err field="vcpus" />
+          </div>
+        </div>
+        <div class="row2">
+          <div class={`field ${problems('maxmem').length ? 'bad' : ''}`}>
+            <label for="maxmem">Max memory (MiB; room to grow it while running)</label>
+            <input id="maxmem" name="maxmem" value={form.maxmem} onInput={set('maxmem')} placeholder="= memory" />
+            <Err field="maxmem" />
+          </div>
+          <div class={`field ${problems('maxvcpus').length ? 'bad' : ''}`}>
+            <label for="maxvcpus">Max vCPUs (for hot-plugging)</label>
+            <input id="maxvcpus" name="maxvcpus" value={form.maxvcpus} onInput={set('maxvcpus')} placeholder="= vCPUs" />
+            <Err field="maxvcpus" />
           </div>
         </div>
         <div class="row4">

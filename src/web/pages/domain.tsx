@@ -8,6 +8,10 @@ import { Sparkline } from '../components/sparkline.js';
 import { SerialConsole } from '../components/console.js';
 import { GraphicsConsole } from '../components/graphics.js';
 import { navigate } from '../router.js';
+import { Resources } from '../components/resources.js';
+import { SaveCard } from '../components/save.js';
+import { Screenshot, isHvm } from '../components/screenshot.js';
+import type { DeviceLive } from '../live.js';
 
 type Tab = 'overview' | 'console' | 'disks' | 'nics' | 'snapshots' | 'graphics';
 
@@ -96,6 +100,25 @@ function Overview({ d, onError }: { d: DomainInfo; onError: (m: string | null) =
   };
   const cfg = Object.entries(d.config).filter(([k]) => k !== 'disk' && k !== 'vif');
   return (
+    <>
+    {on && (
+      <div class="grid2 top-cards">
+        {isHvm(d) ? (
+          <>
+            <div class="card">
+              <h3>Screen <a class="small" href={`#/domains/${encodeURIComponent(d.name)}/graphics`}>open the graphical console</a></h3>
+              <Screenshot d={d} width={400} link={`#/domains/${encodeURIComponent(d.name)}/graphics`} />
+            </div>
+            <div><Resources d={d} /><SaveCard d={d} /></div>
+          </>
+        ) : (
+          <>
+            <Resources d={d} />
+            <SaveCard d={d} />
+          </>
+        )}
+      </div>
+    )}
     <div class="grid2">
       <div class="card">
         <h3>Status</h3>
@@ -136,6 +159,7 @@ function Overview({ d, onError }: { d: DomainInfo; onError: (m: string | null) =
         </table>
       </div>
     </div>
+    </>
   );
 }
 
@@ -151,13 +175,16 @@ function Disks({ d }: { d: DomainInfo }) {
     get<Backend[]>(`${dpath(d.name)}/disks`).then(setBackends, () => setBackends(null));
   }, [d.name, d.domid]);
   const disks = disksOf(d);
+  const live = useLive();
+  const counters = live.devices.get(d.name) ?? [];
+  const on = d.domid !== null;
   return (
     <div class="card">
       {disks.length === 0 ? (
         <p class="muted">No disks: the default guest runs from its initramfs.</p>
       ) : (
         <table class="list">
-          <thead><tr><th>Device</th><th>Source</th><th>Format</th><th>Access</th><th>Type</th><th>Backend</th></tr></thead>
+          <thead><tr><th>Device</th><th>Source</th><th>Format</th><th>Access</th><th>Type</th><th>Backend</th>{on && <th>Read</th>}{on && <th>Write</th>}</tr></thead>
           <tbody>
             {disks.map((x) => {
               const b = backends?.find((y) => y.vdev === x.vdev);
@@ -169,6 +196,8 @@ function Disks({ d }: { d: DomainInfo }) {
                   <td>{x.access ?? 'rw'}</td>
                   <td>{x.devtype ?? 'disk'}</td>
                   <td>{b ? <span class="badge state-running">{String(b.state ?? 'running')}</span> : <span class="muted">{d.domid === null ? 'not running' : '–'}</span>}</td>
+                  {on && <IoCell c={counters.find((c) => c.kind === 'disk' && c.device === x.vdev)} dir="in" label={`reads of ${x.vdev}`} />}
+                  {on && <IoCell c={counters.find((c) => c.kind === 'disk' && c.device === x.vdev)} dir="out" label={`writes of ${x.vdev}`} />}
                 </tr>
               );
             })}
@@ -176,6 +205,24 @@ function Disks({ d }: { d: DomainInfo }) {
         </table>
       )}
     </div>
+  );
+}
+
+const rate = (v: number | null) => (v === null ? '–' : `${formatBytes(v)}/s`);
+
+/** A device's rate (bytes/s over the last stats interval), its recent graph and the total since the backend started. */
+function IoCell({ c, dir, label }: { c: DeviceLive | undefined; dir: 'in' | 'out'; label: string }) {
+  if (!c) return <td class="muted small">no counters</td>;
+  const r = dir === 'in' ? c.inRate : c.outRate;
+  const total = dir === 'in' ? c.inBytes : c.outBytes;
+  const ops = dir === 'in' ? c.inOps : c.outOps;
+  return (
+    <td data-io={`${c.device}-${dir === 'in' ? 'read' : 'write'}`} data-bytes={total} data-rate={r ?? ''}>
+      <div class="io">
+        <Sparkline values={dir === 'in' ? c.inHist : c.outHist} width={90} height={26} color={dir === 'in' ? '#2b6cb0' : '#c05621'} label={label} unit="" />
+        <div><b class="io-rate">{rate(r)}</b><div class="muted small">{formatBytes(total)} total, {ops} req</div></div>
+      </div>
+    </td>
   );
 }
 

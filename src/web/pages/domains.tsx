@@ -1,9 +1,11 @@
-// Every domain with its state and live CPU and memory graphs.
+// Every domain with its state and live CPU and memory graphs; running HVM
+// guests with a thumbnail of their screen next to their name.
 import { useState } from 'preact/hooks';
 import { useLive } from '../live.js';
 import { DomainActions, StateBadge } from '../components/actions.js';
 import { Sparkline } from '../components/sparkline.js';
 import { navigate } from '../router.js';
+import { Screenshot, isHvm } from '../components/screenshot.js';
 
 export function DomainsPage() {
   const live = useLive();
@@ -31,7 +33,7 @@ export function DomainsPage() {
               const on = d.domid !== null;
               return (
                 <tr key={d.name} data-domain={d.name} class="clickable" onClick={() => navigate(`/domains/${encodeURIComponent(d.name)}`)}>
-                  <td><a href={`#/domains/${encodeURIComponent(d.name)}`}>{d.name}</a></td>
+                  <td><span class="name-cell">{isHvm(d) && on && <Screenshot d={d} width={64} link={`#/domains/${encodeURIComponent(d.name)}/graphics`} />}<a href={`#/domains/${encodeURIComponent(d.name)}`}>{d.name}</a></span></td>
                   <td><StateBadge d={d} /></td>
                   <td class="num">{d.domid ?? '–'}</td>
                   <td class="num">{d.memory} MiB</td>
