@@ -23,6 +23,7 @@ import type { QmpClient } from '../engine/qmp.js';
 import { pidAlive } from '../engine/process.js';
 import type { Domain, DomainInfo, DomainManager } from '../daemon/domains.js';
 import { diskProvider } from '../daemon/disks.js';
+import { readAttachments } from '../daemon/nics.js';
 import type { Logger } from '../daemon/log.js';
 import { VERSION } from '../daemon/version.js';
 import { encodePreamble, encodeTrailer, readSaveFile, type SaveFileInfo, type SaveHeader } from './format.js';
@@ -175,6 +176,16 @@ export async function saveDomain(
     const hot = disks.filter((x) => x.hotplug);
     if (hot.length) {
       throw new XvmError('conflict', `cannot save domain '${name}': disk ${hot.map((x) => x.vdev).join(', ')} was hot-plugged; detach it first ('xvm block-detach ${name} ${hot[0]!.vdev}') or add it to the configuration and restart the domain`);
+    }
+    // A restore starts QEMU from the configuration: devices plugged since
+    // would be missing there and QEMU would refuse the stream.
+    const cfgVcpus = d.rec.config.vcpus;
+    if (d.runtime?.vcpusOnline !== undefined && d.runtime.vcpusOnline !== cfgVcpus) {
+      throw new XvmError('conflict', `cannot save domain '${name}': it has ${d.runtime.vcpusOnline} vCPUs since 'xvm vcpu-set' and its configuration ${cfgVcpus}; set them back first ('xvm vcpu-set ${name} ${cfgVcpus}')`);
+    }
+    const hotVifs = readAttachments(domains.runDirOf(d)).filter((a) => a.hotplug);
+    if (hotVifs.length) {
+      throw new XvmError('conflict', `cannot save domain '${name}': NIC vif${hotVifs[0]!.index} was hot-plugged; detach it first ('xvm network-detach ${name} vif${hotVifs[0]!.index}') or add it to the configuration and restart the domain`);
     }
     const t0 = Date.now();
     const ph = new Phases();

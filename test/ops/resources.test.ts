@@ -4,6 +4,7 @@
 // errors.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { TestHost, ConsoleSession, READY_BANNER, waitUntil } from '../helpers/xvm.js';
 
 const host = new TestHost('xvmr');
@@ -94,6 +95,11 @@ test('vcpu-set plugs a vCPU the guest brings online, and unplugs it again', { ti
   await waitUntil(async () => (await onlineCpus()) === 2, 60_000, 'the guest to online its second vCPU');
   assert.equal(await con.run('cat /sys/devices/system/cpu/online'), '0-1');
   assert.equal((await host.client.getDomain('res')).vcpus, 2);
+  // A save would restore with the configuration's vCPU count: refused until they are set back.
+  const saved = host.cli(['save', 'res', '/tmp/xvm-res-refused.xvmsave']);
+  assert.equal(saved.code, 1);
+  assert.match(saved.stderr, /cannot save domain 'res': it has 2 vCPUs since 'xvm vcpu-set' and its configuration 1/);
+  assert.equal(fs.existsSync('/tmp/xvm-res-refused.xvmsave'), false);
 
   r = host.cli(['vcpu-set', 'res', '1', '--wait', '60']);
   assert.equal(r.code, 0, r.stderr);
