@@ -2,8 +2,9 @@
 // listed with the subnet the API chose; a guest booted on it shows up in the
 // switch picture as its port with the IP address its DHCP client leased at
 // boot (the same as the API's lease and the guest's port lock); deleting the
-// network while the port is attached shows the API's refusal, and after the
-// guest is destroyed the page deletes it.
+// network while ports are attached shows the API's refusal, and after the
+// guests are destroyed the page deletes it. A second guest on an access
+// VLAN with a fixed address shows both in its box.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -76,7 +77,12 @@ test('networks page: create, a guest port with its DHCP lease in the switch pict
   assert.equal((await host.client.listNetworks()).some((n) => n.name === 'bad'), false);
 
   // A guest on it: its port appears in the picture with the address it leased at boot.
-  await host.client.createDomain({ config: { name: 'netweb', memory: 128, vif: ['network=weblab'] }, start: true });
+  // A second one on an access VLAN with a fixed address (DHCP lives on the native VLAN): its box shows both.
+  const fixed = def.subnet.replace(/\.0\/24$/, '.50');
+  await Promise.all([
+    host.client.createDomain({ config: { name: 'netweb', memory: 128, vif: ['network=weblab'] }, start: true }),
+    host.client.createDomain({ config: { name: 'netvlan', memory: 128, vif: [`network=weblab,vlan=7,ip=${fixed}`] }, start: true }),
+  ]);
   await row.getByRole('link', { name: 'weblab' }).click();
   await page.getByTestId('switch-diagram').waitFor();
   const port = page.locator('[data-testid=port][data-port="netweb/vif0"]');
@@ -90,6 +96,9 @@ test('networks page: create, a guest port with its DHCP lease in the switch pict
   const box = await port.textContent();
   assert.ok(box?.includes(apiPort.mac!), `the port box shows its MAC: ${box}`);
   assert.match(box ?? '', /rx [1-9]\d* fr/, 'the switch counted the guest’s DHCP frames');
+  const vlanBox = page.locator('[data-testid=port][data-port="netvlan/vif0"]');
+  await vlanBox.waitFor({ timeout: 60_000 });
+  assert.match((await vlanBox.getByTestId('port-ip').textContent()) ?? '', new RegExp(`IP ${fixed.replace(/\./g, '\\.')} · VLAN 7`));
   const leases = page.getByTestId('leases');
   assert.match(await leases.innerText(), new RegExp(`${ip.replace(/\./g, '\\.')}\\s+${apiPort.mac}\\s+\\S+\\s+netweb/vif0`));
   assert.match(await page.getByTestId('switch').textContent() ?? '', new RegExp(`switch weblab.*${def.gateway.replace(/\./g, '\\.')}`));
@@ -101,15 +110,15 @@ test('networks page: create, a guest port with its DHCP lease in the switch pict
   // Delete while the port is attached: the API refuses and the page says why.
   await page.getByRole('button', { name: 'All networks' }).click();
   await row.waitFor();
-  await waitUntil(async () => (await row.getByTestId('port-count').innerText()) === '1', 30_000, 'a port count of 1');
+  await waitUntil(async () => (await row.getByTestId('port-count').innerText()) === '2', 30_000, 'a port count of 2');
   await row.getByRole('button', { name: 'Delete' }).click();
   const refusal = page.getByTestId('network-error');
   await refusal.waitFor({ timeout: 30_000 });
-  assert.match(await refusal.innerText(), /Delete weblab: network 'weblab' is in use by netweb\/vif0; detach them first/);
+  assert.match(await refusal.innerText(), /Delete weblab: network 'weblab' is in use by (netweb\/vif0, netvlan\/vif0|netvlan\/vif0, netweb\/vif0); detach them first/);
   assert.ok((await host.client.listNetworks()).some((n) => n.name === 'weblab'), 'still there');
 
   // Without the guest it goes.
-  await host.client.destroy('netweb');
+  await Promise.all([host.client.destroy('netweb'), host.client.destroy('netvlan')]);
   await waitUntil(async () => (await host.client.networkInfo('weblab')).ports.every((p) => !p.id.includes('/')), 60_000, 'the port to go after destroy');
   await page.reload();
   await waitUntil(async () => (await row.getByTestId('port-count').innerText()) === '0', 30_000, 'a port count of 0');

@@ -54,7 +54,12 @@ export function SwitchDiagram({ net }: { net: NetworkDetails }) {
       </g>
       {ports.map((p, i) => {
         const { x, y } = boxAt(i, ports.length);
-        return <path key={`w-${p.id}`} class={`wire ${p.connected ? 'up' : 'down'}`} d={`M ${cx + ((i % PER_ROW) - (Math.min(PER_ROW, ports.length) - 1) / 2) * 40} ${SWITCH.y + SWITCH.h} C ${cx} ${y - 30}, ${x + BOX_W / 2} ${y - 40}, ${x + BOX_W / 2} ${y}`} />;
+        // From a socket on the switch's lower edge down to the box, bending once.
+        const sx = cx + ((i % PER_ROW) - (Math.min(PER_ROW, ports.length) - 1) / 2) * 40;
+        const sy = SWITCH.y + SWITCH.h;
+        const ex = x + BOX_W / 2;
+        const mid = (sy + ROW0) / 2;
+        return <path key={`w-${p.id}`} class={`wire ${p.connected ? 'up' : 'down'}`} d={`M ${sx} ${sy} C ${sx} ${mid}, ${ex} ${mid}, ${ex} ${y}`} />;
       })}
       <g data-testid="switch">
         <rect class="switch-box" x={SWITCH.x} y={SWITCH.y} width={SWITCH.w} height={SWITCH.h} rx={10} />
