@@ -47,7 +47,7 @@ function Shell({ user, onLogout }: { user: string; onLogout: () => void }) {
   if (parts[0] === 'host') page = <HostPage />;
   else if (parts[0] === 'create') page = <CreatePage />;
   else if (parts[0] === 'storage') page = <StoragePage pool={parts[1]} />;
-  else if (parts[0] === 'networks') page = <NetworksPage />;
+  else if (parts[0] === 'networks') page = <NetworksPage net={parts[1]} />;
   else if (parts[0] === 'saves') page = <SavesPage />;
   else if (parts[0] === 'install') page = <InstallPage />;
   else if (parts[0] === 'domains' && parts[1]) page = <DomainPage name={parts[1]} tab={(parts[2] as 'console') ?? 'overview'} />;
