@@ -121,7 +121,7 @@ export function registerNetCommands(program: Command): void {
     .command('network-attach')
     .description('hot-plug a NIC into a running domain (not kept in its configuration)')
     .argument('<domain>')
-    .argument('[options...]', 'network=NAME mac=MAC vlan=N ip=A.B.C.D model=virtio (like a vif string)')
+    .argument('[options...]', 'network=NAME mac=MAC vlan=N ip=A.B.C.D model=virtio|e1000|rtl8139 (like a vif string)')
     .option('--json', 'print JSON')
     .action(
       action(async (domain: string, opts: string[], o: { json?: boolean }) => {

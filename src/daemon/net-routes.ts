@@ -86,7 +86,7 @@ function findVif(dir: string, name: string, index: string): VifAttachment {
   return a;
 }
 
-/** Hot-plug a NIC: a switch port, then chardev + netdev + virtio-net-pci over QMP. */
+/** Hot-plug a NIC: a switch port, then chardev + netdev + virtio-net-pci (or stream netdev + e1000/rtl8139) over QMP. */
 export async function networkAttach(deps: NetDeps, name: string, b: ReturnType<typeof s.networkAttachBody.parse>): Promise<Record<string, unknown>> {
   const d = deps.domains.get(name);
   const p = provider();
@@ -103,6 +103,24 @@ export async function networkAttach(deps: NetDeps, name: string, b: ReturnType<t
   await p.attach(dir, a);
   const qmp = d.qmp;
   const n = a.index;
+  if (a.model !== 'virtio') {
+    // An emulated NIC: a stream netdev straight to the switch's socket (no chardev).
+    try {
+      await qmp.execute('netdev_add', { type: 'stream', id: `net-vif${n}`, server: false, addr: { type: 'unix', path: a.port.socket } });
+      try {
+        await qmp.execute('device_add', { driver: a.model, netdev: `net-vif${n}`, mac: a.port.mac, id: `vif${n}` });
+      } catch (e) {
+        await qmp.execute('netdev_del', { id: `net-vif${n}` }).catch(() => undefined);
+        throw e;
+      }
+    } catch (e) {
+      await p.detach(dir, a).catch(() => undefined);
+      throw new XvmError('internal', `QEMU refused the new NIC vif${n}: ${errorMessage(e)}`);
+    }
+    deps.log.info('NIC attached', { domain: name, vif: n, network: a.network, mac: a.port.mac, model: a.model });
+    deviceEvent('vif-hotplug', { domain: name, device: `vif${n}`, network: a.network, mac: a.port.mac });
+    return { domain: name, ...summary(a) };
+  }
   try {
     await qmp.execute('chardev-add', { id: `chr-vif${n}`, backend: { type: 'socket', data: { addr: { type: 'unix', data: { path: a.port.socket } }, server: false, reconnect: 1 } } });
     try {

@@ -8,6 +8,12 @@
 //   -netdev vhost-user,id=net-vifN,chardev=chr-vifN
 //   -device virtio-net-pci,netdev=net-vifN,mac=…,id=vifN
 //
+// An emulated NIC (model=e1000|rtl8139, for HVM guests without virtio
+// drivers) is a stream port of the same switch (src/net/stream-port.ts):
+//
+//   -netdev stream,id=net-vifN,server=off,addr.type=unix,addr.path=…/net-vifN.sock
+//   -device e1000,netdev=net-vifN,mac=…,id=vifN
+//
 // A vif without mac= gets one in Xen's 00:16:3e prefix derived from the
 // domain's UUID and the vif's index: the same every start, as long as the
 // domain keeps its UUID. What each vif is attached to is written to
@@ -30,7 +36,7 @@ export interface VifAttachment {
   index: number;
   network: string;
   port: NetPortState;
-  model: 'virtio';
+  model: VifSpec['model'];
   hotplug?: boolean;
 }
 
@@ -82,9 +88,6 @@ export class NicProvider implements DeviceProvider {
 
   /** Resolve a vif entry into an attachment (network exists, MAC, VLAN, ip checked). */
   resolve(ctx: Pick<DeviceContext, 'name' | 'uuid' | 'runDir'>, vif: Pick<VifSpec, 'mac' | 'network' | 'bridge' | 'model' | 'vlan' | 'ip'>, index: number): VifAttachment {
-    if (vif.model !== 'virtio') {
-      throw new XvmError('invalid', `domain '${ctx.name}': vif ${index}: model=${vif.model} (an emulated NIC) is not served by xvm's switch yet; use model=virtio (the default for pv domains)`);
-    }
     const def = this.networks.resolve(vif.network ?? vif.bridge ?? DEFAULT_NETWORK);
     if (vif.ip !== undefined) checkVifIp(def, vif.ip);
     const mac = vif.mac ?? generatedMac(ctx.uuid, index);
@@ -93,8 +96,15 @@ export class NicProvider implements DeviceProvider {
     return {
       index,
       network: def.name,
-      model: 'virtio',
-      port: { id: `${ctx.name}/vif${index}`, socket, mac, vlan: vif.vlan ?? def.vlan, ...(vif.ip !== undefined ? { ip: vif.ip } : {}) },
+      model: vif.model,
+      port: {
+        id: `${ctx.name}/vif${index}`,
+        socket,
+        mac,
+        vlan: vif.vlan ?? def.vlan,
+        ...(vif.ip !== undefined ? { ip: vif.ip } : {}),
+        ...(vif.model !== 'virtio' ? { kind: 'stream' as const } : {}),
+      },
     };
   }
 
@@ -186,6 +196,13 @@ export function nicMsix(accel: AccelChoice): boolean {
 /** QEMU arguments for one vif. */
 export function qemuNicArgs(a: VifAttachment, msix: boolean): string[] {
   const n = a.index;
+  if (a.model !== 'virtio') {
+    // QEMU 7.2's stream netdev has no reconnect option: it connects once, at start.
+    return [
+      '-netdev', `stream,id=net-vif${n},server=off,addr.type=unix,addr.path=${a.port.socket}`,
+      '-device', `${a.model},netdev=net-vif${n},mac=${a.port.mac},id=vif${n}`,
+    ];
+  }
   return [
     '-chardev', `socket,id=chr-vif${n},path=${a.port.socket},reconnect=1`,
     '-netdev', `vhost-user,id=net-vif${n},chardev=chr-vif${n}`,

@@ -4,7 +4,8 @@
 // and remove ports, read counters and start captures.
 //
 // Control protocol (unix socket, one JSON object per line, one reply line):
-//   {"op":"add-port","port":{id,socket,mac,vlan,ip?}}   → {"ok":true}
+//   {"op":"add-port","port":{id,socket,mac,vlan,ip?,kind?}} → {"ok":true}
+//        kind "vhost-user" (default: virtio-net) or "stream" (emulated NIC, stream-port.ts)
 //   {"op":"remove-port","id":…}                         → {"ok":true,"removed":bool}
 //   {"op":"status"}                                     → {"ok":true,"status":{…}}
 //   {"op":"capture","port":ID|null,"count":N,"durationMs":MS}
@@ -22,6 +23,7 @@ import { pcapHeader, pcapRecord, tagged } from './pcap.js';
 import { NetworkServices, SERVICES_PORT } from './services.js';
 import { MAX_FRAME, Switch, type FrameTap } from './switch.js';
 import { TapUplink, UPLINK_PORT } from './uplink.js';
+import { StreamPort } from './stream-port.js';
 
 export interface NetworkHostOptions {
   name: string;
@@ -40,8 +42,11 @@ export interface NetworkHostOptions {
 
 interface HostedPort {
   state: NetPortState;
-  device: NetDevice;
-  backend: VhostUserBackend;
+  /** Whether QEMU is connected to the port's socket. */
+  connected(): boolean;
+  /** The port's transport metrics (virtio device or stream). */
+  metrics(): unknown;
+  close(): Promise<void>;
 }
 
 const MAX_LINE = 64 * 1024;
@@ -133,13 +138,20 @@ export class NetworkHost {
     if (s.ip !== undefined) parseIp(s.ip);
     if (Buffer.byteLength(s.socket) > 107) throw new Error(`socket path ${s.socket} is too long`);
     const log = (m: string) => this.o.log(`${s.id}: ${m}`);
-    const macBuf = Buffer.alloc(6);
-    macBuf.writeUIntBE(mac, 0, 6);
-    const device = new NetDevice({ mac: macBuf, maxFrame: MAX_FRAME, onFrame: (f, off) => this.sw.input(s.id, f, off), log });
     // An IP is locked from the config, or from an unexpired lease of this MAC.
     let ip = s.ip !== undefined ? parseIp(s.ip) : undefined;
     const lease = this.leases.get(mac);
     if (ip === undefined && lease !== undefined && lease.expires > Date.now()) ip = parseIp(lease.ip);
+    const hosted = s.kind === 'stream' ? this.streamPort(s, mac, ip, log) : this.vhostPort(s, mac, ip, log);
+    this.ports.set(s.id, hosted);
+    if (save) this.savePorts();
+  }
+
+  /** A virtio-net port: the switch is the vhost-user back-end of QEMU's virtio-net-pci. */
+  private vhostPort(s: NetPortState, mac: number, ip: number | undefined, log: (m: string) => void): HostedPort {
+    const macBuf = Buffer.alloc(6);
+    macBuf.writeUIntBE(mac, 0, 6);
+    const device = new NetDevice({ mac: macBuf, maxFrame: MAX_FRAME, onFrame: (f, off) => this.sw.input(s.id, f, off), log });
     this.sw.addPort({ id: s.id, mac, vlan: s.vlan, ip }, device);
     const backend = new VhostUserBackend(device, { socketPath: s.socket, log });
     device.rxRing = backend.vrings[0]!;
@@ -152,8 +164,20 @@ export class NetworkHost {
       this.sw.removePort(s.id);
       throw e;
     }
-    this.ports.set(s.id, { state: s, device, backend });
-    if (save) this.savePorts();
+    return { state: s, connected: () => backend.connected, metrics: () => device.metrics.toJSON(), close: () => backend.close() };
+  }
+
+  /** An emulated NIC's port: QEMU's `-netdev stream` connects to the socket the switch listens on. */
+  private streamPort(s: NetPortState, mac: number, ip: number | undefined, log: (m: string) => void): HostedPort {
+    const port = new StreamPort({ socketPath: s.socket, onFrame: (f) => this.sw.input(s.id, f), log });
+    this.sw.addPort({ id: s.id, mac, vlan: s.vlan, ip }, port);
+    try {
+      port.listen();
+    } catch (e) {
+      this.sw.removePort(s.id);
+      throw e;
+    }
+    return { state: s, connected: () => port.connected, metrics: () => ({ stream: { ...port.metrics } }), close: () => port.close() };
   }
 
   async removePort(id: string): Promise<boolean> {
@@ -162,7 +186,7 @@ export class NetworkHost {
     this.ports.delete(id);
     this.sw.removePort(id);
     this.savePorts();
-    await p.backend.close();
+    await p.close();
     return true;
   }
 
@@ -176,7 +200,7 @@ export class NetworkHost {
       pid: process.pid,
       ports: this.sw.portInfo().map((p) => {
         const h = this.ports.get(p.id);
-        return { ...p, connected: h?.backend.connected ?? null, device: h?.device.metrics.toJSON() ?? null };
+        return { ...p, kind: h?.state.kind ?? 'vhost-user', connected: h?.connected() ?? null, device: h?.metrics() ?? null };
       }),
       fdb: this.sw.fdbEntries(),
       leases: this.leases.all(),
@@ -285,7 +309,7 @@ export class NetworkHost {
     clearInterval(this.ageTimer);
     this.control?.close();
     fs.rmSync(this.controlPath, { force: true });
-    await Promise.all([...this.ports.values()].map((p) => p.backend.close()));
+    await Promise.all([...this.ports.values()].map((p) => p.close()));
     this.uplink?.close();
   }
 }

@@ -15,7 +15,11 @@ export interface NetPortState {
   vlan: number;
   /** A configured (not leased) IPv4 address the port is locked to. */
   ip?: string;
+  /** How QEMU connects: vhost-user (virtio-net, the default) or a length-prefixed frame stream (emulated NICs). */
+  kind?: NetPortKind;
 }
+
+export type NetPortKind = 'vhost-user' | 'stream';
 
 export function parsePortStates(json: unknown): NetPortState[] {
   const d = json as { version?: number; ports?: unknown };
@@ -23,7 +27,8 @@ export function parsePortStates(json: unknown): NetPortState[] {
   const out: NetPortState[] = [];
   for (const p of d.ports as Partial<NetPortState>[]) {
     if (typeof p.id !== 'string' || typeof p.socket !== 'string' || typeof p.mac !== 'string' || !Number.isInteger(p.vlan)) throw new Error('switch port state: bad port entry');
-    out.push({ id: p.id, socket: p.socket, mac: p.mac, vlan: p.vlan as number, ...(typeof p.ip === 'string' ? { ip: p.ip } : {}) });
+    if (p.kind !== undefined && p.kind !== 'vhost-user' && p.kind !== 'stream') throw new Error('switch port state: bad port kind');
+    out.push({ id: p.id, socket: p.socket, mac: p.mac, vlan: p.vlan as number, ...(typeof p.ip === 'string' ? { ip: p.ip } : {}), ...(p.kind === 'stream' ? { kind: 'stream' as const } : {}) });
   }
   return out;
 }
