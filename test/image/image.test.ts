@@ -44,7 +44,7 @@ describe('image: apt output parsing', () => {
       '  Candidate: 6.1.192-2',
       '  Version table:',
       '     6.1.192-2 500',
-      '        500 http://deb.debian.org/debian-security bookworm-security/main amd64 Packages',
+      '        500 http://mirror.example/debian-security bookworm-security/main amd64 Packages',
       '     6.1.176-1 500',
     ].join('\n');
     assert.equal(parseCandidate(out), '6.1.192-2');
