@@ -93,6 +93,7 @@ async function main(): Promise<void> {
     stopping = true;
     log.info('xvmd stopping; domains keep running', { why });
     domains.close();
+    relocation?.close();
     // Bounded: a console client that does not answer the websocket close
     // handshake must not hold xvmd (and a host shutdown) for ws's 30 s.
     const bounded = (p: Promise<unknown>) => Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, 3000).unref())]);
