@@ -9,6 +9,8 @@ import type { CdromInfo, InstallBody, InstallResult, VncInfo, VncToken } from '.
 import type { CreateDomainBody, DaemonStopResult, DomainInfo, DumpCoreResult, GdbStubInfo, HostInfo, HostStats, ImageInfo, LogName, MemSetResult, SysrqResult, VcpuSetResult } from './schema.js';
 import type { MigrateResult, RestoreResult, SaveProgress, SaveResult } from './schema.js';
 import type { TokenSummary, WebSettings, WebStatus } from './web-types.js';
+import type { NetworkDetails, NetworkSummary, VifSummary } from './net-types.js';
+export type { NetworkDetails, NetworkPortInfo, NetworkSummary, VifSummary } from './net-types.js';
 import type { SaveListing } from './saves-schema.js';
 
 // ws is loaded on first use: most CLI verbs never open a websocket, and
@@ -18,49 +20,6 @@ function wsClass(): typeof WebSocket {
   return requireLazy('ws') as typeof WebSocket;
 }
 
-export interface NetworkSummary {
-  name: string;
-  subnet: string;
-  gateway: string;
-  vlan: number;
-  tap: string;
-  created: string;
-  running?: boolean;
-}
-
-export interface NetworkPortInfo {
-  id: string;
-  mac: string | null;
-  vlan: number;
-  trunk: number[];
-  ip: string | null;
-  connected: boolean | null;
-  counters: Record<string, number>;
-  device: Record<string, number> | null;
-}
-
-export interface NetworkDetails extends NetworkSummary {
-  running: boolean;
-  pid: number | null;
-  /** The host uplink (TAP interface holding the gateway address), when xvmd runs as root. */
-  uplink: { name: string; mac: string; readFrames: number; writeDropped: number } | null;
-  ports: NetworkPortInfo[];
-  fdb: { vlan: number; mac: string; port: string; ageMs: number }[];
-  leases: { mac: string; ip: string; hostname?: string; expires: number }[];
-  services: Record<string, number> | null;
-}
-
-export interface VifSummary {
-  index: number;
-  vif: string;
-  network: string;
-  mac: string;
-  vlan: number;
-  ip: string | null;
-  model: string;
-  port: string;
-  hotplug: boolean;
-}
 
 export class ApiError extends Error {
   readonly code: string;

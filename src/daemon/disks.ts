@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { XvmError, errorMessage } from '../common/errors.js';
 import type { StatePaths } from '../common/paths.js';
 import type { DiskSpec } from '../config/index.js';
-import { pidAlive, readPidFile, spawnDetached } from '../engine/process.js';
+import { pidAlive, readLogFrom, readPidFile, spawnDetached } from '../engine/process.js';
 import { Storage } from '../storage/index.js';
 import type { DeviceContext, DeviceCounters, DeviceProvider } from './domains.js';
 import type { DomainStore } from './domain-store.js';
@@ -376,7 +376,7 @@ export class DiskProvider implements DeviceProvider {
       const spawnError = child.spawnError();
       const exited = child.exited();
       if (spawnError) throw new XvmError('internal', `cannot start the disk backend for ${spec.vdev}: ${spawnError.message}`);
-      const text = readFrom(logFile, start);
+      const text = readLogFrom(logFile, start);
       if (text.includes(ready)) break;
       if (exited) {
         const why = text.split('\n').filter((l) => l.startsWith('xvm-blk')).map((l) => l.replace(/^xvm-blk(\[\d+\])?: /, '')).slice(-3).join('; ');
@@ -535,22 +535,6 @@ function readSpecs(runDir: string): BackendSpec[] {
   return out;
 }
 
-function readFrom(file: string, offset: number): string {
-  try {
-    const fd = fs.openSync(file, 'r');
-    try {
-      const size = fs.fstatSync(fd).size;
-      const len = Math.max(0, Math.min(size - offset, 1 << 20));
-      const b = Buffer.alloc(len);
-      fs.readSync(fd, b, 0, len, offset);
-      return b.toString('utf8');
-    } finally {
-      fs.closeSync(fd);
-    }
-  } catch {
-    return '';
-  }
-}
 
 function realpath(p: string): string {
   try {

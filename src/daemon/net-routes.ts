@@ -2,7 +2,6 @@
 // and NIC hot plug (network-attach / network-detach). server.ts registers
 // them with registerNetRoutes(); the work is done by the network manager
 // (networks.ts) and the vif provider (nics.ts).
-import path from 'node:path';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import * as s from '../api/schema.js';
 import { XvmError, errorMessage } from '../common/errors.js';
@@ -34,7 +33,6 @@ const PCAP_TYPE = 'application/vnd.tcpdump.pcap';
 
 export function registerNetRoutes(app: FastifyInstance, deps: NetDeps): void {
   const { domains } = deps;
-  const runDir = (uuid: string) => path.join(deps.paths.run, 'domains', uuid);
 
   app.get('/v1/networks', async () => {
     const m = provider().networks;
@@ -60,14 +58,14 @@ export function registerNetRoutes(app: FastifyInstance, deps: NetDeps): void {
   // ---------------------------------------------------------------- NICs of a domain
   app.get('/v1/domains/:name/vifs', async (req) => {
     const d = domains.get(param(req, 'name'));
-    return readAttachments(runDir(d.uuid)).map(summary);
+    return readAttachments(domains.runDirOf(d)).map(summary);
   });
   app.post('/v1/domains/:name/vifs', async (req) => networkAttach(deps, param(req, 'name'), parseInput(s.networkAttachBody, req.body, 'request body')));
   app.delete('/v1/domains/:name/vifs/:index', async (req) => networkDetach(deps, param(req, 'name'), param(req, 'index')));
   app.get('/v1/domains/:name/vifs/:index/capture', async (req, reply) => {
     const q = parseInput(s.captureQuery.omit({ port: true }), req.query, 'query');
     const d = domains.get(param(req, 'name'));
-    const a = findVif(runDir(d.uuid), param(req, 'name'), param(req, 'index'));
+    const a = findVif(domains.runDirOf(d), param(req, 'name'), param(req, 'index'));
     const stream = await provider().networks.capture(a.network, a.port.id, q.count, Math.round(q.duration * 1000));
     reply.raw.on('close', () => stream.destroy()); // the client went away (or the response ended)
     return reply.type(PCAP_TYPE).send(stream);
@@ -93,7 +91,7 @@ export async function networkAttach(deps: NetDeps, name: string, b: ReturnType<t
   if (!d.qmp || !d.runtime || (d.state !== 'running' && d.state !== 'paused')) throw new XvmError('conflict', `cannot attach a NIC to domain '${name}': it is ${d.state}`);
   const spec = vifSpecSchema.safeParse({ ...b, raw: '' });
   if (!spec.success) throw new XvmError('invalid', `invalid NIC: ${spec.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-  const dir = path.join(deps.paths.run, 'domains', d.uuid);
+  const dir = deps.domains.runDirOf(d);
   const used = new Set(readAttachments(dir).map((a) => a.index));
   let index = 0;
   while (used.has(index)) index++;
@@ -150,23 +148,10 @@ export async function networkDetach(deps: NetDeps, name: string, index: string):
   const p = provider();
   const qmp = d.qmp;
   if (!qmp || !d.runtime || (d.state !== 'running' && d.state !== 'paused')) throw new XvmError('conflict', `cannot detach a NIC from domain '${name}': it is ${d.state}`);
-  const dir = path.join(deps.paths.run, 'domains', d.uuid);
+  const dir = deps.domains.runDirOf(d);
   const a = findVif(dir, name, index);
   const id = `vif${a.index}`;
-  const deleted = new Promise<boolean>((resolve) => {
-    const timer = setTimeout(() => {
-      qmp.off('event', onEvent);
-      resolve(false);
-    }, 30_000);
-    const onEvent = (ev: { event: string; data?: Record<string, unknown> }) => {
-      if (ev.event === 'DEVICE_DELETED' && ev.data?.device === id) {
-        clearTimeout(timer);
-        qmp.off('event', onEvent);
-        resolve(true);
-      }
-    };
-    qmp.on('event', onEvent);
-  });
+  const deleted = qmp.deviceDeleted(id, 30_000);
   try {
     await qmp.execute('device_del', { id });
   } catch (e) {

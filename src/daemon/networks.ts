@@ -18,7 +18,7 @@ import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { XvmError, errorMessage } from '../common/errors.js';
 import type { StatePaths } from '../common/paths.js';
-import { pidAlive, readPidFile, spawnDetached } from '../engine/process.js';
+import { pidAlive, readLogFrom, readPidFile, spawnDetached } from '../engine/process.js';
 import { formatIp, inSubnet, parseCidr, parseIp, type Subnet } from '../net/frame.js';
 import type { NetPortState } from '../devices/net/persist.js';
 import type { Logger } from './log.js';
@@ -300,7 +300,7 @@ export class NetworkManager {
     for (;;) {
       const err = child.spawnError();
       if (err) throw new XvmError('internal', `cannot start the switch of network '${def.name}': ${err.message}`);
-      const text = readFrom(logFile, child.logStart);
+      const text = readLogFrom(logFile, child.logStart);
       if (text.includes(ready)) break;
       const exited = child.exited();
       if (exited) {
@@ -469,19 +469,3 @@ export function checkVifIp(def: NetworkDef, ip: string): void {
   if (ip === def.gateway) throw new XvmError('invalid', `vif ip ${ip} is the gateway address of network '${def.name}'`);
 }
 
-function readFrom(file: string, offset: number): string {
-  try {
-    const fd = fs.openSync(file, 'r');
-    try {
-      const size = fs.fstatSync(fd).size;
-      const len = Math.max(0, Math.min(size - offset, 1 << 20));
-      const b = Buffer.alloc(len);
-      fs.readSync(fd, b, 0, len, offset);
-      return b.toString('utf8');
-    } finally {
-      fs.closeSync(fd);
-    }
-  } catch {
-    return '';
-  }
-}

@@ -244,20 +244,7 @@ export async function blockDetach(deps: StorageDeps, name: string, vdev: string)
   const qmp = d.qmp;
   if (!qmp || !d.runtime || (d.state !== 'running' && d.state !== 'paused')) throw new XvmError('conflict', `cannot detach a disk from domain '${name}': it is ${d.state}`);
   if (!p.disksOf(d.uuid).some((x) => x.vdev === vdev)) throw new XvmError('not_found', `domain '${name}' has no disk ${vdev}`);
-  const deleted = new Promise<boolean>((resolve) => {
-    const timer = setTimeout(() => {
-      qmp.off('event', onEvent);
-      resolve(false);
-    }, 30_000);
-    const onEvent = (ev: { event: string; data?: Record<string, unknown> }) => {
-      if (ev.event === 'DEVICE_DELETED' && ev.data?.device === vdev) {
-        clearTimeout(timer);
-        qmp.off('event', onEvent);
-        resolve(true);
-      }
-    };
-    qmp.on('event', onEvent);
-  });
+  const deleted = qmp.deviceDeleted(vdev, 30_000);
   try {
     await qmp.execute('device_del', { id: vdev });
   } catch (e) {

@@ -93,3 +93,21 @@ export function spawnDetached(cmd: string, argv: string[], logFile: string): Det
   child.unref();
   return { pid: child.pid ?? 0, logStart, exited: () => exited, spawnError: () => error };
 }
+
+/** What a detached process wrote to its log since `offset` (at most 1 MiB; '' if unreadable). */
+export function readLogFrom(file: string, offset: number): string {
+  try {
+    const fd = fs.openSync(file, 'r');
+    try {
+      const size = fs.fstatSync(fd).size;
+      const len = Math.max(0, Math.min(size - offset, 1 << 20));
+      const b = Buffer.alloc(len);
+      fs.readSync(fd, b, 0, len, offset);
+      return b.toString('utf8');
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return '';
+  }
+}

@@ -104,6 +104,27 @@ export class QmpClient extends EventEmitter {
     this.emit('close');
   }
 
+  /**
+   * Resolves true when QEMU reports DEVICE_DELETED for `id` (the guest let a
+   * device_del'd device go), false after `timeoutMs`. Listen before device_del.
+   */
+  deviceDeleted(id: string, timeoutMs: number): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => {
+        this.off('event', onEvent);
+        resolve(false);
+      }, timeoutMs);
+      const onEvent = (ev: QmpEvent) => {
+        if (ev.event === 'DEVICE_DELETED' && ev.data?.device === id) {
+          clearTimeout(timer);
+          this.off('event', onEvent);
+          resolve(true);
+        }
+      };
+      this.on('event', onEvent);
+    });
+  }
+
   get isClosed(): boolean {
     return this.closed;
   }
