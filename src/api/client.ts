@@ -225,13 +225,13 @@ export class XvmClient {
   }
 
   /** A POST answered with NDJSON progress lines, then {done:true,result} or {error}. */
-  private async ndjsonPost<T>(path: string, body: unknown, what: string, onProgress?: (p: SaveProgress) => void): Promise<T> {
+  private async ndjsonPost<T, P = SaveProgress>(path: string, body: unknown, what: string, onProgress?: (p: P) => void): Promise<T> {
     let pending = '';
     let result: T | undefined;
     let error: ApiError | undefined;
     const onLine = (line: string) => {
       if (!line.trim()) return;
-      let msg: { progress?: SaveProgress; done?: boolean; result?: T; error?: { code: string; message: string } };
+      let msg: { progress?: P; done?: boolean; result?: T; error?: { code: string; message: string } };
       try {
         msg = JSON.parse(line);
       } catch {
@@ -282,35 +282,8 @@ export class XvmClient {
   }
 
   /** Writes an ELF core of the guest's memory to `file` (absolute, on the daemon's host), reporting progress. */
-  async dumpCore(name: string, file: string, onProgress?: (p: { status: string; completed: number; total: number }) => void): Promise<DumpCoreResult> {
-    let pending = '';
-    let result: DumpCoreResult | undefined;
-    let error: ApiError | undefined;
-    const onLine = (line: string) => {
-      if (!line.trim()) return;
-      let msg: { progress?: { status: string; completed: number; total: number }; done?: boolean; result?: DumpCoreResult; error?: { code: string; message: string } };
-      try {
-        msg = JSON.parse(line);
-      } catch {
-        return;
-      }
-      if (msg.progress) onProgress?.(msg.progress);
-      if (msg.done && msg.result) result = msg.result;
-      if (msg.error) error = new ApiError(msg.error.code, 500, msg.error.message);
-    };
-    const res = await this.rawRequest('POST', `${this.d(name)}/dump-core`, { file }, (chunk) => {
-      pending += chunk;
-      let nl: number;
-      while ((nl = pending.indexOf('\n')) >= 0) {
-        onLine(pending.slice(0, nl));
-        pending = pending.slice(nl + 1);
-      }
-    });
-    if (res.status >= 400) throw this.errorOf(res);
-    onLine(pending);
-    if (error) throw error;
-    if (!result) throw new ApiError('internal', res.status, 'dump-core ended without a result');
-    return result;
+  dumpCore(name: string, file: string, onProgress?: (p: { status: string; completed: number; total: number }) => void): Promise<DumpCoreResult> {
+    return this.ndjsonPost(`${this.d(name)}/dump-core`, { file }, 'dump-core', onProgress);
   }
 
   async imageInfo(): Promise<ImageInfo | null> {
