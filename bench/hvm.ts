@@ -7,29 +7,21 @@
 //
 //   npm run bench -- hvm [--rounds N]
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { XvmClient } from '../src/api/client.js';
-import { buildQemuArgs, QEMU_BINARY, runtimeFiles } from '../src/engine/qemu-args.js';
+import type { XvmClient } from '../src/api/client.js';
+import { buildQemuArgs, QEMU_BINARY } from '../src/engine/qemu-args.js';
 import { buildHvmArgs } from '../src/engine/hvm-args.js';
 import { QmpClient } from '../src/engine/qmp.js';
-import { makeFifo } from '../src/daemon/console.js';
 import { detectAccel } from '../src/engine/accel.js';
 import { decodePng, nonBackgroundShare } from '../test/helpers/png.js';
+import { alternate, numberArg, printComparison, rawRunDir, sleep, startBenchDaemon, XVM_BIN } from './common.js';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ISO = '/usr/lib/grub-rescue/grub-rescue-cdrom.iso';
 const POLL_MS = 100;
 /** GRUB's menu lights about 8 % of the pixels; SeaBIOS's lines under 1 %. */
 const NON_BLANK = 0.03;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 function lit(png: Buffer): boolean {
   try {
@@ -40,11 +32,8 @@ function lit(png: Buffer): boolean {
 }
 
 async function rawBoot(name: string): Promise<number> {
-  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvmb-hraw-'));
-  const files = runtimeFiles(runDir);
-  makeFifo(files.consoleIn);
-  makeFifo(files.consoleOut);
-  const keep = fs.openSync(files.consoleOut, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+  const run = rawRunDir('xvmb-hraw-');
+  const { files, dir: runDir } = run;
   const argv = [
     ...buildQemuArgs({ name, uuid: crypto.randomUUID(), memoryMiB: 128, vcpus: 1, accel: detectAccel().accel, kernel: '', cmdline: '', runDir, onReboot: 'restart' }),
     ...buildHvmArgs({ firmware: 'bios', disks: [{ vdev: 'hdc', file: ISO, format: 'raw', readOnly: true, devtype: 'cdrom' }], boot: 'd', vncSocket: path.join(runDir, 'vnc.sock') }),
@@ -70,8 +59,7 @@ async function rawBoot(name: string): Promise<number> {
     qmp?.close();
     qemu.kill('SIGKILL');
     await new Promise((r) => (qemu.exitCode !== null ? r(null) : qemu.once('exit', r)));
-    fs.closeSync(keep);
-    fs.rmSync(runDir, { recursive: true, force: true });
+    run.remove();
   }
 }
 
@@ -79,7 +67,7 @@ async function xvmBoot(env: NodeJS.ProcessEnv, client: XvmClient, name: string, 
   const cfg = path.join(cfgDir, `${name}.cfg`);
   fs.writeFileSync(cfg, `name = "${name}"\ntype = "hvm"\nmemory = 128\ncdrom = "${ISO}"\nboot = "d"\n`);
   const t0 = performance.now();
-  const r = spawnSync(process.execPath, [path.join(REPO, 'bin/xvm.js'), 'create', cfg], { env, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [XVM_BIN, 'create', cfg], { env, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`xvm create failed: ${r.stderr}`);
   try {
     const deadline = Date.now() + 120_000;
@@ -96,32 +84,12 @@ async function xvmBoot(env: NodeJS.ProcessEnv, client: XvmClient, name: string, 
 
 export async function benchHvm(args: string[]): Promise<void> {
   if (!fs.existsSync(ISO)) throw new Error(`${ISO} is missing (Debian package grub-rescue-pc; scripts/install-deps.sh --test)`);
-  const i = args.indexOf('--rounds');
-  const rounds = i >= 0 ? Number(args[i + 1]) : 5;
-  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'xvmb-'));
-  const env = { ...process.env, XVM_HOME: home };
-  const client = new XvmClient({ socketPath: path.join(home, 'run', 'xvmd.sock') });
-  const start = spawnSync(process.execPath, [path.join(REPO, 'bin/xvm.js'), 'daemon', 'start'], { env, encoding: 'utf8' });
-  if (start.status !== 0) throw new Error(start.stderr);
-  const xvm: number[] = [];
-  const raw: number[] = [];
+  const rounds = numberArg(args, '--rounds', 5);
+  const daemon = startBenchDaemon();
   try {
-    // One warm-up of each (page cache, QEMU's first start), not counted.
-    await rawBoot('warm-raw');
-    await xvmBoot(env, client, 'warm-xvm', home);
-    for (let r = 0; r < rounds; r++) {
-      raw.push(await rawBoot(`raw${r}`));
-      xvm.push(await xvmBoot(env, client, `hvm${r}`, home));
-      process.stderr.write(`round ${r + 1}/${rounds}: raw ${raw[r]!.toFixed(0)} ms, xvm ${xvm[r]!.toFixed(0)} ms\n`);
-    }
+    const r = await alternate(rounds, rawBoot, (n) => xvmBoot(daemon.env, daemon.client, n, daemon.home));
+    printComparison(`HVM ISO boot to the first non-blank frame (median of ${rounds}, accel ${detectAccel().accel}, screendump every ${POLL_MS} ms):`, r);
   } finally {
-    spawnSync(process.execPath, [path.join(REPO, 'bin/xvm.js'), 'daemon', 'stop'], { env });
-    fs.rmSync(home, { recursive: true, force: true });
+    daemon.stop();
   }
-  const mx = median(xvm);
-  const mr = median(raw);
-  console.log(`HVM ISO boot to the first non-blank frame (median of ${rounds}, accel ${detectAccel().accel}, screendump every ${POLL_MS} ms):`);
-  console.log(`  raw QEMU, same flags : ${mr.toFixed(0)} ms   [${raw.map((x) => x.toFixed(0)).join(', ')}]`);
-  console.log(`  xvm create           : ${mx.toFixed(0)} ms   [${xvm.map((x) => x.toFixed(0)).join(', ')}]`);
-  console.log(`  ratio xvm/raw        : ${(mx / mr).toFixed(3)}`);
 }
