@@ -2,6 +2,7 @@
 // session that collects output and waits for text, and the CLI as a user
 // runs it. The default guest image is shared between test files through
 // XVM_IMAGE_DIR (built once, then cached).
+import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -81,6 +82,25 @@ export class TestHost {
       timeout: opts.timeoutMs ?? 120000,
     });
     return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+  }
+
+  /** Runs the CLI and asserts it succeeded; returns its standard output. */
+  ok(args: string[], opts: { input?: string; timeoutMs?: number } = {}): string {
+    const r = this.cli(args, opts);
+    if (r.code !== 0) throw new assert.AssertionError({ message: `xvm ${args.join(' ')} failed (exit ${r.code}): ${r.stderr}`, actual: r.code, expected: 0, operator: '===' });
+    return r.stdout;
+  }
+
+  /** Runs the CLI without blocking this process (so its websockets keep being served). */
+  cliAsync(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+    return new Promise((resolve) => {
+      const p = spawn(process.execPath, [XVM_BIN, ...args], { env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      p.stdout.on('data', (d) => (stdout += d));
+      p.stderr.on('data', (d) => (stderr += d));
+      p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    });
   }
 
   /** Destroys every domain, stops the daemon, kills any QEMU left, removes the home. */

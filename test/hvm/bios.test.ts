@@ -29,11 +29,7 @@ after(async () => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-function cli(args: string[]): string {
-  const r = host.cli(args);
-  assert.equal(r.code, 0, `xvm ${args.join(' ')} failed: ${r.stderr}`);
-  return r.stdout;
-}
+const cli = (args: string[]): string => host.ok(args);
 
 function screenshot(name: string): Pixels {
   const file = path.join(tmp, `shot-${Date.now()}.png`);

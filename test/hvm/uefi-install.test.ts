@@ -28,11 +28,7 @@ after(async () => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-function cli(args: string[]): string {
-  const r = host.cli(args);
-  assert.equal(r.code, 0, `xvm ${args.join(' ')} failed: ${r.stderr}`);
-  return r.stdout;
-}
+const cli = (args: string[]): string => host.ok(args);
 
 test('an EFI GRUB image boots under OVMF; GRUB prints on the serial console', { timeout: 300_000 }, async () => {
   const root = path.join(tmp, 'efiroot');
