@@ -47,6 +47,8 @@ export interface BackendSpec {
   vol?: string;
   /** Hot-plugged (not in the domain's configuration). */
   hotplug?: boolean;
+  /** Incoming migration on shared storage: the image is opened read-only until the source lets go of it (control `open`). */
+  deferOpen?: boolean;
 }
 
 interface Backend {
@@ -85,9 +87,10 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-function files(runDir: string, vdev: string): { socket: string; pid: string; spec: string; metrics: string } {
+function files(runDir: string, vdev: string): { socket: string; pid: string; spec: string; metrics: string; control: string } {
   return {
     socket: path.join(runDir, `blk-${vdev}.sock`),
+    control: path.join(runDir, `blk-${vdev}.ctl`),
     pid: path.join(runDir, `blk-${vdev}.pid`),
     spec: path.join(runDir, `blk-${vdev}.json`),
     metrics: path.join(runDir, `blk-${vdev}.metrics.json`),
@@ -154,6 +157,31 @@ export class DiskProvider implements DeviceProvider {
     this.timer = setInterval(() => this.supervise(), POLL_MS);
     this.timer.unref();
     current = this;
+  }
+
+  /** Incoming migrations on shared storage: uuid → the vdevs whose backends start with --defer-open. */
+  private readonly deferred = new Map<string, Set<string>>();
+
+  /** The next start of this domain's backends for `vdevs` opens their images only on the control channel's `open`. */
+  deferOpen(uuid: string, vdevs: string[] | null): void {
+    if (vdevs && vdevs.length) this.deferred.set(uuid, new Set(vdevs));
+    else this.deferred.delete(uuid);
+  }
+
+  /** The control channel socket of a running disk's backend (src/devices/blk/control.ts). */
+  controlSocket(uuid: string, vdev: string): string {
+    const b = this.backends.get(uuid)?.get(vdev);
+    if (!b) throw new XvmError('not_found', `no running disk ${vdev}`);
+    return files(b.runDir, vdev).control;
+  }
+
+  /** The image was opened read-write after a hand-over: a restart of the backend opens it at once again. */
+  handedOver(uuid: string, vdev: string): void {
+    const b = this.backends.get(uuid)?.get(vdev);
+    if (!b || !b.spec.deferOpen) return;
+    const { deferOpen: _d, ...spec } = b.spec;
+    b.spec = spec;
+    fs.writeFileSync(files(b.runDir, vdev).spec, JSON.stringify(b.spec, null, 2) + '\n');
   }
 
   close(): void {
@@ -253,6 +281,7 @@ export class DiskProvider implements DeviceProvider {
     // An HVM domain's hdX / sdX / CD-ROM disks are emulated (hvm.ts); its vdX / xvdX ones are ours.
     for (const d of cfg.type === 'hvm' ? disks.filter((x) => !isEmulatedVdev(x.vdev, x.devtype)) : disks) {
       const spec = await this.resolveDisk(ctx.name, ctx.uuid, d, ctx.runDir, queues);
+      if (this.deferred.get(ctx.uuid)?.has(spec.vdev)) spec.deferOpen = true;
       await this.startBackend(spec, ctx.runDir);
       args.push(...qemuDiskArgs(spec));
     }
@@ -366,8 +395,9 @@ export class DiskProvider implements DeviceProvider {
   private async spawnBackend(spec: BackendSpec, runDir: string): Promise<number> {
     const f = files(runDir, spec.vdev);
     const logFile = this.logFile(spec);
-    const argv = [BACKEND_MAIN, '--socket', spec.socket, '--image', spec.image, '--format', spec.format, '--queues', String(spec.queues), '--serial', spec.vdev, '--metrics', f.metrics];
+    const argv = [BACKEND_MAIN, '--socket', spec.socket, '--image', spec.image, '--format', spec.format, '--queues', String(spec.queues), '--serial', spec.vdev, '--metrics', f.metrics, '--control', f.control];
     if (spec.readOnly) argv.push('--readonly');
+    if (spec.deferOpen) argv.push('--defer-open');
     const child = spawnDetached(process.execPath, argv, logFile);
     const start = child.logStart;
     const deadline = Date.now() + READY_TIMEOUT_MS;
@@ -424,7 +454,7 @@ export class DiskProvider implements DeviceProvider {
       }
       deviceEvent('disk-backend-stop', { domain: spec?.domain, device: vdev, pid });
     }
-    for (const p of [f.socket, f.pid, f.spec]) fs.rmSync(p, { force: true });
+    for (const p of [f.socket, f.pid, f.spec, f.control]) fs.rmSync(p, { force: true });
     this.backends.get(uuid)?.delete(vdev);
   }
 

@@ -12,6 +12,7 @@ import { VhostUserBackend } from '../../vhost/index.js';
 import { BlkDevice } from './device.js';
 import { openImage } from './open-image.js';
 import { delayedImage } from './io/fault.js';
+import { serveControl, SwitchableImage } from './control.js';
 
 function intArg(min: number, max: number) {
   return (v: string): number => {
@@ -32,14 +33,22 @@ async function main(): Promise<void> {
     .option('--queues <n>', 'number of virtqueues', intArg(1, 64), 1)
     .option('--serial <s>', 'serial number reported to the guest (GET_ID)', '')
     .option('--metrics <file>', 'write counters as JSON to this file every second (when they changed), on SIGUSR1 and at exit')
+    .option('--control <path>', 'unix socket of the control channel (migration: dirty tracking, copy, image hand-over; see control.ts)')
+    .option('--defer-open', 'open the image read-only until told to open it over the control channel (incoming migration on shared storage)', false)
     .parse(process.argv);
-  const o = cmd.opts<{ socket: string; image: string; format?: string; readonly: boolean; queues: number; serial: string; metrics?: string }>();
+  const o = cmd.opts<{ socket: string; image: string; format?: string; readonly: boolean; queues: number; serial: string; metrics?: string; control?: string; deferOpen: boolean }>();
   if (o.format !== undefined && o.format !== 'raw' && o.format !== 'qcow2') throw new Error(`--format must be raw or qcow2, not ${o.format}`);
 
-  let image = await openImage(o.image, { format: o.format as 'raw' | 'qcow2' | undefined, readOnly: o.readonly });
   const delay = Number(process.env.XVM_BLK_FAULT_DELAY_MS ?? 0);
-  if (delay > 0) image = delayedImage(image, delay);
+  const open = async (readOnly: boolean) => {
+    const img = await openImage(o.image, { format: o.format as 'raw' | 'qcow2' | undefined, readOnly });
+    return delay > 0 ? delayedImage(img, delay) : img;
+  };
   const log = (m: string) => process.stderr.write(`xvm-blk[${process.pid}]: ${m}\n`);
+  // With a control channel, the image sits behind a SwitchableImage (dirty tracking, hand-over).
+  let image = await open(o.readonly || o.deferOpen);
+  let switchable: SwitchableImage | undefined;
+  if (o.control) image = switchable = new SwitchableImage(image, o.readonly, open);
   const device = new BlkDevice({ image, numQueues: o.queues, readOnly: o.readonly, serial: o.serial, log });
   // No CONFIGURE_MEM_SLOTS: QEMU 7.2 reconnecting while the guest is paused
   // sends memory only as a full SET_MEM_TABLE (with mem slots it would send
@@ -48,6 +57,7 @@ async function main(): Promise<void> {
   backend.on('connect', () => log('front-end connected'));
   backend.on('disconnect', () => log('front-end disconnected; waiting for a new connection'));
   backend.listen();
+  if (o.control && switchable) serveControl(o.control, switchable, log);
   process.stdout.write(`XVM_BLK_READY socket=${o.socket} size=${image.size} format=${image.format}${device.readOnly ? ' readonly' : ''}\n`);
 
   let lastMetrics = '';

@@ -1,0 +1,275 @@
+// Live migration of domains with disks and NICs between two xvmd "hosts"
+// on this machine (network namespaces save-a / save-b joined by a veth
+// pair, as in migrate.test.ts: run under `flock /tmp/xvm-netns.lock`).
+//
+// - --copy-storage: a guest with a qcow2 volume writes a file (checksum)
+//   and keeps writing while it moves; the target killed during the disk
+//   copy leaves the source guest running with its disk intact and, once
+//   restarted, no half-made domain or volume; then the move succeeds: the
+//   file is intact on the target and the guest keeps writing there.
+// - shared storage + NIC: a guest on network `default` with a disk file
+//   both hosts reach moves (image hand-over); its DHCP address answers a
+//   ping from the target host's side (the network's TAP uplink there), the
+//   file is intact and the disk writable on the target.
+// - a NIC on a network the target lacks: refused before anything moves.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { TestHost, ConsoleSession, READY_BANNER, XVMD_BIN, XVM_BIN, waitUntil } from '../helpers/xvm.js';
+import { pidAlive } from '../../src/engine/process.js';
+
+const NS = ['save-a', 'save-b'] as const;
+const ADDR = { 'save-a': '10.231.77.1', 'save-b': '10.231.77.2' } as const;
+const PORT = 18703;
+const TARGET = `${ADDR['save-b']}:${PORT}`;
+const src = new TestHost('xvmda');
+const dst = new TestHost('xvmdb');
+const TOKEN = 'devices-test-shared-token-0123456789';
+const shared = fs.mkdtempSync(path.join(os.tmpdir(), 'xvmds-'));
+
+function sh(cmd: string[]): void {
+  const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8' });
+  assert.equal(r.status, 0, `${cmd.join(' ')}: ${r.stderr}`);
+}
+
+function dropNamespaces(): void {
+  for (const ns of NS) spawnSync('ip', ['netns', 'del', ns]);
+}
+
+async function startIn(host: TestHost, ns: (typeof NS)[number], env: Record<string, string> = {}): Promise<void> {
+  const out = fs.openSync(path.join(host.home, 'xvmd.test.out'), 'a');
+  host.daemon = spawn('ip', ['netns', 'exec', ns, process.execPath, XVMD_BIN], { env: { ...host.env, ...env }, stdio: ['ignore', out, out] });
+  fs.closeSync(out);
+  await waitUntil(
+    async () => {
+      try {
+        await host.client.host();
+        return true;
+      } catch {
+        if (host.daemon?.exitCode !== null) throw new Error(`xvmd exited: ${fs.readFileSync(path.join(host.home, 'xvmd.test.out'), 'utf8')}`);
+        return false;
+      }
+    },
+    20_000,
+    'xvmd to answer',
+  );
+}
+
+const startTarget = () => startIn(dst, 'save-b', { XVM_RELOCATION_LISTEN: TARGET });
+
+function tokenFile(host: TestHost): void {
+  const f = path.join(host.home, 'lib', 'relocation.token');
+  fs.mkdirSync(path.dirname(f), { recursive: true });
+  fs.writeFileSync(f, TOKEN + '\n', { mode: 0o600 });
+}
+
+function cli(host: TestHost, args: string[]): string {
+  const r = host.cli(args);
+  assert.equal(r.code, 0, `xvm ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** The CLI in the background; `onStderr` sees its progress lines as they come. */
+function cliAsync(host: TestHost, args: string[], onStderr?: (text: string) => void): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [XVM_BIN, ...args], { env: host.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => {
+      stderr += d;
+      onStderr?.(stderr);
+    });
+    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+async function boot(host: TestHost, config: Record<string, unknown>): Promise<ConsoleSession> {
+  await host.client.createDomain({ config: { memory: 128, ...config } as never, start: true });
+  const con = new ConsoleSession(host.client, config.name as string, 1 << 20);
+  await con.ready();
+  await con.waitFor(READY_BANNER, 120_000);
+  return con;
+}
+
+const md5 = (out: string) => out.trim().split(/\s+/)[0]!;
+
+function writes(text: string): number[] {
+  return [...text.matchAll(/W=(\d+)\r?\n/g)].map((m) => Number(m[1]));
+}
+
+function volumes(host: TestHost): string[] {
+  return (JSON.parse(cli(host, ['vol', 'list', '--json'])) as { name: string }[]).map((v) => v.name);
+}
+
+before(async () => {
+  dropNamespaces();
+  for (const ns of NS) {
+    sh(['ip', 'netns', 'add', ns]);
+    sh(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
+  }
+  sh(['ip', 'link', 'add', 'save-va', 'netns', 'save-a', 'type', 'veth', 'peer', 'name', 'save-vb', 'netns', 'save-b']);
+  sh(['ip', '-n', 'save-a', 'addr', 'add', `${ADDR['save-a']}/24`, 'dev', 'save-va']);
+  sh(['ip', '-n', 'save-b', 'addr', 'add', `${ADDR['save-b']}/24`, 'dev', 'save-vb']);
+  sh(['ip', '-n', 'save-a', 'link', 'set', 'save-va', 'up']);
+  sh(['ip', '-n', 'save-b', 'link', 'set', 'save-vb', 'up']);
+  tokenFile(src);
+  tokenFile(dst);
+  await startIn(src, 'save-a');
+  await startTarget();
+});
+
+after(async () => {
+  await src.cleanup();
+  await dst.cleanup();
+  dropNamespaces();
+  fs.rmSync(shared, { recursive: true, force: true });
+});
+
+test('--copy-storage: a guest with a qcow2 volume moves while it writes; a target killed during the copy leaves the source whole and no half-made volume', { timeout: 900_000 }, async () => {
+  // A qcow2 volume with an ext4 file system (the guest mounts it at /mnt/vda).
+  const raw = path.join(shared, 'fs.raw');
+  execFileSync('truncate', ['-s', '96M', raw]);
+  execFileSync('mkfs.ext4', ['-q', '-F', raw]);
+  cli(src, ['vol', 'import', 'data', raw, '--format', 'qcow2']);
+  fs.rmSync(raw);
+  const con = await boot(src, { name: 'md1', disk: ['vol=default/data,xvda,w'] });
+  assert.match(con.output, /disks=vda/);
+  const sum = md5(await con.run('dd if=/dev/urandom of=/mnt/vda/f bs=1M count=40 2>/dev/null; sync; md5sum /mnt/vda/f', 180_000));
+  const pid = (await src.client.getDomain('md1')).pid;
+
+  // 1. The target dies during the disk copy.
+  const targetPid = dst.daemon!.pid!;
+  let killed = false;
+  const m1 = await cliAsync(src, ['migrate', 'md1', TARGET, '--live', '--copy-storage'], (err) => {
+    if (!killed && /storage \d/.test(err)) {
+      killed = true;
+      process.kill(targetPid, 'SIGKILL');
+    }
+  });
+  assert.equal(killed, true, `the copy showed storage progress (${m1.stderr})`);
+  assert.equal(m1.code, 1, `the migration fails (${m1.stdout} ${m1.stderr})`);
+  assert.match(m1.stderr, /^xvm: /m);
+  const info = await src.client.getDomain('md1');
+  assert.equal(info.state, 'running', 'the source guest runs on');
+  assert.equal(info.pid, pid, 'in the same QEMU');
+  assert.equal(md5(await con.run('echo 3 > /proc/sys/vm/drop_caches; md5sum /mnt/vda/f', 60_000)), sum, 'its disk is intact');
+  assert.equal((await con.run('echo ok > /mnt/vda/after-kill && sync && cat /mnt/vda/after-kill', 60_000)).trim(), 'ok', 'and writable');
+  await waitUntil(() => dst.daemon?.exitCode !== null || dst.daemon?.signalCode !== null, 10_000, 'the killed target to be gone');
+  dst.daemon = undefined;
+  await startTarget();
+  await waitUntil(async () => (await dst.client.listDomains()).length === 0, 30_000, 'the target to remove the half-received domain');
+  assert.deepEqual(volumes(dst), [], 'no half-copied volume on the target');
+  assert.deepEqual(volumes(src), ['data'], 'the source volume is still there');
+
+  // 2. The move, while the guest writes to the disk every second.
+  con.send('i=0; while true; do i=$((i+1)); dd if=/dev/urandom of=/mnt/vda/w bs=64k count=4 conv=fsync 2>/dev/null; echo W=$i; sleep 1; done &');
+  await con.waitFor('W=2\r\n', 60_000);
+  const r = await cliAsync(src, ['migrate', 'md1', TARGET, '--live', '--copy-storage', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const res = JSON.parse(r.stdout) as { storage: string; storageBytes: number; storagePasses: number; downtimeMs: number; bytes: number };
+  assert.equal(res.storage, 'copy');
+  assert.ok(res.storageBytes >= 40 << 20, `the disk went over the wire (${res.storageBytes} bytes)`);
+  assert.ok(res.storagePasses >= 1);
+  const lastBefore = Math.max(0, ...writes(con.output));
+  con.close();
+  await waitUntil(() => !pidAlive(pid!), 15_000, "the source's QEMU to exit");
+  assert.equal((await src.client.listDomains()).some((d) => d.name === 'md1'), false, 'the domain left the source');
+  assert.deepEqual(volumes(dst), ['data'], 'the volume is on the target now');
+
+  const tc = new ConsoleSession(dst.client, 'md1', 0);
+  await tc.ready();
+  await waitUntil(() => writes(tc.output).some((v) => v > lastBefore + 2), 90_000, `the guest to keep writing on the target (after W=${lastBefore}: ${JSON.stringify(tc.output.slice(-200))})`);
+  assert.equal(tc.output.includes(READY_BANNER), false, 'no boot on the target');
+  tc.send('kill $!');
+  assert.equal(md5(await tc.run('sync; echo 3 > /proc/sys/vm/drop_caches; md5sum /mnt/vda/f', 60_000)), sum, 'the file is intact on the target');
+  const sum2 = md5(await tc.run('dd if=/dev/urandom of=/mnt/vda/g bs=1M count=2 2>/dev/null; sync; echo 3 > /proc/sys/vm/drop_caches; md5sum /mnt/vda/g', 60_000));
+  assert.equal(md5(await tc.run('md5sum /mnt/vda/g', 60_000)), sum2);
+  await tc.run('sync; umount /mnt/vda; echo done', 60_000);
+  tc.close();
+  await dst.client.destroy('md1');
+  await dst.client.undefineDomain('md1').catch(() => undefined);
+  const vol = JSON.parse(cli(dst, ['vol', 'info', 'data', '--json'])) as { path: string; format: string };
+  assert.equal(vol.format, 'qcow2');
+  const chk = spawnSync('qemu-img', ['check', vol.path], { encoding: 'utf8' });
+  assert.equal(chk.status, 0, `qemu-img check of the target's volume: ${chk.stdout}${chk.stderr}`);
+  // The whole file system is consistent (the last pass carried the blocks written during the move).
+  const flat = path.join(shared, 'flat.raw');
+  execFileSync('qemu-img', ['convert', '-O', 'raw', vol.path, flat]);
+  const fsck = spawnSync('e2fsck', ['-fn', flat], { encoding: 'utf8' });
+  assert.equal(fsck.status, 0, `e2fsck of the moved disk: ${fsck.stdout}${fsck.stderr}`);
+  fs.rmSync(flat);
+  cli(dst, ['vol', 'delete', 'data']);
+});
+
+test('shared storage and a NIC: the image is handed over, the guest keeps its DHCP address and answers a ping on the target', { timeout: 600_000 }, async () => {
+  const disk = path.join(shared, 'shared.raw');
+  execFileSync('truncate', ['-s', '64M', disk]);
+  execFileSync('mkfs.ext4', ['-q', '-F', disk]);
+  const con = await boot(src, { name: 'md2', disk: [`${disk},raw,xvda,w`], vif: ['network=default'] });
+  assert.match(con.output, /disks=vda/);
+  let ip = '';
+  await waitUntil(
+    async () => {
+      ip = (await con.run("ip -4 addr show eth0 | sed -n 's/.*inet \\([0-9.]*\\).*/\\1/p'", 30_000)).trim();
+      return /^\d+\.\d+\.\d+\.\d+$/.test(ip);
+    },
+    120_000,
+    'a DHCP address',
+  );
+  const sum = md5(await con.run('dd if=/dev/urandom of=/mnt/vda/f bs=1k count=900 2>/dev/null; sync; md5sum /mnt/vda/f', 60_000));
+  const pid = (await src.client.getDomain('md2')).pid!;
+  const mac = (await con.run('cat /sys/class/net/eth0/address')).trim();
+
+  const r = await cliAsync(src, ['migrate', 'md2', TARGET, '--live', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const res = JSON.parse(r.stdout) as { storage: string; downtimeMs: number };
+  assert.equal(res.storage, 'shared');
+  con.close();
+  await waitUntil(() => !pidAlive(pid), 15_000, "the source's QEMU to exit");
+
+  // The address answers on the target, from the target host's side (the TAP uplink of its network default).
+  let ping = '';
+  await waitUntil(
+    () => {
+      ping = spawnSync('ip', ['netns', 'exec', 'save-b', 'ping', '-c', '2', '-W', '2', ip], { encoding: 'utf8' }).stdout;
+      return / [12] (packets )?received/.test(ping);
+    },
+    60_000,
+    `the guest's address ${ip} to answer on the target (${ping})`,
+  );
+  // The lease moved with it: the target's network knows this MAC's address.
+  const net = await dst.client.networkInfo('default');
+  assert.ok(net.leases.some((l) => l.mac.toLowerCase() === mac && l.ip === ip), `the target's lease table has ${mac} → ${ip}: ${JSON.stringify(net.leases)}`);
+
+  const tc = new ConsoleSession(dst.client, 'md2', 0);
+  await tc.ready();
+  assert.equal(md5(await tc.run('echo 3 > /proc/sys/vm/drop_caches; md5sum /mnt/vda/f', 60_000)), sum, 'the file is intact');
+  assert.equal((await tc.run('echo moved > /mnt/vda/m && sync && cat /mnt/vda/m', 60_000)).trim(), 'moved', 'the disk is writable on the target');
+  assert.match(await tc.run(`ping -c 1 -W 5 ${net.gateway} >/dev/null && echo gw-ok`, 60_000), /gw-ok/, 'and the guest reaches its gateway');
+  // The target's backend holds the image now: the source's let go of it.
+  const holder = spawnSync('sh', ['-c', `flock -n -x ${disk} true; echo $?`], { encoding: 'utf8' }).stdout.trim();
+  assert.equal(holder, '1', 'the image is locked by its (target) backend');
+  await tc.run('sync; umount /mnt/vda; echo ok', 60_000);
+  tc.close();
+  await dst.client.destroy('md2');
+  await dst.client.undefineDomain('md2').catch(() => undefined);
+});
+
+test('a NIC on a network the target lacks: refused before anything moves; the guest runs on', { timeout: 300_000 }, async () => {
+  cli(src, ['net', 'create', 'lab', '--subnet', '10.0.77.0/24']);
+  const con = await boot(src, { name: 'md3', vif: ['network=lab'] });
+  const pid = (await src.client.getDomain('md3')).pid;
+  const r = await cliAsync(src, ['migrate', 'md3', TARGET, '--live']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /network 'lab', which this host does not have/);
+  assert.equal((await src.client.getDomain('md3')).state, 'running');
+  assert.equal((await src.client.getDomain('md3')).pid, pid);
+  assert.equal(await con.run('echo $((6*7))'), '42');
+  assert.equal((await dst.client.listDomains()).length, 0, 'nothing was made on the target');
+  con.close();
+  await src.client.destroy('md3');
+});
