@@ -129,7 +129,7 @@ after(async () => {
   fs.rmSync(shared, { recursive: true, force: true });
 });
 
-test('--copy-storage: a guest with a qcow2 volume moves while it writes; a target killed during the copy leaves the source whole and no half-made volume', { timeout: 900_000 }, async () => {
+test('--copy-storage: a guest with a qcow2 volume moves while it writes; a target killed during the copy leaves the source whole and no half-made volume', { timeout: 900_000 }, async (t) => {
   // A qcow2 volume with an ext4 file system (the guest mounts it at /mnt/vda).
   const raw = path.join(shared, 'fs.raw');
   execFileSync('truncate', ['-s', '96M', raw]);
@@ -171,6 +171,7 @@ test('--copy-storage: a guest with a qcow2 volume moves while it writes; a targe
   const r = await cliAsync(src, ['migrate', 'md1', TARGET, '--live', '--copy-storage', '--json']);
   assert.equal(r.code, 0, r.stderr);
   const res = JSON.parse(r.stdout) as { storage: string; storageBytes: number; storagePasses: number; downtimeMs: number; bytes: number };
+  t.diagnostic(`copy-storage migration: ${JSON.stringify(res)}`);
   assert.equal(res.storage, 'copy');
   assert.ok(res.storageBytes >= 40 << 20, `the disk went over the wire (${res.storageBytes} bytes)`);
   assert.ok(res.storagePasses >= 1);
@@ -205,7 +206,7 @@ test('--copy-storage: a guest with a qcow2 volume moves while it writes; a targe
   cli(dst, ['vol', 'delete', 'data']);
 });
 
-test('shared storage and a NIC: the image is handed over, the guest keeps its DHCP address and answers a ping on the target', { timeout: 600_000 }, async () => {
+test('shared storage and a NIC: the image is handed over, the guest keeps its DHCP address and answers on the target', { timeout: 600_000 }, async (t) => {
   const disk = path.join(shared, 'shared.raw');
   execFileSync('truncate', ['-s', '64M', disk]);
   execFileSync('mkfs.ext4', ['-q', '-F', disk]);
@@ -229,6 +230,7 @@ test('shared storage and a NIC: the image is handed over, the guest keeps its DH
   const r = await cliAsync(src, ['migrate', 'md2', TARGET, '--live', '--json']);
   assert.equal(r.code, 0, r.stderr);
   const res = JSON.parse(r.stdout) as { storage: string; downtimeMs: number };
+  t.diagnostic(`shared-storage migration: ${JSON.stringify(res)}`);
   assert.equal(res.storage, 'shared');
   con.close();
   await waitUntil(() => !pidAlive(pid), 15_000, "the source's QEMU to exit");
