@@ -64,15 +64,20 @@ export class SwitchableImage implements BlockImage, VectoredImage {
     return this.img;
   }
 
-  private async run<T>(fn: (img: BlockImage) => Promise<T>): Promise<T> {
-    const img = this.cur();
-    this.inFlight++;
+  /** One I/O on the current image, counted (release waits for none in flight). No extra async frame on the data path. */
+  private run<T>(fn: (img: BlockImage) => Promise<T>): Promise<T> {
+    let p: Promise<T>;
     try {
-      return await fn(img);
-    } finally {
-      if (--this.inFlight === 0) for (const w of this.idle.splice(0)) w();
+      p = fn(this.cur());
+    } catch (e) {
+      return Promise.reject(e);
     }
+    this.inFlight++;
+    return p.finally(this.done);
   }
+  private readonly done = (): void => {
+    if (--this.inFlight === 0 && this.idle.length) for (const w of this.idle.splice(0)) w();
+  };
 
   private mark(offset: number, length: number): void {
     const d = this.dirty;
@@ -88,11 +93,14 @@ export class SwitchableImage implements BlockImage, VectoredImage {
     }
   }
 
-  /** Marked before and after the write: a copy that read the block in between sees it dirty again. */
-  private async written(offset: number, length: number, fn: (img: BlockImage) => Promise<void>): Promise<void> {
+  /**
+   * Marked before and after the write: a copy that read the block in
+   * between sees it dirty again, and a write that was in flight when
+   * tracking began is marked when it lands.
+   */
+  private written(offset: number, length: number, fn: (img: BlockImage) => Promise<void>): Promise<void> {
     this.mark(offset, length);
-    await this.run(fn);
-    this.mark(offset, length);
+    return this.run(fn).then(() => this.mark(offset, length));
   }
 
   read(buf: Uint8Array, offset: number): Promise<void> {
