@@ -247,7 +247,12 @@ export class RelocationServer {
             if (f.type === FRAME_CONTROL && f.msg.type === 'error') throw new XvmError('internal', `the source failed: ${String(f.msg.message ?? 'error')}`);
             if (f.type !== FRAME_CONTROL || !(await storage.handle(sock, f.msg))) throw new XvmError('invalid', 'unexpected frame in the migration stream');
           }
+          // The connection may be paused for QEMU's socket to drain; once
+          // ended, that socket emits no 'drain': resume here, or the frames
+          // after the stream (disk data, commit) are never read.
+          reader.resume();
           await new Promise<void>((res) => feed.end(() => res()));
+          this.log.info('incoming migration: stream received', { domain: name });
           await waitIncoming(d, qmp, 120_000);
           for (;;) {
             const commit = await reader.control(300_000, 'commit');
@@ -256,6 +261,7 @@ export class RelocationServer {
             break;
           }
           await storage.takeOver(diskProvider(), d.uuid);
+          if (storage.deferred.length) this.log.info('incoming migration: disk images taken over', { domain: name, disks: storage.deferred });
           this.domains.setRunFacts(d, { readyAt: header.run.readyAt, reboots: header.run.reboots });
           this.domains.incomingDoneLocked(d);
           if (header.state === 'running') {

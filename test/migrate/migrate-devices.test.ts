@@ -123,6 +123,8 @@ before(async () => {
 });
 
 after(async () => {
+  // The hosts' logs, for a failure's post-mortem (the homes go).
+  if (process.env.XVM_KEEP_LOGS) for (const h of [src, dst]) fs.cpSync(path.join(h.home, 'log'), path.join(process.env.XVM_KEEP_LOGS, path.basename(h.home)), { recursive: true });
   await src.cleanup();
   await dst.cleanup();
   dropNamespaces();
@@ -210,8 +212,16 @@ test('shared storage and a NIC: the image is handed over, the guest keeps its DH
   const disk = path.join(shared, 'shared.raw');
   execFileSync('truncate', ['-s', '64M', disk]);
   execFileSync('mkfs.ext4', ['-q', '-F', disk]);
-  const con = await boot(src, { name: 'md2', disk: [`${disk},raw,xvda,w`], vif: ['network=default'] });
-  assert.match(con.output, /disks=vda/);
+  // And a volume in a pool both hosts have at the same path (shared storage).
+  const poolDir = path.join(shared, 'pool');
+  fs.mkdirSync(poolDir);
+  cli(src, ['pool', 'create', 'shared', '--path', poolDir]);
+  cli(dst, ['pool', 'create', 'shared', '--path', poolDir]);
+  cli(src, ['vol', 'create', 'shared/sv', '--size', '32M', '--format', 'raw']);
+  const svPath = (JSON.parse(cli(src, ['vol', 'info', 'shared/sv', '--json'])) as { path: string }).path;
+  execFileSync('mkfs.ext4', ['-q', '-F', svPath]);
+  const con = await boot(src, { name: 'md2', disk: [`${disk},raw,xvda,w`, 'vol=shared/sv,xvdb,w'], vif: ['network=default'] });
+  assert.match(con.output, /disks=vda,?vdb|disks=vda vdb/);
   let ip = '';
   await waitUntil(
     async () => {
@@ -222,6 +232,7 @@ test('shared storage and a NIC: the image is handed over, the guest keeps its DH
     'a DHCP address',
   );
   const sum = md5(await con.run('dd if=/dev/urandom of=/mnt/vda/f bs=1k count=900 2>/dev/null; sync; md5sum /mnt/vda/f', 60_000));
+  const sumV = md5(await con.run('dd if=/dev/urandom of=/mnt/vdb/v bs=1k count=300 2>/dev/null; sync; md5sum /mnt/vdb/v', 60_000));
   const pid = (await src.client.getDomain('md2')).pid!;
   const mac = (await con.run('cat /sys/class/net/eth0/address')).trim();
   // A listener in the guest, started before the move, that the target host's side connects to after it.
@@ -255,14 +266,18 @@ test('shared storage and a NIC: the image is handed over, the guest keeps its DH
   await tc.ready();
   assert.equal(md5(await tc.run('echo 3 > /proc/sys/vm/drop_caches; md5sum /mnt/vda/f', 60_000)), sum, 'the file is intact');
   assert.equal((await tc.run('echo moved > /mnt/vda/m && sync && cat /mnt/vda/m', 60_000)).trim(), 'moved', 'the disk is writable on the target');
+  assert.equal(md5(await tc.run('md5sum /mnt/vdb/v', 60_000)), sumV, 'the file on the shared volume is intact');
+  assert.equal((await tc.run('echo moved > /mnt/vdb/m && sync && cat /mnt/vdb/m', 60_000)).trim(), 'moved', 'the shared volume is writable on the target');
   assert.match(await tc.run(`ping -c 1 -W 5 ${net.gateway} >/dev/null && echo gw-ok`, 60_000), /gw-ok/, 'and the guest reaches its gateway');
   // The target's backend holds the image now: the source's let go of it.
   const holder = spawnSync('sh', ['-c', `flock -n -x ${disk} true; echo $?`], { encoding: 'utf8' }).stdout.trim();
   assert.equal(holder, '1', 'the image is locked by its (target) backend');
-  await tc.run('sync; umount /mnt/vda; echo ok', 60_000);
+  await tc.run('sync; umount /mnt/vda /mnt/vdb; echo ok', 60_000);
   tc.close();
   await dst.client.destroy('md2');
   await dst.client.undefineDomain('md2').catch(() => undefined);
+  const fsck = spawnSync('e2fsck', ['-fn', svPath], { encoding: 'utf8' });
+  assert.equal(fsck.status, 0, `e2fsck of the shared volume: ${fsck.stdout}${fsck.stderr}`);
 });
 
 test('a NIC on a network the target lacks: refused before anything moves; the guest runs on', { timeout: 300_000 }, async () => {

@@ -356,10 +356,24 @@ export class BlkControlClient {
     });
   }
 
-  request(msg: Record<string, unknown>, data?: Buffer): Promise<{ msg: Record<string, unknown>; data: Buffer }> {
+  /** One request; a backend that does not answer within `timeoutMs` fails it (and the channel: answers come in order). */
+  request(msg: Record<string, unknown>, data?: Buffer, timeoutMs = 60_000): Promise<{ msg: Record<string, unknown>; data: Buffer }> {
     if (this.closedErr) return Promise.reject(this.closedErr);
     return new Promise((resolve, reject) => {
-      this.waiting.push({ resolve, reject });
+      const t = setTimeout(() => {
+        this.closedErr ??= new Error(`${this.what}: the disk backend did not answer '${String(msg.op)}' within ${timeoutMs / 1000} s`);
+        this.sock.destroy();
+      }, timeoutMs);
+      this.waiting.push({
+        resolve: (r) => {
+          clearTimeout(t);
+          resolve(r);
+        },
+        reject: (e) => {
+          clearTimeout(t);
+          reject(e);
+        },
+      });
       for (const b of encode(msg, data)) this.sock.write(b);
     });
   }
