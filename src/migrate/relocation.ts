@@ -22,9 +22,8 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { XvmError, errorMessage } from '../common/errors.js';
 import { validateDomainConfig } from '../config/index.js';
-import type { Domain, DomainManager } from '../daemon/domains.js';
+import type { DomainManager } from '../daemon/domains.js';
 import type { DomainConfig } from '../config/index.js';
-import type { QmpClient } from '../engine/qmp.js';
 import type { BackendSpec } from '../daemon/disks.js';
 import type { StatePaths } from '../common/paths.js';
 import { diskProvider } from '../daemon/disks.js';
@@ -271,7 +270,6 @@ export class RelocationServer {
           d.console.mark(`migrated in from ${peer}`);
           sendControl(sock, { type: 'running', state: this.domains.info(name).state });
         } catch (e) {
-          storage.close();
           await this.domains.retireLocked(d, `incoming migration failed: ${errorMessage(e)}`);
           throw e;
         } finally {
@@ -331,33 +329,7 @@ export async function migrateDomain(
       storage.close();
       throw new XvmError('invalid', `cannot migrate domain '${name}' with --copy-storage: it has no volume (vol=) disks to copy; disk files must be on shared storage`);
     }
-    let sock: net.Socket;
-    try {
-      sock = await connectTarget(host, port);
-    } catch (e) {
-      storage.close();
-      throw e;
-    }
-    return migrateConnected(domains, log, d, qmp, sock, storage, vifs, { ...opts, host, port, t0, token });
-  });
-  domains.undefine(name);
-  log.info('domain migrated', { domain: name, target: result.target, ms: result.ms, downtimeMs: result.downtimeMs, storage: result.storage, storageBytes: result.storageBytes });
-  return result;
-}
-
-/** Refuses what a migration cannot carry (like save: the target starts QEMU from the configuration). */
-function checkMovable(cfg: DomainConfig, name: string, disks: BackendSpec[], atts: VifAttachment[], vcpusOnline: number | undefined): void {
-  if (cfg.type === 'hvm' && cfg.disk.length) throw new XvmError('invalid', `cannot migrate domain '${name}': HVM domains with disks cannot be migrated yet (their emulated disks are QEMU's own)`);
-  const hot = disks.filter((x) => x.hotplug);
-  if (hot.length) throw new XvmError('conflict', `cannot migrate domain '${name}': disk ${hot[0]!.vdev} was hot-plugged; detach it first ('xvm block-detach ${name} ${hot[0]!.vdev}')`);
-  const hotVif = atts.find((a) => a.hotplug);
-  if (hotVif) throw new XvmError('conflict', `cannot migrate domain '${name}': NIC vif${hotVif.index} was hot-plugged; detach it first ('xvm network-detach ${name} vif${hotVif.index}')`);
-  if (vcpusOnline !== undefined && vcpusOnline !== cfg.vcpus) throw new XvmError('conflict', `cannot migrate domain '${name}': it has ${vcpusOnline} vCPUs since 'xvm vcpu-set' and its configuration ${cfg.vcpus}; set them back first`);
-  if (atts.some((a) => a.model !== 'virtio')) throw new XvmError('invalid', `cannot migrate domain '${name}': emulated NICs (model=e1000/rtl8139) cannot be migrated yet`);
-}
-
-function connectTarget(host: string, port: number): Promise<net.Socket> {
-  return new Promise<net.Socket>((res, rej) => {
+    const sock = await new Promise<net.Socket>((res, rej) => {
       const s = net.createConnection({ host, port });
       const t = setTimeout(() => {
         s.destroy();
@@ -371,21 +343,10 @@ function connectTarget(host: string, port: number): Promise<net.Socket> {
         clearTimeout(t);
         rej(new XvmError('unavailable', `cannot reach the relocation service at ${host}:${port}: ${e.message}`));
       });
+    }).catch((e: unknown) => {
+      storage.close();
+      throw e;
     });
-}
-
-async function migrateConnected(
-  domains: DomainManager,
-  log: Logger,
-  d: Domain,
-  qmp: QmpClient,
-  sock: net.Socket,
-  storage: StorageSource,
-  vifs: MigratedVif[],
-  opts: { live?: boolean; onProgress?: (p: MigrateProgress) => void; host: string; port: number; t0: number; token: Buffer },
-): Promise<MigrateResult> {
-    const { host, port, t0, token } = opts;
-    const name = d.name;
     sock.setNoDelay(true);
     const reader = new FrameReader(sock);
     // Registered at once: a target that dies at any point fails every wait below.
@@ -484,4 +445,20 @@ async function migrateConnected(
       sink?.close();
       storage.close();
     }
+  });
+  domains.undefine(name);
+  log.info('domain migrated', { domain: name, target: result.target, ms: result.ms, downtimeMs: result.downtimeMs, storage: result.storage, storageBytes: result.storageBytes });
+  return result;
 }
+
+/** Refuses what a migration cannot carry (like save: the target starts QEMU from the configuration). */
+function checkMovable(cfg: DomainConfig, name: string, disks: BackendSpec[], atts: VifAttachment[], vcpusOnline: number | undefined): void {
+  if (cfg.type === 'hvm' && cfg.disk.length) throw new XvmError('invalid', `cannot migrate domain '${name}': HVM domains with disks cannot be migrated yet (their emulated disks are QEMU's own)`);
+  const hot = disks.filter((x) => x.hotplug);
+  if (hot.length) throw new XvmError('conflict', `cannot migrate domain '${name}': disk ${hot[0]!.vdev} was hot-plugged; detach it first ('xvm block-detach ${name} ${hot[0]!.vdev}')`);
+  const hotVif = atts.find((a) => a.hotplug);
+  if (hotVif) throw new XvmError('conflict', `cannot migrate domain '${name}': NIC vif${hotVif.index} was hot-plugged; detach it first ('xvm network-detach ${name} vif${hotVif.index}')`);
+  if (vcpusOnline !== undefined && vcpusOnline !== cfg.vcpus) throw new XvmError('conflict', `cannot migrate domain '${name}': it has ${vcpusOnline} vCPUs since 'xvm vcpu-set' and its configuration ${cfg.vcpus}; set them back first`);
+  if (atts.some((a) => a.model !== 'virtio')) throw new XvmError('invalid', `cannot migrate domain '${name}': emulated NICs (model=e1000/rtl8139) cannot be migrated yet`);
+}
+
