@@ -92,6 +92,7 @@ async function boot(host: TestHost, config: Record<string, unknown>): Promise<Co
   const con = new ConsoleSession(host.client, config.name as string, 1 << 20);
   await con.ready();
   await con.waitFor(READY_BANNER, 120_000);
+  await con.waitFor(/XVM_GUEST_READY[^\n]*\n/, 30_000); // the whole line (disks=…)
   return con;
 }
 
