@@ -259,6 +259,8 @@ export class RelocationServer {
             if (commit.type !== 'commit') throw new XvmError('invalid', 'expected commit');
             break;
           }
+          // Fault injection for tests: the target dies after the source let go of the images.
+          if (process.env.XVM_TEST === '1' && process.env.XVM_TEST_RELOCATION_DIE === 'takeover') process.kill(process.pid, 'SIGKILL');
           await storage.takeOver(diskProvider(), d.uuid);
           if (storage.deferred.length) this.log.info('incoming migration: disk images taken over', { domain: name, disks: storage.deferred });
           this.domains.setRunFacts(d, { readyAt: header.run.readyAt, reboots: header.run.reboots });

@@ -281,6 +281,41 @@ test('shared storage and a NIC: the image is handed over, the guest keeps its DH
   assert.equal(fsck.status, 0, `e2fsck of the shared volume: ${fsck.stdout}${fsck.stderr}`);
 });
 
+test('the target dies after the source let go of the images: the source takes them back and its guest runs on, disk intact and writable', { timeout: 300_000 }, async () => {
+  const disk = path.join(shared, 'handover.raw');
+  execFileSync('truncate', ['-s', '64M', disk]);
+  execFileSync('mkfs.ext4', ['-q', '-F', disk]);
+  await dst.stopDaemon();
+  await startIn(dst, 'save-b', { XVM_RELOCATION_LISTEN: TARGET, XVM_TEST: '1', XVM_TEST_RELOCATION_DIE: 'takeover' });
+  try {
+    const con = await boot(src, { name: 'md4', disk: [`${disk},raw,xvda,w`] });
+    const sum = md5(await con.run('dd if=/dev/urandom of=/mnt/vda/f bs=1k count=500 2>/dev/null; sync; md5sum /mnt/vda/f', 60_000));
+    const pid = (await src.client.getDomain('md4')).pid;
+    const r = await cliAsync(src, ['migrate', 'md4', TARGET, '--live']);
+    assert.equal(r.code, 1, `the migration fails (${r.stdout} ${r.stderr})`);
+    assert.match(r.stderr, /^xvm: /m);
+    assert.match(fs.readFileSync(path.join(src.home, 'log', 'backends', 'md4-xvda.log'), 'utf8'), /image released[\s\S]*image opened read-write/, 'the source backend let go of the image and took it back');
+    const info = await src.client.getDomain('md4');
+    assert.equal(info.state, 'running');
+    assert.equal(info.pid, pid);
+    assert.equal(md5(await con.run('echo 3 > /proc/sys/vm/drop_caches; md5sum /mnt/vda/f', 60_000)), sum, 'the disk is intact');
+    assert.equal((await con.run('echo still > /mnt/vda/s && sync && cat /mnt/vda/s', 60_000)).trim(), 'still', 'and writable');
+    assert.equal(spawnSync('sh', ['-c', `flock -n -x ${disk} true; echo $?`], { encoding: 'utf8' }).stdout.trim(), '1', "the source's backend holds the image again");
+    await con.run('sync; umount /mnt/vda; echo ok', 60_000);
+    con.close();
+    await src.client.destroy('md4');
+  } finally {
+    const gone = () => dst.daemon?.exitCode !== null || dst.daemon?.signalCode !== null;
+    await waitUntil(gone, 15_000, 'the target to be gone').catch(() => undefined);
+    if (gone()) dst.daemon = undefined;
+    else await dst.stopDaemon();
+    await startTarget();
+  }
+  await waitUntil(async () => (await dst.client.listDomains()).length === 0, 30_000, 'the restarted target to remove the half-received domain');
+  const fsck = spawnSync('e2fsck', ['-fn', disk], { encoding: 'utf8' });
+  assert.equal(fsck.status, 0, `e2fsck of the disk: ${fsck.stdout}${fsck.stderr}`);
+});
+
 test('a NIC on a network the target lacks: refused before anything moves; the guest runs on', { timeout: 300_000 }, async () => {
   cli(src, ['net', 'create', 'lab', '--subnet', '10.0.77.0/24']);
   const con = await boot(src, { name: 'md3', vif: ['network=lab'] });
