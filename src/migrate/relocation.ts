@@ -216,9 +216,11 @@ export class RelocationServer {
       this.mark(name, false);
       return fail(e);
     }
-    this.domains.define(config);
     this.log.info('incoming migration', { domain: name, peer, storage: storage.disks.length ? (storage.disks.some((x) => x.copy) ? 'copy' : 'shared') : 'none' });
+    let defined = false;
     try {
+      this.domains.define(config);
+      defined = true;
       await this.domains.exclusive(name, async (d) => {
         diskProvider()?.deferOpen(d.uuid, storage.deferred);
         nicProvider()?.expectLeases(d.uuid, leases);
@@ -284,7 +286,7 @@ export class RelocationServer {
     } catch (e) {
       this.log.error('incoming migration failed; domain removed', { domain: name, peer, error: errorMessage(e) });
       try {
-        this.domains.undefine(name);
+        if (defined) this.domains.undefine(name);
         await storage.removeCreated((m, err) => this.log.error(m, { error: errorMessage(err) }));
         this.mark(name, false);
       } catch {
