@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { preadvNoWait } from '../sys/uio.js';
+import { threadVoluntarySwitches } from '../sys/rusage.js';
 
 /** Read into `buf` at file position `pos` until full or end of file; returns bytes read. */
 export function preadFull(fd: number, buf: Uint8Array, pos: number): Promise<number> {
@@ -160,7 +161,7 @@ export function splitBufs(bufs: readonly Uint8Array[], max: number): [Uint8Array
   return [bufs as Uint8Array[], []];
 }
 
-/** An inline write slower than this moves writes to the thread pool for a while. */
+/** An inline write slower than this that slept (blocked) moves writes to the thread pool for a while. */
 const SLOW_INLINE_WRITE_MS = 10;
 const POOL_AFTER_SLOW_WRITE_MS = 1000;
 
@@ -177,13 +178,16 @@ const POOL_AFTER_SLOW_WRITE_MS = 1000;
  *     wait for the disk; what would block goes to the pool;
  *   - writes are plain pwritev (Linux has no non-blocking buffered write on
  *     ext4 / tmpfs: RWF_NOWAIT is refused with EOPNOTSUPP). A write into
- *     the page cache is a memcpy; when one takes longer than 10 ms (dirty
- *     page throttling, a journal commit) writes go to the pool for the next
- *     second, so a slow disk cannot stall the loop for long.
+ *     the page cache is a memcpy; when one takes longer than 10 ms and the
+ *     thread slept meanwhile (dirty page throttling, a journal commit: a
+ *     voluntary context switch, getrusage) writes go to the pool for the
+ *     next second, so a slow disk cannot stall the loop for long. A write
+ *     that was merely preempted on a busy host stays inline: the pool's two
+ *     thread hand-offs per request would only add to the wait.
  */
 export class FileIo {
   private poolUntil = 0;
-  readonly stats = { inlineReads: 0, poolReads: 0, inlineWrites: 0, poolWrites: 0 };
+  readonly stats = { inlineReads: 0, poolReads: 0, inlineWrites: 0, poolWrites: 0, blockedWrites: 0 };
 
   constructor(
     readonly fd: number,
@@ -217,6 +221,9 @@ export class FileIo {
    */
   async writev(bufs: readonly Uint8Array[], pos: number): Promise<void> {
     let list = bufs as Uint8Array[];
+    // Did a slow inline write sleep (blocked), or was the thread just
+    // preempted on a busy host? Only the first sends writes to the pool.
+    const slept0 = this.inline ? threadVoluntarySwitches() : 0;
     while (list.length > 0) {
       const [piece, rest] = splitBufs(list, WRITE_CHUNK);
       let n: number;
@@ -224,7 +231,10 @@ export class FileIo {
         const t0 = performance.now();
         n = fs.writevSync(this.fd, piece, pos);
         const t1 = performance.now();
-        if (t1 - t0 > SLOW_INLINE_WRITE_MS) this.poolUntil = t1 + POOL_AFTER_SLOW_WRITE_MS;
+        if (t1 - t0 > SLOW_INLINE_WRITE_MS && threadVoluntarySwitches() > slept0) {
+          this.poolUntil = t1 + POOL_AFTER_SLOW_WRITE_MS;
+          this.stats.blockedWrites++;
+        }
         this.stats.inlineWrites++;
       } else {
         n = await writevAsync(this.fd, piece, pos);
