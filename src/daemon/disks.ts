@@ -13,6 +13,7 @@
 // same socket (QEMU reconnects; in-flight requests are replayed from the
 // inflight memfd), at most MAX_RESTARTS times per RESTART_WINDOW_MS.
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { XvmError, errorMessage } from '../common/errors.js';
@@ -85,9 +86,10 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-function files(runDir: string, vdev: string): { socket: string; pid: string; spec: string; metrics: string } {
+function files(runDir: string, vdev: string): { socket: string; pid: string; spec: string; metrics: string; control: string } {
   return {
     socket: path.join(runDir, `blk-${vdev}.sock`),
+    control: path.join(runDir, `blk-${vdev}.ctl`),
     pid: path.join(runDir, `blk-${vdev}.pid`),
     spec: path.join(runDir, `blk-${vdev}.json`),
     metrics: path.join(runDir, `blk-${vdev}.metrics.json`),
@@ -366,7 +368,7 @@ export class DiskProvider implements DeviceProvider {
   private async spawnBackend(spec: BackendSpec, runDir: string): Promise<number> {
     const f = files(runDir, spec.vdev);
     const logFile = this.logFile(spec);
-    const argv = [BACKEND_MAIN, '--socket', spec.socket, '--image', spec.image, '--format', spec.format, '--queues', String(spec.queues), '--serial', spec.vdev, '--metrics', f.metrics];
+    const argv = [BACKEND_MAIN, '--socket', spec.socket, '--image', spec.image, '--format', spec.format, '--queues', String(spec.queues), '--serial', spec.vdev, '--metrics', f.metrics, '--control', f.control];
     if (spec.readOnly) argv.push('--readonly');
     const child = spawnDetached(process.execPath, argv, logFile);
     const start = child.logStart;
@@ -424,7 +426,7 @@ export class DiskProvider implements DeviceProvider {
       }
       deviceEvent('disk-backend-stop', { domain: spec?.domain, device: vdev, pid });
     }
-    for (const p of [f.socket, f.pid, f.spec]) fs.rmSync(p, { force: true });
+    for (const p of [f.socket, f.control, f.pid, f.spec]) fs.rmSync(p, { force: true });
     this.backends.get(uuid)?.delete(vdev);
   }
 
@@ -492,6 +494,45 @@ export class DiskProvider implements DeviceProvider {
     }
   }
 
+  /**
+   * Holds a running disk's requests and flushes its image (the backend's
+   * control socket, src/devices/blk/control.ts), for a switch in place to
+   * a snapshot's new top layer: QEMU keeps its connection and never
+   * notices. Returns null when the backend has no control socket (started
+   * by an older xvmd): then only suspendBackend/resumeBackend can switch it.
+   */
+  async freezeBackend(uuid: string, vdev: string): Promise<FrozenDisk | null> {
+    const b = this.backends.get(uuid)?.get(vdev);
+    if (!b) throw new XvmError('not_found', `no running disk ${vdev}`);
+    const ctl = files(b.runDir, vdev).control;
+    if (!fs.existsSync(ctl)) return null;
+    const c = await ControlClient.connect(ctl);
+    try {
+      await c.request({ op: 'freeze' });
+    } catch (e) {
+      c.close(); // the backend thaws when its client goes away
+      throw new XvmError('internal', `disk ${vdev}: cannot hold its requests for the switch: ${errorMessage(e)}`);
+    }
+    let thawed = false;
+    return {
+      switchTo: async (image: string) => {
+        const format = probeFormat(image);
+        await c.request({ op: 'switch', image, format }, 60_000);
+        b.spec = { ...b.spec, image, format };
+        fs.writeFileSync(files(b.runDir, vdev).spec, JSON.stringify(b.spec, null, 2) + '\n');
+      },
+      thaw: async () => {
+        if (thawed) return;
+        thawed = true;
+        try {
+          await c.request({ op: 'thaw' });
+        } finally {
+          c.close();
+        }
+      },
+    };
+  }
+
   /** Starts a suspended backend again on the same socket, on `image` if given (QEMU reconnects). */
   async resumeBackend(uuid: string, vdev: string, image?: string): Promise<void> {
     const b = this.backends.get(uuid)?.get(vdev);
@@ -505,6 +546,66 @@ export class DiskProvider implements DeviceProvider {
     } finally {
       b.stopping = false;
     }
+  }
+}
+
+/** A disk whose backend holds the guest's requests (freezeBackend). */
+export interface FrozenDisk {
+  /** Close the image and serve this one instead (same size); the backend stays on the old one if this throws. */
+  switchTo(image: string): Promise<void>;
+  /** Let requests flow again (also what the backend does if xvmd goes away). */
+  thaw(): Promise<void>;
+}
+
+/** One line of JSON each way over a backend's control socket. */
+class ControlClient {
+  private buf = '';
+  private waiting: ((line: string | null) => void) | null = null;
+  private constructor(private readonly sock: net.Socket) {
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => {
+      this.buf += d;
+      const nl = this.buf.indexOf('\n');
+      if (nl >= 0 && this.waiting) {
+        const line = this.buf.slice(0, nl);
+        this.buf = this.buf.slice(nl + 1);
+        const w = this.waiting;
+        this.waiting = null;
+        w(line);
+      }
+    });
+    sock.on('close', () => this.waiting?.(null));
+    sock.on('error', () => undefined);
+  }
+
+  static connect(file: string): Promise<ControlClient> {
+    return new Promise((resolve, reject) => {
+      const sock = net.createConnection(file);
+      sock.once('connect', () => resolve(new ControlClient(sock)));
+      sock.once('error', (e) => reject(new XvmError('internal', `backend control socket ${file}: ${errorMessage(e)}`)));
+    });
+  }
+
+  async request(req: object, timeoutMs = 30_000): Promise<Record<string, unknown>> {
+    const line = await new Promise<string | null>((resolve, reject) => {
+      const t = setTimeout(() => {
+        this.waiting = null;
+        reject(new Error(`no answer to ${JSON.stringify(req)} within ${timeoutMs / 1000} s`));
+      }, timeoutMs);
+      this.waiting = (l) => {
+        clearTimeout(t);
+        resolve(l);
+      };
+      this.sock.write(JSON.stringify(req) + '\n');
+    });
+    if (line === null) throw new Error('the backend closed its control socket');
+    const r = JSON.parse(line) as Record<string, unknown>;
+    if (r.ok !== true) throw new Error(String(r.error ?? 'failed'));
+    return r;
+  }
+
+  close(): void {
+    this.sock.end();
   }
 }
 

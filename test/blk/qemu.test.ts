@@ -235,3 +235,122 @@ test('kill -9 the backend while the domain is paused: after unpause the guest\'s
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+/** One request over the backend's control socket (src/devices/blk/control.ts). */
+class Ctl {
+  private buf = '';
+  private waiters: ((l: string) => void)[] = [];
+  private constructor(readonly sock: import('node:net').Socket) {
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => {
+      this.buf += d;
+      let nl;
+      while ((nl = this.buf.indexOf('\n')) >= 0) {
+        const line = this.buf.slice(0, nl);
+        this.buf = this.buf.slice(nl + 1);
+        this.waiters.shift()?.(line);
+      }
+    });
+  }
+  static async connect(file: string): Promise<Ctl> {
+    const net = await import('node:net');
+    return new Promise((resolve, reject) => {
+      const s = net.createConnection(file);
+      s.once('connect', () => resolve(new Ctl(s)));
+      s.once('error', reject);
+    });
+  }
+  raw(line: string): Promise<Record<string, unknown>> {
+    return new Promise((resolve) => {
+      this.waiters.push((l) => resolve(JSON.parse(l)));
+      this.sock.write(line + '\n');
+    });
+  }
+  req(o: object): Promise<Record<string, unknown>> {
+    return this.raw(JSON.stringify(o));
+  }
+  close(): void {
+    this.sock.end();
+  }
+}
+
+test('switch in place over the control socket: a paused guest\'s disk moves to a qcow2 overlay, QEMU never reconnects; bad requests get clear errors', { timeout: 300_000 }, async () => {
+  const img = await guestImage();
+  const dir = makeDir();
+  const base = path.join(dir, 'base.qcow2');
+  const top = path.join(dir, 'top.qcow2');
+  const sock = path.join(dir, 'disk.sock');
+  const ctlSock = path.join(dir, 'disk.ctl');
+  const qmpSock = path.join(dir, 'qmp.sock');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', base, '64M']);
+  let be: Backend | undefined;
+  let g: Guest | undefined;
+  let qmp: Qmp | undefined;
+  let ctl: Ctl | undefined;
+  try {
+    be = await Backend.start(['--socket', sock, '--image', base, '--queues', '1', '--control', ctlSock]);
+    g = await Guest.boot(img, [...vhostDisk('d0', sock, 1), '-qmp', `unix:${qmpSock},server=on,wait=off`]);
+    const r = await g.run('dd if=/dev/urandom of=/tmp/p bs=1M count=8 2>/dev/null && md5sum /tmp/p && dd if=/tmp/p of=/dev/vda bs=1M seek=2 oflag=direct 2>/dev/null && echo WROTE');
+    assert.match(r.out, /WROTE/);
+    const sum = sumOf(r.out);
+    ctl = await Ctl.connect(ctlSock);
+
+    // Bad requests: clear errors, the backend keeps serving.
+    assert.match(String((await ctl.raw('not json')).error), /not a JSON object/);
+    assert.match(String((await ctl.req({ op: 'explode' })).error), /unknown op "explode"/);
+    assert.match(String((await ctl.req({ op: 'switch', image: top })).error), /freeze the disk first/);
+    assert.match(String((await ctl.req({ op: 'switch', image: 5 })).error), /"image" must be a file path/);
+    const other = await Ctl.connect(ctlSock);
+    assert.match(String((await other.raw('{"op":"status"}')).error), /another control client/);
+    other.close();
+
+    // Paused guest: freeze, make the overlay, switch, thaw, unpause.
+    qmp = await Qmp.connect(qmpSock);
+    await qmp.cmd('stop');
+    assert.deepEqual(await ctl.req({ op: 'freeze' }), { ok: true });
+    // A wrong-sized image is refused and the disk stays on its image.
+    const small = path.join(dir, 'small.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', small, '32M']);
+    assert.match(String((await ctl.req({ op: 'switch', image: small })).error), /the new image is 33554432 bytes, the disk 67108864/);
+    assert.match(String((await ctl.req({ op: 'switch', image: path.join(dir, 'missing.qcow2') })).error), /missing\.qcow2/);
+    assert.equal((await ctl.req({ op: 'status' })).image, base);
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top]);
+    const sw = await ctl.req({ op: 'switch', image: top });
+    assert.equal(sw.ok, true, JSON.stringify(sw));
+    assert.equal(sw.image, top);
+    assert.deepEqual(await ctl.req({ op: 'thaw' }), { ok: true });
+    await qmp.cmd('cont');
+
+    const back = await g.run('dd if=/dev/vda bs=1M skip=2 count=8 iflag=direct 2>/dev/null | md5sum', 120_000);
+    assert.equal(sumOf(back.out), sum, 'the guest reads its data through the overlay');
+    const w = await g.run('dd if=/tmp/p of=/dev/vda bs=1M seek=20 oflag=direct 2>/dev/null && echo WROTE2', 120_000);
+    assert.match(w.out, /WROTE2/);
+
+    // A client that goes away while the disk is frozen thaws it.
+    assert.deepEqual(await ctl.req({ op: 'freeze' }), { ok: true });
+    ctl.close();
+    ctl = undefined;
+    const w2 = await g.run('dd if=/tmp/p of=/dev/vda bs=1M seek=40 oflag=direct 2>/dev/null && echo WROTE3', 120_000);
+    assert.match(w2.out, /WROTE3/);
+    assert.equal((be.out.match(/front-end connected/g) ?? []).length, 1, 'QEMU connected once and never reconnected');
+    await g.poweroff();
+    await be.kill('SIGTERM');
+    be = undefined;
+    for (const f of [base, top]) execFileSync('qemu-img', ['check', '-q', f]);
+    const flat = path.join(dir, 'flat.raw');
+    execFileSync('qemu-img', ['convert', '-O', 'raw', top, flat]);
+    const all = fs.readFileSync(flat);
+    assert.equal(md5(all.subarray(2 * MiB, 10 * MiB)), sum, 'data written before the switch, through the chain');
+    assert.equal(md5(all.subarray(20 * MiB, 28 * MiB)), sum, 'data written after the switch');
+    assert.equal(md5(all.subarray(40 * MiB, 48 * MiB)), sum, 'data written after the client went away');
+    const baseFlat = path.join(dir, 'base.raw');
+    execFileSync('qemu-img', ['convert', '-O', 'raw', base, baseFlat]);
+    assert.ok(fs.readFileSync(baseFlat).subarray(20 * MiB, 28 * MiB).every((x) => x === 0), 'writes after the switch left the old layer alone');
+  } finally {
+    ctl?.close();
+    qmp?.close();
+    await g?.poweroff();
+    await be?.kill('SIGTERM');
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

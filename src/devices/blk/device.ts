@@ -49,7 +49,8 @@ export class BlkDevice implements VhostUserDevice {
   readonly readOnly: boolean;
   readonly capacitySectors: number;
   private readonly config = Buffer.alloc(CONFIG_SIZE);
-  private readonly io: IoEngine;
+  private io: IoEngine;
+  private current: BlockImage;
   private readonly id: Buffer;
   private readonly limits: ParseLimits;
   private readonly say: (msg: string) => void;
@@ -59,6 +60,7 @@ export class BlkDevice implements VhostUserDevice {
     if (!Number.isInteger(opts.numQueues) || opts.numQueues < 1 || opts.numQueues > 64) throw new Error(`bad queue count ${opts.numQueues}`);
     this.numQueues = opts.numQueues;
     this.readOnly = (opts.readOnly ?? false) || opts.image.readOnly;
+    this.current = opts.image;
     this.io = new IoEngine(opts.image);
     this.capacitySectors = Math.floor(opts.image.size / SECTOR);
     this.say = opts.log ?? ((m) => process.stderr.write(`blk: ${m}\n`));
@@ -95,6 +97,25 @@ export class BlkDevice implements VhostUserDevice {
     c.writeUInt32LE(MAX_ZERO_SECTORS, 48); // max_write_zeroes_sectors
     c.writeUInt32LE(1, 52); // max_write_zeroes_seg
     c.writeUInt8(1, 56); // write_zeroes_may_unmap
+  }
+
+  /** The image requests go to now. */
+  get image(): BlockImage {
+    return this.current;
+  }
+
+  /**
+   * Serve `next` from now on (a snapshot's new top layer). The caller has
+   * frozen the rings (VhostUserBackend.freeze: nothing in flight) and
+   * closes the old image. The guest must see the same disk: same size, and
+   * a writable disk stays writable.
+   */
+  switchImage(next: BlockImage): void {
+    if (this.metrics.inFlight !== 0) throw new Error(`cannot switch images with ${this.metrics.inFlight} request(s) in flight`);
+    if (Math.floor(next.size / SECTOR) !== this.capacitySectors) throw new Error(`the new image is ${next.size} bytes, the disk ${this.capacitySectors * SECTOR}`);
+    if (next.readOnly && !this.readOnly) throw new Error('the new image is read-only and the disk is writable');
+    this.current = next;
+    this.io = new IoEngine(next);
   }
 
   getConfig(offset: number, size: number): Buffer {

@@ -12,6 +12,8 @@ import { VhostUserBackend } from '../../vhost/index.js';
 import { BlkDevice } from './device.js';
 import { openImage } from './open-image.js';
 import { delayedImage } from './io/fault.js';
+import { serveControl, type ControlServer } from './control.js';
+import type { BlockImage } from '../../storage/image.js';
 
 function intArg(min: number, max: number) {
   return (v: string): number => {
@@ -31,14 +33,19 @@ async function main(): Promise<void> {
     .option('--readonly', 'expose the disk read-only', false)
     .option('--queues <n>', 'number of virtqueues', intArg(1, 64), 1)
     .option('--serial <s>', 'serial number reported to the guest (GET_ID)', '')
+    .option('--control <path>', 'control socket (xvmd switches the disk to a snapshot layer through it; see control.ts)')
     .option('--metrics <file>', 'write counters as JSON to this file every second (when they changed), on SIGUSR1 and at exit')
     .parse(process.argv);
-  const o = cmd.opts<{ socket: string; image: string; format?: string; readonly: boolean; queues: number; serial: string; metrics?: string }>();
+  const o = cmd.opts<{ socket: string; image: string; format?: string; readonly: boolean; queues: number; serial: string; metrics?: string; control?: string }>();
   if (o.format !== undefined && o.format !== 'raw' && o.format !== 'qcow2') throw new Error(`--format must be raw or qcow2, not ${o.format}`);
 
-  let image = await openImage(o.image, { format: o.format as 'raw' | 'qcow2' | undefined, readOnly: o.readonly });
   const delay = Number(process.env.XVM_BLK_FAULT_DELAY_MS ?? 0);
-  if (delay > 0) image = delayedImage(image, delay);
+  const open = async (file: string, format: 'raw' | 'qcow2' | undefined): Promise<BlockImage> => {
+    const img = await openImage(file, { format, readOnly: o.readonly });
+    return delay > 0 ? delayedImage(img, delay) : img;
+  };
+  const image = await open(o.image, o.format as 'raw' | 'qcow2' | undefined);
+  let current = { path: o.image, format: image.format };
   const log = (m: string) => process.stderr.write(`xvm-blk[${process.pid}]: ${m}\n`);
   const device = new BlkDevice({ image, numQueues: o.queues, readOnly: o.readonly, serial: o.serial, log });
   // No CONFIGURE_MEM_SLOTS: QEMU 7.2 reconnecting while the guest is paused
@@ -48,6 +55,41 @@ async function main(): Promise<void> {
   backend.on('connect', () => log('front-end connected'));
   backend.on('disconnect', () => log('front-end disconnected; waiting for a new connection'));
   backend.listen();
+  let control: ControlServer | null = null;
+  if (o.control) {
+    control = await serveControl(
+      o.control,
+      {
+        async freeze() {
+          await backend.freeze();
+          await device.image.flush();
+        },
+        async switchTo(file, format) {
+          const old = device.image;
+          // Closed first: the new top layer opens this file as its backing file.
+          await old.close();
+          let next: BlockImage | null = null;
+          try {
+            next = await open(file, format);
+            device.switchImage(next);
+          } catch (e) {
+            await next?.close().catch(() => undefined);
+            try {
+              device.switchImage(await open(current.path, current.format));
+            } catch (e2) {
+              log(`cannot reopen ${current.path} after a failed switch: ${(e2 as Error).message}`);
+            }
+            throw e;
+          }
+          current = { path: file, format: next.format };
+          log(`switched to ${file} (${next.format})`);
+        },
+        thaw: () => backend.thaw(),
+        status: () => ({ image: current.path, format: current.format, frozen: backend.isFrozen }),
+      },
+      log,
+    );
+  }
   process.stdout.write(`XVM_BLK_READY socket=${o.socket} size=${image.size} format=${image.format}${device.readOnly ? ' readonly' : ''}\n`);
 
   let lastMetrics = '';
@@ -67,9 +109,10 @@ async function main(): Promise<void> {
   const stop = async () => {
     if (stopping) return;
     stopping = true;
+    control?.close();
     await backend.close();
-    await image.flush().catch(() => undefined);
-    await image.close();
+    await device.image.flush().catch(() => undefined);
+    await device.image.close();
     dumpMetrics();
     process.exit(0);
   };
