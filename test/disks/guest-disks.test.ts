@@ -71,7 +71,8 @@ async function boot(name: string, disks: string[]): Promise<ConsoleSession> {
   assert.equal(info.state, 'running');
   const con = new ConsoleSession(host.client, name, 1 << 20);
   await con.ready();
-  await con.waitFor(READY_BANNER, 120_000);
+  // The whole banner line (disks=…), not just its first word.
+  await con.waitFor(new RegExp(`${READY_BANNER}[^\\n]*\\n`), 120_000);
   return con;
 }
 
@@ -185,7 +186,7 @@ test('a vol= disk: the guest mounts it and writes, a killed backend comes back m
   assert.equal(md5(fs.readFileSync(hotRaw).subarray(0, 1 << 20)), hsum, 'the hot-plugged disk holds what the guest wrote');
 });
 
-test('a clone boots and its writes leave the base alone; snapshot of a running domain\'s disk, rollback, xvm clone', { timeout: 300_000 }, async () => {
+test('a clone boots and its writes leave the base alone; snapshots of a paused and a running domain\'s disk switched in place, rollback, xvm clone', { timeout: 300_000 }, async () => {
   const baseSum = md5(fs.readFileSync(dataPath));
   cli(['vol', 'clone', 'data', 'c1']);
   const con = await boot('d2', ['vol=default/c1,xvdb,w']);
