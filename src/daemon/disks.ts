@@ -25,6 +25,7 @@ import type { DomainStore } from './domain-store.js';
 import type { Logger } from './log.js';
 import { deviceEvent } from './device-log.js';
 import { isEmulatedVdev } from '../engine/hvm-args.js';
+import { BlkControlClient } from '../devices/blk/control.js';
 
 const BACKEND_MAIN = fileURLToPath(new URL('../devices/blk/main.js', import.meta.url));
 const RESTART_WINDOW_MS = 60_000;
@@ -522,6 +523,45 @@ export class DiskProvider implements DeviceProvider {
     }
   }
 
+  /**
+   * Holds a running disk's requests and flushes its image (the backend's
+   * control socket, src/devices/blk/control.ts), for a switch in place to
+   * a snapshot's new top layer: QEMU keeps its connection and never
+   * notices. Returns null when the backend has no control socket (started
+   * by an older xvmd): then only suspendBackend/resumeBackend can switch it.
+   */
+  async freezeBackend(uuid: string, vdev: string): Promise<FrozenDisk | null> {
+    const b = this.backends.get(uuid)?.get(vdev);
+    if (!b) throw new XvmError('not_found', `no running disk ${vdev}`);
+    const ctl = files(b.runDir, vdev).control;
+    if (!fs.existsSync(ctl)) return null;
+    const c = await BlkControlClient.connect(ctl, `disk ${vdev}`);
+    try {
+      await c.request({ op: 'freeze' });
+    } catch (e) {
+      c.close(); // the backend thaws when its client goes away
+      throw new XvmError('internal', `disk ${vdev}: cannot hold its requests for the switch: ${errorMessage(e)}`);
+    }
+    let thawed = false;
+    return {
+      switchTo: async (image: string) => {
+        const format = probeFormat(image);
+        await c.request({ op: 'switch', image, format }, undefined, 60_000);
+        b.spec = { ...b.spec, image, format };
+        fs.writeFileSync(files(b.runDir, vdev).spec, JSON.stringify(b.spec, null, 2) + '\n');
+      },
+      thaw: async () => {
+        if (thawed) return;
+        thawed = true;
+        try {
+          await c.request({ op: 'thaw' });
+        } finally {
+          c.close();
+        }
+      },
+    };
+  }
+
   /** Starts a suspended backend again on the same socket, on `image` if given (QEMU reconnects). */
   async resumeBackend(uuid: string, vdev: string, image?: string): Promise<void> {
     const b = this.backends.get(uuid)?.get(vdev);
@@ -536,6 +576,14 @@ export class DiskProvider implements DeviceProvider {
       b.stopping = false;
     }
   }
+}
+
+/** A disk whose backend holds the guest's requests (freezeBackend). */
+export interface FrozenDisk {
+  /** Close the image and serve this one instead (same size); the backend stays on the old one if this throws. */
+  switchTo(image: string): Promise<void>;
+  /** Let requests flow again (also what the backend does if xvmd goes away). */
+  thaw(): Promise<void>;
 }
 
 /** The QEMU arguments that connect a backend's socket to a vhost-user-blk-pci device. */

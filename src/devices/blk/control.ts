@@ -1,7 +1,20 @@
-// The block backend's control channel, for live migration of its disk.
+// The block backend's control channel (`--control PATH`; xvmd names it
+// blk-<vdev>.ctl beside the vhost-user socket). One protocol for what xvmd
+// asks of a running disk besides serving the guest:
 //
-// A second unix socket of the backend process (`--control PATH`, xvmd
-// names it blk-<vdev>.ctl beside the vhost-user socket) on which xvmd can:
+// Snapshots in place (no backend restart, so QEMU never reconnects, and a
+// paused guest's disk can be snapshotted: QEMU 7.2 sets a vhost-user disk
+// up again only once after a reconnect while paused, docs/vhost-user.md):
+//   - `freeze`: hold every ring, wait for what is in flight, flush;
+//   - `switch` {image, format?}: (frozen) close the image and open the
+//     snapshot's new top layer in its place (same size; back on the old
+//     one if that fails);
+//   - `thaw`: serve again, starting with what queued meanwhile;
+//   - `status`: {image, format, frozen}.
+//   A connection that goes away while the disk is frozen by it thaws it: a
+//   dead xvmd never leaves a guest's disk hanging.
+//
+// Live migration of the disk:
 //   - track what the guest writes: a dirty bitmap of fixed-size blocks
 //     (`dirty-start`, `dirty-take` returns and clears it, `dirty-stop`);
 //   - read and write the virtual disk (through the image: qcow2 chains read
@@ -12,11 +25,13 @@
 //     image read-only (to learn size and format) until `open`: the target's
 //     backend of a migration on shared storage, whose guest does not run
 //     before the source's backend let go of the image.
+//   - `info`: size, format, open, writable, dirty block size.
 //
 // Messages, both ways: u32 BE length of a JSON object, the JSON, u32 BE
 // length of a binary payload, the payload (the data of `read` answers and
-// `write` requests; empty otherwise). One request at a time per connection;
-// every answer has `ok` (and `error` when false).
+// `write` requests; empty otherwise). Requests on one connection are
+// answered one at a time, in order; every answer has `ok` (and `error`
+// when false). A malformed message closes the connection.
 import fs from 'node:fs';
 import net from 'node:net';
 import type { BlockImage } from '../../storage/image.js';
@@ -183,6 +198,31 @@ export class SwitchableImage implements BlockImage, VectoredImage {
     await i.close();
   }
 
+  /**
+   * A snapshot switch: close the image, open `next()` in its place (the new
+   * top layer opens the old file as its backing file, so the old handle must
+   * be closed first); on failure, `back()` reopens the old one and the
+   * error is thrown. The caller has frozen the device (nothing in flight).
+   */
+  async replace(next: () => Promise<BlockImage>, back: () => Promise<BlockImage>): Promise<BlockImage> {
+    await this.drained();
+    const old = this.img;
+    this.img = null;
+    if (old) await old.close();
+    let img: BlockImage | null = null;
+    try {
+      img = await next();
+      if (img.size !== this.size) throw new Error(`the new image is ${img.size} bytes, the disk ${this.size}`);
+      if (img.readOnly && !this.readOnly) throw new Error('the new image is read-only and the disk is writable');
+      this.img = img;
+      return img;
+    } catch (e) {
+      await img?.close().catch(() => undefined);
+      if (old) this.img = await back();
+      throw e;
+    }
+  }
+
   /** (Re)open the image read-write (or as the device was started); the old handle, if any, is closed first. */
   async openRw(): Promise<void> {
     await this.drained();
@@ -230,28 +270,57 @@ class MessageParser {
       const dl = this.buf.readUInt32BE(4 + jl);
       if (dl > MAX_CONTROL_IO + 4096 + (1 << 22)) throw new Error('control payload too long');
       if (this.buf.length < 8 + jl + dl) return;
-      const msg = JSON.parse(this.buf.subarray(4, 4 + jl).toString('utf8')) as Record<string, unknown>;
+      let msg: unknown;
+      try {
+        msg = JSON.parse(this.buf.subarray(4, 4 + jl).toString('utf8'));
+      } catch {
+        throw new Error('control message is not JSON');
+      }
+      if (typeof msg !== 'object' || msg === null || Array.isArray(msg)) throw new Error('control message is not a JSON object');
       const data = Buffer.from(this.buf.subarray(8 + jl, 8 + jl + dl));
       this.buf = this.buf.subarray(8 + jl + dl);
-      this.onMessage(msg, data);
+      this.onMessage(msg as Record<string, unknown>, data);
     }
   }
 }
 
 // ---------------------------------------------------------------- server (in the backend)
 
-export function serveControl(socketPath: string, image: SwitchableImage, log: (m: string) => void): net.Server {
+/** What the backend program gives the channel besides the image. */
+export interface ControlHooks {
+  /** Hold every ring and wait until nothing is in flight; flush. */
+  freeze(): Promise<void>;
+  /** Serve again. */
+  thaw(): void;
+  readonly frozen: boolean;
+  /** (Frozen) serve this file instead: a snapshot's new top layer. */
+  switchTo(image: string, format: 'raw' | 'qcow2' | undefined): Promise<void>;
+  /** The file served now and its format. */
+  current(): { image: string; format: string };
+}
+
+export interface ControlServer {
+  close(): void;
+}
+
+export function serveControl(socketPath: string, image: SwitchableImage, hooks: ControlHooks, log: (m: string) => void): Promise<ControlServer> {
   fs.rmSync(socketPath, { force: true });
+  const conns = new Set<net.Socket>();
   const server = net.createServer((c) => {
+    conns.add(c);
+    /** This connection froze the disk (and has not thawed it). */
+    const held = { frozen: false };
     let chain = Promise.resolve();
     const parser = new MessageParser((msg, data) => {
       chain = chain.then(async () => {
+        let out: Buffer[];
         try {
-          const { reply, payload } = await handle(image, msg, data, log);
-          for (const b of encode({ ok: true, ...reply }, payload)) c.write(b);
+          const { reply, payload } = await handle(image, hooks, held, msg, data, log);
+          out = encode({ ok: true, ...reply }, payload);
         } catch (e) {
-          for (const b of encode({ ok: false, error: (e as Error).message })) c.write(b);
+          out = encode({ ok: false, error: (e as Error).message });
         }
+        if (!c.destroyed) for (const b of out) c.write(b);
       });
     });
     c.on('data', (d: Buffer) => {
@@ -259,13 +328,34 @@ export function serveControl(socketPath: string, image: SwitchableImage, log: (m
         parser.push(d);
       } catch (e) {
         log(`control: ${(e as Error).message}`);
+        c.end(Buffer.concat(encode({ ok: false, error: (e as Error).message })));
         c.destroy();
       }
     });
     c.on('error', () => undefined);
+    c.on('close', () => {
+      conns.delete(c);
+      void chain.then(() => {
+        if (held.frozen && hooks.frozen) {
+          log('control: the client that froze the disk went away; thawing it');
+          hooks.thaw();
+        }
+      });
+    });
   });
-  server.listen(socketPath);
-  return server;
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socketPath, () => {
+      server.off('error', reject);
+      resolve({
+        close() {
+          server.close();
+          for (const c of conns) c.destroy();
+          fs.rmSync(socketPath, { force: true });
+        },
+      });
+    });
+  });
 }
 
 function num(v: unknown, what: string): number {
@@ -273,10 +363,34 @@ function num(v: unknown, what: string): number {
   return v;
 }
 
-async function handle(img: SwitchableImage, msg: Record<string, unknown>, data: Buffer, log: (m: string) => void): Promise<{ reply: Record<string, unknown>; payload?: Buffer }> {
+async function handle(
+  img: SwitchableImage,
+  hooks: ControlHooks,
+  held: { frozen: boolean },
+  msg: Record<string, unknown>,
+  data: Buffer,
+  log: (m: string) => void,
+): Promise<{ reply: Record<string, unknown>; payload?: Buffer }> {
   switch (msg.op) {
     case 'info':
       return { reply: { size: img.size, format: img.format, readOnly: img.readOnly, open: img.open, writable: img.writable, dirtyBlock: DIRTY_BLOCK } };
+    case 'status':
+      return { reply: { ...hooks.current(), frozen: hooks.frozen } };
+    case 'freeze':
+      await hooks.freeze();
+      held.frozen = true;
+      return { reply: {} };
+    case 'switch': {
+      if (typeof msg.image !== 'string' || msg.image === '' || msg.image.includes('\0')) throw new Error('switch: "image" must be a file path');
+      if (msg.format !== undefined && msg.format !== 'raw' && msg.format !== 'qcow2') throw new Error('switch: "format" must be raw or qcow2');
+      if (!hooks.frozen) throw new Error('switch: freeze the disk first');
+      await hooks.switchTo(msg.image, msg.format as 'raw' | 'qcow2' | undefined);
+      return { reply: { ...hooks.current(), frozen: hooks.frozen } };
+    }
+    case 'thaw':
+      hooks.thaw();
+      held.frozen = false;
+      return { reply: {} };
     case 'dirty-start':
       img.dirtyStart();
       log('control: dirty tracking on');
