@@ -272,7 +272,7 @@ export class XvmClient {
   }
 
   /** Moves a running domain to the xvmd whose relocation service is at `target` (HOST[:PORT]). */
-  migrateDomain(name: string, target: string, opts: { live?: boolean } = {}, onProgress?: (p: SaveProgress) => void): Promise<MigrateResult> {
+  migrateDomain(name: string, target: string, opts: { live?: boolean; copyStorage?: boolean } = {}, onProgress?: (p: SaveProgress) => void): Promise<MigrateResult> {
     return this.ndjsonPost(`${this.d(name)}/migrate`, { target, ...opts }, 'migrate', onProgress);
   }
 

@@ -283,6 +283,8 @@ export const migrateBody = z.strictObject({
   target: z.string().min(1).max(300),
   /** Pre-copy while the guest runs (otherwise it is paused for the whole transfer). */
   live: z.boolean().default(false),
+  /** Copy the domain's volumes into the target's pools while the guest runs (no shared storage). */
+  copyStorage: z.boolean().default(false),
 });
 export const migrateResult = z.object({
   domain: z.string(),
@@ -292,6 +294,13 @@ export const migrateResult = z.object({
   downtimeMs: z.number(),
   qemuDowntimeMs: z.number().nullable(),
   bytes: z.number(),
+  /** How the disks moved: none (diskless), shared (same images on both hosts), copy (--copy-storage). */
+  storage: z.enum(['none', 'shared', 'copy']).optional(),
+  /** Disk bytes sent (--copy-storage): bulk + dirty re-sends + the last pass. */
+  storageBytes: z.number().optional(),
+  /** Dirty passes while the guest ran, and the blocks of the last (stop-and-copy) pass. */
+  storagePasses: z.number().optional(),
+  finalDirtyBlocks: z.number().optional(),
 });
 export type MigrateResult = z.infer<typeof migrateResult>;
 // ---- networks and NIC hot plug (src/daemon/net-routes.ts)

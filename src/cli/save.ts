@@ -121,15 +121,19 @@ export function registerMigrateCommand(program: Command): void {
     .argument('<domain>')
     .argument('<target>', 'HOST[:PORT] of the target xvmd relocation service (default port 8002)')
     .option('-l, --live', 'live: copy memory while the guest runs, pause it only for the last pass')
+    .option('--copy-storage', "copy the domain's volumes into the target's pools while it runs (no shared storage)")
     .option('--json', 'print JSON (time, downtime, bytes)')
     .action(
-      action(async (domain: string, target: string, opts: { live?: boolean; json?: boolean }) => {
+      action(async (domain: string, target: string, opts: { live?: boolean; copyStorage?: boolean; json?: boolean }) => {
         const bar = opts.json ? undefined : progress(`migrate ${domain}`);
         try {
-          const r = await client().migrateDomain(domain, target, { live: Boolean(opts.live) }, barUpdate(bar));
+          const r = await client().migrateDomain(domain, target, { live: Boolean(opts.live), copyStorage: Boolean(opts.copyStorage) }, barUpdate(bar));
           bar?.stop();
           if (opts.json) printJson(r);
-          else process.stdout.write(`migrated ${r.domain} to ${r.target}${r.live ? ' (live)' : ''}: ${mib(r.bytes)} in ${secs(r.ms)}, downtime ${r.downtimeMs} ms\n`);
+          else {
+            const disks = r.storage === 'copy' ? `, disks ${mib(r.storageBytes ?? 0)} copied` : r.storage === 'shared' ? ', disks on shared storage' : '';
+            process.stdout.write(`migrated ${r.domain} to ${r.target}${r.live ? ' (live)' : ''}: memory ${mib(r.bytes)}${disks} in ${secs(r.ms)}, downtime ${r.downtimeMs} ms\n`);
+          }
         } catch (e) {
           bar?.stop();
           throw e;

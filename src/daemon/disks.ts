@@ -25,6 +25,7 @@ import type { DomainStore } from './domain-store.js';
 import type { Logger } from './log.js';
 import { deviceEvent } from './device-log.js';
 import { isEmulatedVdev } from '../engine/hvm-args.js';
+import { BlkControlClient } from '../devices/blk/control.js';
 
 const BACKEND_MAIN = fileURLToPath(new URL('../devices/blk/main.js', import.meta.url));
 const RESTART_WINDOW_MS = 60_000;
@@ -47,6 +48,8 @@ export interface BackendSpec {
   vol?: string;
   /** Hot-plugged (not in the domain's configuration). */
   hotplug?: boolean;
+  /** Incoming migration on shared storage: the image is opened read-only until the source lets go of it (control `open`). */
+  deferOpen?: boolean;
 }
 
 interface Backend {
@@ -85,9 +88,10 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-function files(runDir: string, vdev: string): { socket: string; pid: string; spec: string; metrics: string } {
+function files(runDir: string, vdev: string): { socket: string; pid: string; spec: string; metrics: string; control: string } {
   return {
     socket: path.join(runDir, `blk-${vdev}.sock`),
+    control: path.join(runDir, `blk-${vdev}.ctl`),
     pid: path.join(runDir, `blk-${vdev}.pid`),
     spec: path.join(runDir, `blk-${vdev}.json`),
     metrics: path.join(runDir, `blk-${vdev}.metrics.json`),
@@ -154,6 +158,31 @@ export class DiskProvider implements DeviceProvider {
     this.timer = setInterval(() => this.supervise(), POLL_MS);
     this.timer.unref();
     current = this;
+  }
+
+  /** Incoming migrations on shared storage: uuid → the vdevs whose backends start with --defer-open. */
+  private readonly deferred = new Map<string, Set<string>>();
+
+  /** The next start of this domain's backends for `vdevs` opens their images only on the control channel's `open`. */
+  deferOpen(uuid: string, vdevs: string[] | null): void {
+    if (vdevs && vdevs.length) this.deferred.set(uuid, new Set(vdevs));
+    else this.deferred.delete(uuid);
+  }
+
+  /** The control channel socket of a running disk's backend (src/devices/blk/control.ts). */
+  controlSocket(uuid: string, vdev: string): string {
+    const b = this.backends.get(uuid)?.get(vdev);
+    if (!b) throw new XvmError('not_found', `no running disk ${vdev}`);
+    return files(b.runDir, vdev).control;
+  }
+
+  /** The image was opened read-write after a hand-over: a restart of the backend opens it at once again. */
+  handedOver(uuid: string, vdev: string): void {
+    const b = this.backends.get(uuid)?.get(vdev);
+    if (!b || !b.spec.deferOpen) return;
+    const { deferOpen: _d, ...spec } = b.spec;
+    b.spec = spec;
+    fs.writeFileSync(files(b.runDir, vdev).spec, JSON.stringify(b.spec, null, 2) + '\n');
   }
 
   close(): void {
@@ -253,6 +282,7 @@ export class DiskProvider implements DeviceProvider {
     // An HVM domain's hdX / sdX / CD-ROM disks are emulated (hvm.ts); its vdX / xvdX ones are ours.
     for (const d of cfg.type === 'hvm' ? disks.filter((x) => !isEmulatedVdev(x.vdev, x.devtype)) : disks) {
       const spec = await this.resolveDisk(ctx.name, ctx.uuid, d, ctx.runDir, queues);
+      if (this.deferred.get(ctx.uuid)?.has(spec.vdev)) spec.deferOpen = true;
       await this.startBackend(spec, ctx.runDir);
       args.push(...qemuDiskArgs(spec));
     }
@@ -366,8 +396,9 @@ export class DiskProvider implements DeviceProvider {
   private async spawnBackend(spec: BackendSpec, runDir: string): Promise<number> {
     const f = files(runDir, spec.vdev);
     const logFile = this.logFile(spec);
-    const argv = [BACKEND_MAIN, '--socket', spec.socket, '--image', spec.image, '--format', spec.format, '--queues', String(spec.queues), '--serial', spec.vdev, '--metrics', f.metrics];
+    const argv = [BACKEND_MAIN, '--socket', spec.socket, '--image', spec.image, '--format', spec.format, '--queues', String(spec.queues), '--serial', spec.vdev, '--metrics', f.metrics, '--control', f.control];
     if (spec.readOnly) argv.push('--readonly');
+    if (spec.deferOpen) argv.push('--defer-open');
     const child = spawnDetached(process.execPath, argv, logFile);
     const start = child.logStart;
     const deadline = Date.now() + READY_TIMEOUT_MS;
@@ -424,7 +455,7 @@ export class DiskProvider implements DeviceProvider {
       }
       deviceEvent('disk-backend-stop', { domain: spec?.domain, device: vdev, pid });
     }
-    for (const p of [f.socket, f.pid, f.spec]) fs.rmSync(p, { force: true });
+    for (const p of [f.socket, f.pid, f.spec, f.control]) fs.rmSync(p, { force: true });
     this.backends.get(uuid)?.delete(vdev);
   }
 
@@ -492,6 +523,45 @@ export class DiskProvider implements DeviceProvider {
     }
   }
 
+  /**
+   * Holds a running disk's requests and flushes its image (the backend's
+   * control socket, src/devices/blk/control.ts), for a switch in place to
+   * a snapshot's new top layer: QEMU keeps its connection and never
+   * notices. Returns null when the backend has no control socket (started
+   * by an older xvmd): then only suspendBackend/resumeBackend can switch it.
+   */
+  async freezeBackend(uuid: string, vdev: string): Promise<FrozenDisk | null> {
+    const b = this.backends.get(uuid)?.get(vdev);
+    if (!b) throw new XvmError('not_found', `no running disk ${vdev}`);
+    const ctl = files(b.runDir, vdev).control;
+    if (!fs.existsSync(ctl)) return null;
+    const c = await BlkControlClient.connect(ctl, `disk ${vdev}`);
+    try {
+      await c.request({ op: 'freeze' });
+    } catch (e) {
+      c.close(); // the backend thaws when its client goes away
+      throw new XvmError('internal', `disk ${vdev}: cannot hold its requests for the switch: ${errorMessage(e)}`);
+    }
+    let thawed = false;
+    return {
+      switchTo: async (image: string) => {
+        const format = probeFormat(image);
+        await c.request({ op: 'switch', image, format }, undefined, 60_000);
+        b.spec = { ...b.spec, image, format };
+        fs.writeFileSync(files(b.runDir, vdev).spec, JSON.stringify(b.spec, null, 2) + '\n');
+      },
+      thaw: async () => {
+        if (thawed) return;
+        thawed = true;
+        try {
+          await c.request({ op: 'thaw' });
+        } finally {
+          c.close();
+        }
+      },
+    };
+  }
+
   /** Starts a suspended backend again on the same socket, on `image` if given (QEMU reconnects). */
   async resumeBackend(uuid: string, vdev: string, image?: string): Promise<void> {
     const b = this.backends.get(uuid)?.get(vdev);
@@ -506,6 +576,14 @@ export class DiskProvider implements DeviceProvider {
       b.stopping = false;
     }
   }
+}
+
+/** A disk whose backend holds the guest's requests (freezeBackend). */
+export interface FrozenDisk {
+  /** Close the image and serve this one instead (same size); the backend stays on the old one if this throws. */
+  switchTo(image: string): Promise<void>;
+  /** Let requests flow again (also what the backend does if xvmd goes away). */
+  thaw(): Promise<void>;
 }
 
 /** The QEMU arguments that connect a backend's socket to a vhost-user-blk-pci device. */

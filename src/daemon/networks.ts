@@ -397,11 +397,11 @@ export class NetworkManager {
   // ---------------------------------------------------------------- ports
 
   /** Add a port (starting the switch if needed). */
-  async addPort(network: string, port: NetPortState): Promise<void> {
+  async addPort(network: string, port: NetPortState, lease?: { ip: string; expires: number; hostname?: string }): Promise<void> {
     const def = this.resolve(network);
     await this.serial(network, async () => {
       await this.ensureSwitch(def);
-      await this.request(network, { op: 'add-port', port });
+      await this.request(network, { op: 'add-port', port, ...(lease ? { lease } : {}) });
     });
   }
 

@@ -40,6 +40,22 @@ export interface VifAttachment {
   hotplug?: boolean;
 }
 
+/** A DHCP lease moving with a migrating guest. */
+export interface MigratedLease {
+  ip: string;
+  expires: number;
+  hostname?: string;
+}
+
+export interface MigratedVif {
+  index: number;
+  network: string;
+  subnet: string;
+  mac: string;
+  hotplug: boolean;
+  lease?: MigratedLease;
+}
+
 let current: NicProvider | undefined;
 /** The provider xvmd registered (for the network-attach routes). */
 export function nicProvider(): NicProvider | undefined {
@@ -86,6 +102,47 @@ export class NicProvider implements DeviceProvider {
     if (current === this) current = undefined;
   }
 
+  /** Incoming migrations: uuid → vif index → the DHCP lease the guest holds on the source's network of the same name. */
+  private readonly incomingLeases = new Map<string, Map<number, MigratedLease>>();
+
+  /** The next start of this domain's vifs hands these leases to the switch with the ports (null: forget them). */
+  expectLeases(uuid: string, leases: Map<number, MigratedLease> | null): void {
+    if (leases && leases.size) this.incomingLeases.set(uuid, leases);
+    else this.incomingLeases.delete(uuid);
+  }
+
+  /** What a migration target must know of a running domain's vifs: network, its subnet, MAC and the guest's lease. */
+  async migrationInfo(runDir: string): Promise<MigratedVif[]> {
+    const out: MigratedVif[] = [];
+    for (const a of readAttachments(runDir)) {
+      const def = this.networks.resolve(a.network);
+      let lease: MigratedLease | undefined;
+      try {
+        const l = (await this.networks.info(a.network)).leases.find((x) => x.mac.toLowerCase() === a.port.mac.toLowerCase());
+        if (l && l.expires > Date.now()) lease = { ip: l.ip, expires: l.expires, ...(l.hostname ? { hostname: l.hostname } : {}) };
+      } catch {
+        /* no lease known */
+      }
+      out.push({ index: a.index, network: a.network, subnet: def.subnet, mac: a.port.mac, hotplug: Boolean(a.hotplug), ...(lease ? { lease } : {}) });
+    }
+    return out;
+  }
+
+  /** A migration target's check before anything moves: every vif's network exists here with the same subnet. */
+  checkIncoming(vifs: MigratedVif[]): void {
+    for (const v of vifs) {
+      let def;
+      try {
+        def = this.networks.resolve(v.network);
+      } catch (e) {
+        throw new XvmError('not_found', `vif${v.index} is on network '${v.network}', which this host does not have (create it with 'xvm net create ${v.network} --subnet ${v.subnet}' first)`);
+      }
+      if (def.subnet !== v.subnet) {
+        throw new XvmError('conflict', `vif${v.index}: network '${v.network}' has subnet ${def.subnet} on this host and ${v.subnet} on the source: the guest's address would not work here`);
+      }
+    }
+  }
+
   /** Resolve a vif entry into an attachment (network exists, MAC, VLAN, ip checked). */
   resolve(ctx: Pick<DeviceContext, 'name' | 'uuid' | 'runDir'>, vif: Pick<VifSpec, 'mac' | 'network' | 'bridge' | 'model' | 'vlan' | 'ip'>, index: number): VifAttachment {
     const def = this.networks.resolve(vif.network ?? vif.bridge ?? DEFAULT_NETWORK);
@@ -109,9 +166,9 @@ export class NicProvider implements DeviceProvider {
   }
 
   /** Attach: the switch listens on the port's socket when this returns. */
-  async attach(runDir: string, a: VifAttachment): Promise<void> {
+  async attach(runDir: string, a: VifAttachment, lease?: MigratedLease): Promise<void> {
     fs.mkdirSync(runDir, { recursive: true, mode: 0o700 });
-    await this.networks.addPort(a.network, a.port);
+    await this.networks.addPort(a.network, a.port, lease);
     fs.writeFileSync(attachFile(runDir, a.index), JSON.stringify(a, null, 2) + '\n');
     deviceEvent('vif-attach', { port: a.port.id, network: a.network, mac: a.port.mac, vlan: a.port.vlan });
   }
@@ -132,8 +189,9 @@ export class NicProvider implements DeviceProvider {
       if (macs.has(a.port.mac)) throw new XvmError('invalid', `domain '${ctx.name}': two vifs have MAC ${a.port.mac}`);
       macs.add(a.port.mac);
     }
+    const leases = this.incomingLeases.get(ctx.uuid);
     for (const a of resolved) {
-      await this.attach(ctx.runDir, a);
+      await this.attach(ctx.runDir, a, leases?.get(a.index));
       args.push(...qemuNicArgs(a, nicMsix(ctx.config.accel)));
     }
     return args;

@@ -13,7 +13,7 @@ import { diskString } from '../config/devices.js';
 import type { DomainManager } from './domains.js';
 import type { Logger } from './log.js';
 import { parseInput } from './server.js';
-import { diskProvider, qemuDiskArgs, vdevDevid, type DiskProvider } from './disks.js';
+import { diskProvider, qemuDiskArgs, vdevDevid, type DiskProvider, type FrozenDisk } from './disks.js';
 import { deviceEvent } from './device-log.js';
 
 export interface StorageDeps {
@@ -112,25 +112,72 @@ export function registerStorageRoutes(app: FastifyInstance, deps: StorageDeps): 
     }
   });
 
-  // Snapshot of a disk in use by a running domain: its backend closes the
-  // image (every write the guest saw complete is flushed into it), the
-  // snapshot is taken, and the backend comes back on the new top layer on the
-  // same socket; QEMU reconnects and replays what the guest queued meanwhile
-  // (as after a backend crash). The snapshot is the disk at the moment the
-  // backend closed: crash-consistent, like a power cut at that instant.
-  // A paused domain is refused: QEMU 7.2 brings a vhost-user disk whose
-  // backend restarted while the guest was paused back at unpause, but no
-  // later reconnect of that disk is ever set up again (see docs/vhost-user.md),
-  // so a snapshot would leave the disk one backend restart from dead.
+  // Snapshot of a disk in use by a running or paused domain, switched in
+  // place: each backend holds the guest's requests and flushes its image
+  // (every write the guest saw complete is in it), the snapshot is taken,
+  // the backend closes the old top layer and opens the new one, and
+  // requests flow again. QEMU keeps its vhost-user connection and never
+  // notices, so this works for a paused domain too (a backend restart
+  // would not: QEMU 7.2 sets a vhost-user disk up again only once after a
+  // reconnect while paused, see docs/vhost-user.md). The snapshot is the
+  // disk at the moment of the flush: crash-consistent, like a power cut.
+  // Backends without a control socket (started by an older xvmd) are
+  // switched by a restart instead, only while their domain runs.
   app.post('/v1/pools/:pool/volumes/:vol/snapshot', async (req) => {
     const [pool, vol] = [param(req, 'pool'), param(req, 'vol')];
     const b = parseInput(snapshotBody, req.body, 'request body');
     const users = diskProvider()?.volumeUsers(pool, vol) ?? [];
     if (users.length === 0) return storage().snapshotVolume(pool, vol, b.snapshot);
+    const p = provider();
+    const frozen: { u: (typeof users)[number]; f: FrozenDisk }[] = [];
+    let restartable = true;
+    try {
+      for (const u of users) {
+        const f = await p.freezeBackend(u.uuid, u.vdev);
+        if (f === null) {
+          restartable = false;
+          break;
+        }
+        frozen.push({ u, f });
+      }
+    } catch (e) {
+      for (const x of frozen) await x.f.thaw().catch(() => undefined);
+      throw e;
+    }
+    if (!restartable) {
+      for (const x of frozen) await x.f.thaw().catch(() => undefined);
+      return snapshotByRestart(pool, vol, b.snapshot, users);
+    }
+    let active: string | undefined;
+    try {
+      const res = await storage().snapshotVolume(pool, vol, b.snapshot);
+      active = res.active;
+      for (const { u, f } of frozen) {
+        try {
+          await f.switchTo(active);
+        } catch (e) {
+          // The backend is back on the old layer, which the volume no longer
+          // writes to: restart it on the new one (as before switches in place).
+          log.error('switching a disk in place failed; restarting its backend on the new layer', { domain: u.domain, vdev: u.vdev, error: errorMessage(e) });
+          await f.thaw().catch(() => undefined);
+          await p.suspendBackend(u.uuid, u.vdev);
+          await p.resumeBackend(u.uuid, u.vdev, active);
+        }
+        log.info('disk switched to the new snapshot layer', { domain: u.domain, vdev: u.vdev, image: active });
+        deviceEvent('disk-switch', { domain: u.domain, device: u.vdev, image: active, snapshot: b.snapshot });
+      }
+      return res;
+    } finally {
+      for (const x of frozen) await x.f.thaw().catch((e) => log.error('resuming a disk after a snapshot failed', { domain: x.u.domain, vdev: x.u.vdev, error: errorMessage(e) }));
+    }
+  });
+
+  /** The old way (backends without a control socket): stop the backend, snapshot, start it on the new layer; QEMU reconnects. */
+  async function snapshotByRestart(pool: string, vol: string, snapshot: string, users: { domain: string; uuid: string; vdev: string }[]) {
     for (const u of users) {
       const st = domains.info(u.domain).state;
       if (st !== 'running') {
-        throw new XvmError('conflict', `volume ${pool}/${vol} is in use by domain '${u.domain}' (${u.vdev}), which is ${st}: a snapshot of a domain's disk is taken while the domain runs or after it is shut down, so unpause it first`);
+        throw new XvmError('conflict', `volume ${pool}/${vol} is in use by domain '${u.domain}' (${u.vdev}), which is ${st}, and its disk backend predates switches in place (it would have to restart, which QEMU does not survive while paused): unpause it first`);
       }
     }
     const p = provider();
@@ -141,7 +188,7 @@ export function registerStorageRoutes(app: FastifyInstance, deps: StorageDeps): 
         await p.suspendBackend(u.uuid, u.vdev);
         suspended.push(u);
       }
-      const res = await storage().snapshotVolume(pool, vol, b.snapshot);
+      const res = await storage().snapshotVolume(pool, vol, snapshot);
       active = res.active;
       return res;
     } finally {
@@ -149,11 +196,11 @@ export function registerStorageRoutes(app: FastifyInstance, deps: StorageDeps): 
         await p.resumeBackend(u.uuid, u.vdev, active).catch((e) => log.error('restarting a disk backend after a snapshot failed', { domain: u.domain, vdev: u.vdev, error: errorMessage(e) }));
         if (active) {
           log.info('disk switched to the new snapshot layer', { domain: u.domain, vdev: u.vdev, image: active });
-          deviceEvent('disk-switch', { domain: u.domain, device: u.vdev, image: active, snapshot: b.snapshot });
+          deviceEvent('disk-switch', { domain: u.domain, device: u.vdev, image: active, snapshot });
         }
       }
     }
-  });
+  }
   app.post('/v1/pools/:pool/volumes/:vol/rollback', async (req) => {
     const [pool, vol] = [param(req, 'pool'), param(req, 'vol')];
     const b = parseInput(rollbackBody, req.body, 'request body');

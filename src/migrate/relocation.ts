@@ -23,13 +23,18 @@ import crypto from 'node:crypto';
 import { XvmError, errorMessage } from '../common/errors.js';
 import { validateDomainConfig } from '../config/index.js';
 import type { DomainManager } from '../daemon/domains.js';
+import type { DomainConfig } from '../config/index.js';
+import type { BackendSpec } from '../daemon/disks.js';
 import type { StatePaths } from '../common/paths.js';
 import { diskProvider } from '../daemon/disks.js';
+import { nicProvider, readAttachments, type MigratedLease, type MigratedVif, type VifAttachment } from '../daemon/nics.js';
 import type { Logger } from '../daemon/log.js';
 import { saveHeaderSchema } from './format.js';
+import { parseVolumeRef } from '../storage/pool.js';
 import { connectIncoming } from './stream.js';
 import { currentMachine, describeDomain, live, SAVE_MAX_BANDWIDTH, waitIncoming, waitMigration, type MigrateProgress } from './save.js';
-import { FRAME_END, FrameReader, mac, macEqual, readToken, sendControl, sendData, sendEnd } from './wire.js';
+import { parseMigratingDisks, StorageSource, StorageTarget } from './storage-copy.js';
+import { FRAME_CONTROL, FRAME_END, FrameReader, mac, macEqual, readToken, sendControl, sendData, sendEnd } from './wire.js';
 
 export const DEFAULT_RELOCATION_PORT = 8002;
 
@@ -77,7 +82,7 @@ export class RelocationServer {
     const removed: string[] = [];
     let names: string[] = [];
     try {
-      names = fs.readdirSync(this.opts.markerDir);
+      names = fs.readdirSync(this.opts.markerDir).filter((n) => !n.endsWith('.tmp'));
     } catch {
       return removed;
     }
@@ -89,6 +94,12 @@ export class RelocationServer {
           removed.push(n);
           this.log.warn('removed a half-received incoming domain', { domain: n });
         }
+        // Volumes made for it (--copy-storage) are half-copied: they go too.
+        for (const v of this.markedVolumes(n)) {
+          const { pool, name } = parseVolumeRef(v);
+          await diskProvider()?.storage.deleteVolume(pool, name);
+          this.log.warn('removed a half-copied volume of an incoming migration', { domain: n, volume: v });
+        }
       } catch (e) {
         this.log.error('could not remove a half-received incoming domain', { domain: n, error: errorMessage(e) });
         continue;
@@ -98,12 +109,23 @@ export class RelocationServer {
     return removed;
   }
 
-  private mark(name: string, on: boolean): void {
+  /** The marker of an incoming domain: when it began, and the volumes made for it so far. */
+  private mark(name: string, on: boolean, volumes: string[] = []): void {
     const f = path.join(this.opts.markerDir, name);
     if (on) {
       fs.mkdirSync(this.opts.markerDir, { recursive: true, mode: 0o700 });
-      fs.writeFileSync(f, `${new Date().toISOString()}\n`);
+      fs.writeFileSync(`${f}.tmp`, JSON.stringify({ at: new Date().toISOString(), volumes }) + '\n');
+      fs.renameSync(`${f}.tmp`, f);
     } else fs.rmSync(f, { force: true });
+  }
+
+  private markedVolumes(name: string): string[] {
+    try {
+      const m = JSON.parse(fs.readFileSync(path.join(this.opts.markerDir, name), 'utf8')) as { volumes?: unknown };
+      return Array.isArray(m.volumes) ? m.volumes.filter((v): v is string => typeof v === 'string') : [];
+    } catch {
+      return [];
+    }
   }
 
   async listen(): Promise<{ host: string; port: number }> {
@@ -167,16 +189,49 @@ export class RelocationServer {
     } catch (e) {
       return fail(e);
     }
-    if (config.disk.length > 0 || config.vif.length > 0) return fail(new XvmError('invalid', 'domains with disks or NICs cannot be migrated by this version yet'));
     if (this.domains.has(config.name)) return fail(new XvmError('conflict', `a domain named '${config.name}' already exists on the target`));
     const name = config.name;
-    this.mark(name, true);
-    this.domains.define(config);
-    this.log.info('incoming migration', { domain: name, peer });
+    // Disks and NICs: checked before anything is made here (refusals leave nothing behind).
+    let storage: StorageTarget;
     try {
+      storage = new StorageTarget(parseMigratingDisks(prep.disks ?? []), diskProvider()?.storage);
+    } catch (e) {
+      return fail(e);
+    }
+    const leases = new Map<number, MigratedLease>();
+    try {
+      const vifs = (Array.isArray(prep.vifs) ? prep.vifs : []) as MigratedVif[];
+      if (config.vif.length > 0) {
+        const nics = nicProvider();
+        if (!nics) throw new XvmError('invalid', 'this xvmd serves no NICs');
+        nics.checkIncoming(vifs);
+        for (const v of vifs) if (v.lease && typeof v.lease.ip === 'string') leases.set(v.index, v.lease);
+      }
+      if (config.disk.length > 0 && !diskProvider()) throw new XvmError('invalid', 'this xvmd serves no disks');
+      this.mark(name, true);
+      await storage.prepare(() => this.mark(name, true, storage.created));
+    } catch (e) {
+      this.log.warn('incoming migration refused', { domain: name, peer, error: errorMessage(e) });
+      await storage.removeCreated((m, err) => this.log.error(m, { error: errorMessage(err) }));
+      this.mark(name, false);
+      return fail(e);
+    }
+    this.log.info('incoming migration', { domain: name, peer, storage: storage.disks.length ? (storage.disks.some((x) => x.copy) ? 'copy' : 'shared') : 'none' });
+    let defined = false;
+    try {
+      this.domains.define(config);
+      defined = true;
       await this.domains.exclusive(name, async (d) => {
-        await this.domains.launchIncomingLocked(d);
+        diskProvider()?.deferOpen(d.uuid, storage.deferred);
+        nicProvider()?.expectLeases(d.uuid, leases);
         try {
+          await this.domains.launchIncomingLocked(d);
+        } finally {
+          diskProvider()?.deferOpen(d.uuid, null);
+          nicProvider()?.expectLeases(d.uuid, null);
+        }
+        try {
+          await storage.connect(diskProvider(), d.uuid);
           const qmp = d.qmp!;
           const sockPath = path.join(this.domains.runDirOf(d), MIGRATION_SOCKET);
           await qmp.execute('migrate-incoming', { uri: `unix:${sockPath}` });
@@ -186,12 +241,30 @@ export class RelocationServer {
           reader.onData = (chunk) => feed.write(chunk);
           d.console.mark(`incoming live migration from ${peer}`);
           sendControl(sock, { type: 'ready' });
-          const end = await reader.next(3_600_000, 'the migration stream');
-          if (end.type !== FRAME_END) throw new XvmError('invalid', 'unexpected frame in the migration stream');
+          // Disk data (--copy-storage) comes as control frames before QEMU's stream and after it.
+          for (;;) {
+            const f = await reader.next(3_600_000, 'the migration stream');
+            if (f.type === FRAME_END) break;
+            if (f.type === FRAME_CONTROL && f.msg.type === 'error') throw new XvmError('internal', `the source failed: ${String(f.msg.message ?? 'error')}`);
+            if (f.type !== FRAME_CONTROL || !(await storage.handle(sock, f.msg))) throw new XvmError('invalid', 'unexpected frame in the migration stream');
+          }
+          // The connection may be paused for QEMU's socket to drain; once
+          // ended, that socket emits no 'drain': resume here, or the frames
+          // after the stream (disk data, commit) are never read.
+          reader.resume();
           await new Promise<void>((res) => feed.end(() => res()));
+          this.log.info('incoming migration: stream received', { domain: name });
           await waitIncoming(d, qmp, 120_000);
-          const commit = await reader.control(60_000, 'commit');
-          if (commit.type !== 'commit') throw new XvmError('invalid', 'expected commit');
+          for (;;) {
+            const commit = await reader.control(300_000, 'commit');
+            if (await storage.handle(sock, commit)) continue;
+            if (commit.type !== 'commit') throw new XvmError('invalid', 'expected commit');
+            break;
+          }
+          // Fault injection for tests: the target dies after the source let go of the images.
+          if (process.env.XVM_TEST === '1' && process.env.XVM_TEST_RELOCATION_DIE === 'takeover') process.kill(process.pid, 'SIGKILL');
+          await storage.takeOver(diskProvider(), d.uuid);
+          if (storage.deferred.length) this.log.info('incoming migration: disk images taken over', { domain: name, disks: storage.deferred });
           this.domains.setRunFacts(d, { readyAt: header.run.readyAt, reboots: header.run.reboots });
           this.domains.incomingDoneLocked(d);
           if (header.state === 'running') {
@@ -203,6 +276,8 @@ export class RelocationServer {
         } catch (e) {
           await this.domains.retireLocked(d, `incoming migration failed: ${errorMessage(e)}`);
           throw e;
+        } finally {
+          storage.close();
         }
       });
       this.mark(name, false);
@@ -211,7 +286,8 @@ export class RelocationServer {
     } catch (e) {
       this.log.error('incoming migration failed; domain removed', { domain: name, peer, error: errorMessage(e) });
       try {
-        this.domains.undefine(name);
+        if (defined) this.domains.undefine(name);
+        await storage.removeCreated((m, err) => this.log.error(m, { error: errorMessage(err) }));
         this.mark(name, false);
       } catch {
         /* kept; cleanupStale() at the next start */
@@ -230,6 +306,10 @@ export interface MigrateResult {
   downtimeMs: number;
   qemuDowntimeMs: number | null;
   bytes: number;
+  storage: 'none' | 'shared' | 'copy';
+  storageBytes: number;
+  storagePasses: number;
+  finalDirtyBlocks: number;
 }
 
 /** Moves a running domain to the xvmd at `target` (HOST[:PORT]). */
@@ -238,15 +318,20 @@ export async function migrateDomain(
   log: Logger,
   name: string,
   target: string,
-  opts: { live?: boolean; tokenFile: string; onProgress?: (p: MigrateProgress) => void },
+  opts: { live?: boolean; copyStorage?: boolean; tokenFile: string; onProgress?: (p: MigrateProgress) => void },
 ): Promise<MigrateResult> {
   const { host, port } = parseHostPort(target);
   const token = readToken(opts.tokenFile);
   const t0 = Date.now();
   const result = await domains.exclusive(name, async (d) => {
     const qmp = live(d, 'migrate');
-    if (d.rec.config.disk.length || d.rec.config.vif.length || (diskProvider()?.disksOf(d.uuid).length ?? 0) > 0) {
-      throw new XvmError('invalid', `cannot migrate domain '${name}': domains with disks or NICs cannot be migrated by this version yet (save/restore works)`);
+    const runDir = domains.runDirOf(d);
+    checkMovable(d.rec.config, name, diskProvider()?.disksOf(d.uuid) ?? [], readAttachments(runDir), d.runtime?.vcpusOnline);
+    const vifs = d.rec.config.vif.length ? ((await nicProvider()?.migrationInfo(runDir)) ?? []) : [];
+    const storage = await StorageSource.open(diskProvider(), d.uuid, name, Boolean(opts.copyStorage));
+    if (opts.copyStorage && storage.mode !== 'copy') {
+      storage.close();
+      throw new XvmError('invalid', `cannot migrate domain '${name}' with --copy-storage: it has no volume (vol=) disks to copy; disk files must be on shared storage`);
     }
     const sock = await new Promise<net.Socket>((res, rej) => {
       const s = net.createConnection({ host, port });
@@ -262,6 +347,9 @@ export async function migrateDomain(
         clearTimeout(t);
         rej(new XvmError('unavailable', `cannot reach the relocation service at ${host}:${port}: ${e.message}`));
       });
+    }).catch((e: unknown) => {
+      storage.close();
+      throw e;
     });
     sock.setNoDelay(true);
     const reader = new FrameReader(sock);
@@ -280,9 +368,11 @@ export async function migrateDomain(
       const ok = await reader.control(10_000, 'authentication');
       if (ok.type !== 'ok' || !macEqual(ok.mac, mac(token, 'server', nc, hello.nonce))) throw new XvmError('invalid', `${host}:${port} did not prove it knows the relocation token`);
       const header = await describeDomain(domains, d, qmp, false);
-      sendControl(sock, { type: 'prepare', header });
-      const ready = await reader.control(60_000, 'the target to prepare the domain');
+      sendControl(sock, { type: 'prepare', header, disks: storage.describe(), vifs });
+      const ready = await reader.control(120_000, 'the target to prepare the domain');
       if (ready.type !== 'ready') throw new XvmError('invalid', 'expected ready');
+      // --copy-storage: the disks first, while the guest runs (bulk, then dirty passes).
+      await Promise.race([storage.copyLive(sock, reader, opts.onProgress), closed]);
 
       // QEMU → local socket → frames over the authenticated connection.
       const sockPath = path.join(domains.runDirOf(d), MIGRATION_SOCKET);
@@ -321,16 +411,32 @@ export async function migrateDomain(
       const completedAt = Date.now();
       const q = await qmp.execute<{ downtime?: number }>('query-migrate');
       await Promise.race([forwarded, closed]);
+      // Stop-and-copy of the disks: the last dirty blocks, or the images handed over.
+      await Promise.race([storage.finish(sock, reader, opts.onProgress), closed]);
       sendControl(sock, { type: 'commit' });
       const running = await reader.control(120_000, 'the target to run the domain');
       if (running.type !== 'running') throw new XvmError('invalid', 'expected running');
       const handover = Date.now() - completedAt;
       await domains.retireLocked(d, `migrated to ${host}:${port}`);
       sock.end();
-      return { domain: name, target: `${host}:${port}`, live: Boolean(opts.live), ms: Date.now() - t0, downtimeMs: (q.downtime ?? 0) + handover, qemuDowntimeMs: q.downtime ?? null, bytes };
+      return {
+        domain: name,
+        target: `${host}:${port}`,
+        live: Boolean(opts.live),
+        ms: Date.now() - t0,
+        downtimeMs: (q.downtime ?? 0) + handover,
+        qemuDowntimeMs: q.downtime ?? null,
+        bytes,
+        storage: storage.mode,
+        storageBytes: storage.bytes,
+        storagePasses: storage.passes,
+        finalDirtyBlocks: storage.finalBlocks,
+      };
     } catch (e) {
       sock.destroy();
       if (started) await qmp.execute('migrate_cancel').catch(() => undefined);
+      // Disk images back in this backend's hands before the guest continues.
+      await storage.undo((m, err) => log.error(m, { domain: name, error: errorMessage(err) }));
       // The guest runs on here as it was.
       if (wasRunning && d.qmp === qmp) {
         const st = await qmp.execute<{ status: string }>('query-status').catch(() => ({ status: 'unknown' }));
@@ -341,9 +447,22 @@ export async function migrateDomain(
       throw e;
     } finally {
       sink?.close();
+      storage.close();
     }
   });
   domains.undefine(name);
-  log.info('domain migrated', { domain: name, target: result.target, ms: result.ms, downtimeMs: result.downtimeMs });
+  log.info('domain migrated', { domain: name, target: result.target, ms: result.ms, downtimeMs: result.downtimeMs, storage: result.storage, storageBytes: result.storageBytes });
   return result;
 }
+
+/** Refuses what a migration cannot carry (like save: the target starts QEMU from the configuration). */
+function checkMovable(cfg: DomainConfig, name: string, disks: BackendSpec[], atts: VifAttachment[], vcpusOnline: number | undefined): void {
+  if (cfg.type === 'hvm' && cfg.disk.length) throw new XvmError('invalid', `cannot migrate domain '${name}': HVM domains with disks cannot be migrated yet (their emulated disks are QEMU's own)`);
+  const hot = disks.filter((x) => x.hotplug);
+  if (hot.length) throw new XvmError('conflict', `cannot migrate domain '${name}': disk ${hot[0]!.vdev} was hot-plugged; detach it first ('xvm block-detach ${name} ${hot[0]!.vdev}')`);
+  const hotVif = atts.find((a) => a.hotplug);
+  if (hotVif) throw new XvmError('conflict', `cannot migrate domain '${name}': NIC vif${hotVif.index} was hot-plugged; detach it first ('xvm network-detach ${name} vif${hotVif.index}')`);
+  if (vcpusOnline !== undefined && vcpusOnline !== cfg.vcpus) throw new XvmError('conflict', `cannot migrate domain '${name}': it has ${vcpusOnline} vCPUs since 'xvm vcpu-set' and its configuration ${cfg.vcpus}; set them back first`);
+  if (atts.some((a) => a.model !== 'virtio')) throw new XvmError('invalid', `cannot migrate domain '${name}': emulated NICs (model=e1000/rtl8139) cannot be migrated yet`);
+}
+

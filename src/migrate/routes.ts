@@ -61,7 +61,7 @@ export function registerMigrateRoutes(app: FastifyInstance, deps: MigrateDeps): 
     const { name } = parseInput(s.nameParams, req.params, 'domain name');
     const body = parseInput(s.migrateBody, req.body, 'request body');
     domains.get(name);
-    await streamNdjson(reply, (progress) => migrateDomain(domains, log, name, body.target, { live: body.live, tokenFile: relocationTokenFile(deps.paths), onProgress: progress }));
+    await streamNdjson(reply, (progress) => migrateDomain(domains, log, name, body.target, { live: body.live, copyStorage: body.copyStorage, tokenFile: relocationTokenFile(deps.paths), onProgress: progress }));
   });
 
   // What a save file holds (header, sizes, checksum verified), without restoring it.

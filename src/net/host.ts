@@ -258,6 +258,14 @@ export class NetworkHost {
     switch (req.op) {
       case 'add-port': {
         const [s] = parsePortStates({ version: 1, ports: [req.port] });
+        // A lease that moves with a migrating guest (its address on the source's network of the same name).
+        const l = req.lease as { ip?: unknown; expires?: unknown; hostname?: unknown } | undefined;
+        if (l && typeof l.ip === 'string' && typeof l.expires === 'number' && l.expires > Date.now()) {
+          const ip = parseIp(l.ip);
+          if ((ip & this.o.subnet.mask) >>> 0 === this.o.subnet.net && !this.leases.all().some((x) => x.ip === l.ip && parseMac(x.mac) !== parseMac(s!.mac) && x.expires > Date.now())) {
+            this.leases.set(parseMac(s!.mac), { mac: s!.mac, ip: l.ip, expires: l.expires, ...(typeof l.hostname === 'string' ? { hostname: l.hostname } : {}) });
+          }
+        }
         this.addPort(s!);
         return {};
       }

@@ -7,3 +7,4 @@ export * from './epoll.js';
 export * from './poll.js';
 export * from './uio.js';
 export * from './tun.js';
+export * from './rusage.js';

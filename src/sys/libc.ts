@@ -35,6 +35,7 @@ export const c = {
   epoll_ctl: lib.func('int epoll_ctl(int epfd, int op, int fd, void *event)'),
   epoll_wait: lib.func('int epoll_wait(int epfd, void *events, int max, int timeout)'),
   preadv2: lib.func('long preadv2(int fd, void *iov, int iovcnt, int64_t offset, int flags)'),
+  getrusage: lib.func('int getrusage(int who, void *usage)'),
 };
 
 const errnoNames = new Map<number, string>();

@@ -61,6 +61,8 @@ export class VhostUserBackend extends EventEmitter implements VringHost {
   private ackedProtocol = 0n;
   private inflightMaps: Mapping[] = [];
   private cleaning: Promise<void> | null = null;
+  /** freeze() holds every ring until thaw(). */
+  private frozen = false;
   readonly offeredFeatures: bigint;
   readonly offeredProtocol: bigint;
   private readonly say: (msg: string) => void;
@@ -111,6 +113,29 @@ export class VhostUserBackend extends EventEmitter implements VringHost {
   }
 
   /** Stop listening, drop the connection, unmap everything. */
+  /**
+   * Stop taking requests from every ring and wait until none is in flight
+   * (e.g. to flush and switch the device's image underneath a running or
+   * paused guest). Kicks that arrive meanwhile are served by thaw().
+   */
+  async freeze(): Promise<void> {
+    this.frozen = true;
+    for (const v of this.vrings) v.paused = true;
+    await Promise.all(this.vrings.map((v) => v.drain()));
+  }
+
+  /** Take requests again after freeze(), starting with what queued up meanwhile. */
+  thaw(): void {
+    if (!this.frozen) return;
+    this.frozen = false;
+    for (const v of this.vrings) v.paused = false;
+    for (const v of this.vrings) v.run();
+  }
+
+  get isFrozen(): boolean {
+    return this.frozen;
+  }
+
   async close(): Promise<void> {
     this.listenWatch?.close();
     this.listenWatch = null;
@@ -491,7 +516,7 @@ export class VhostUserBackend extends EventEmitter implements VringHost {
       fn();
     } finally {
       for (const v of this.vrings) {
-        v.paused = false;
+        v.paused = this.frozen;
         try {
           if (v.queue !== null) v.refresh();
         } catch (e) {

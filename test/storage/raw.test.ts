@@ -56,3 +56,34 @@ test('raw and qcow2: vectored reads and writes (readv/writev) for the block back
     await img.close();
   }
 });
+
+test('FileIo.writev: writes of more than WRITE_CHUNK go out in pieces, byte for byte (inline and pooled)', async (t) => {
+  const { FileIo, splitBufs, WRITE_CHUNK } = await import('../../src/storage/io.js');
+  // splitBufs: never more than `max` bytes in front, nothing lost or reordered.
+  const bufs = [Buffer.alloc(3, 1), Buffer.alloc(10, 2), Buffer.alloc(0), Buffer.alloc(7, 3)];
+  for (const max of [1, 3, 4, 13, 14, 20, 100]) {
+    const [head, rest] = splitBufs(bufs, max);
+    const h = Buffer.concat(head);
+    assert.ok(h.length >= 1 && h.length <= max, `max ${max}: head of ${h.length}`);
+    assert.ok(Buffer.concat([h, ...rest]).equals(Buffer.concat(bufs)), `max ${max}`);
+  }
+  const dir = tmpdir(t);
+  for (const inline of [true, false]) {
+    const file = path.join(dir, `chunks-${inline}.raw`);
+    fs.writeFileSync(file, Buffer.alloc(0));
+    const fd = fs.openSync(file, 'r+');
+    const io = new FileIo(fd, inline);
+    // 1 MiB + a bit in 4 KiB pages plus odd-sized pieces, at an unaligned offset.
+    const r = prng(11);
+    const segs: Buffer[] = [];
+    for (let i = 0; i < 300; i++) segs.push(Buffer.from(Array.from({ length: i % 7 === 0 ? 1000 : 4096 }, () => r(256))));
+    const all = Buffer.concat(segs);
+    assert.ok(all.length > 4 * WRITE_CHUNK);
+    await io.writev(segs, 777);
+    const back = fs.readFileSync(file);
+    assert.equal(back.length, 777 + all.length);
+    assert.ok(back.subarray(777).equals(all));
+    assert.ok(io.stats.inlineWrites + io.stats.poolWrites >= Math.ceil(all.length / WRITE_CHUNK), 'one system call per chunk at least');
+    fs.closeSync(fd);
+  }
+});

@@ -66,3 +66,13 @@ test('fd passing, shared mmap of a memfd, eventfd, epoll, watchFd', async () => 
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('threadVoluntarySwitches counts the calling thread going to sleep, not its running', async () => {
+  const { threadVoluntarySwitches } = await import('../../src/sys/index.js');
+  const a = threadVoluntarySwitches();
+  assert.ok(Number.isSafeInteger(a) && a >= 0);
+  // A blocking wait (futex) is a voluntary switch.
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+  const b = threadVoluntarySwitches();
+  assert.ok(b > a, `${b} > ${a}`);
+});

@@ -12,6 +12,7 @@ import { VhostUserBackend } from '../../vhost/index.js';
 import { BlkDevice } from './device.js';
 import { openImage } from './open-image.js';
 import { delayedImage } from './io/fault.js';
+import { serveControl, SwitchableImage, type ControlServer } from './control.js';
 
 function intArg(min: number, max: number) {
   return (v: string): number => {
@@ -32,14 +33,26 @@ async function main(): Promise<void> {
     .option('--queues <n>', 'number of virtqueues', intArg(1, 64), 1)
     .option('--serial <s>', 'serial number reported to the guest (GET_ID)', '')
     .option('--metrics <file>', 'write counters as JSON to this file every second (when they changed), on SIGUSR1 and at exit')
+    .option('--control <path>', 'unix socket of the control channel (snapshot switch in place; migration: dirty tracking, copy, image hand-over; see control.ts)')
+    .option('--defer-open', 'open the image read-only until told to open it over the control channel (incoming migration on shared storage)', false)
     .parse(process.argv);
-  const o = cmd.opts<{ socket: string; image: string; format?: string; readonly: boolean; queues: number; serial: string; metrics?: string }>();
+  const o = cmd.opts<{ socket: string; image: string; format?: string; readonly: boolean; queues: number; serial: string; metrics?: string; control?: string; deferOpen: boolean }>();
   if (o.format !== undefined && o.format !== 'raw' && o.format !== 'qcow2') throw new Error(`--format must be raw or qcow2, not ${o.format}`);
 
-  let image = await openImage(o.image, { format: o.format as 'raw' | 'qcow2' | undefined, readOnly: o.readonly });
   const delay = Number(process.env.XVM_BLK_FAULT_DELAY_MS ?? 0);
-  if (delay > 0) image = delayedImage(image, delay);
+  /** The file served now: a snapshot switch moves it to the new top layer. */
+  let current = { path: o.image, format: o.format as 'raw' | 'qcow2' | undefined };
+  const openFile = async (file: string, format: 'raw' | 'qcow2' | undefined, readOnly: boolean) => {
+    const img = await openImage(file, { format, readOnly });
+    return delay > 0 ? delayedImage(img, delay) : img;
+  };
+  const open = (readOnly: boolean) => openFile(current.path, current.format, readOnly);
   const log = (m: string) => process.stderr.write(`xvm-blk[${process.pid}]: ${m}\n`);
+  // With a control channel, the image sits behind a SwitchableImage (snapshot switch, dirty tracking, hand-over).
+  let image = await open(o.readonly || o.deferOpen);
+  current.format = image.format;
+  let switchable: SwitchableImage | undefined;
+  if (o.control) image = switchable = new SwitchableImage(image, o.readonly, open);
   const device = new BlkDevice({ image, numQueues: o.queues, readOnly: o.readonly, serial: o.serial, log });
   // No CONFIGURE_MEM_SLOTS: QEMU 7.2 reconnecting while the guest is paused
   // sends memory only as a full SET_MEM_TABLE (with mem slots it would send
@@ -48,6 +61,35 @@ async function main(): Promise<void> {
   backend.on('connect', () => log('front-end connected'));
   backend.on('disconnect', () => log('front-end disconnected; waiting for a new connection'));
   backend.listen();
+  let control: ControlServer | null = null;
+  if (o.control && switchable) {
+    const sw = switchable;
+    control = await serveControl(
+      o.control,
+      sw,
+      {
+        async freeze() {
+          await backend.freeze();
+          await sw.flush();
+        },
+        thaw: () => backend.thaw(),
+        get frozen() {
+          return backend.isFrozen;
+        },
+        async switchTo(file, format) {
+          const was = current;
+          const next = await sw.replace(
+            () => openFile(file, format, o.readonly),
+            () => openFile(was.path, was.format, o.readonly),
+          );
+          current = { path: file, format: next.format };
+          log(`switched to ${file} (${next.format})`);
+        },
+        current: () => ({ image: current.path, format: current.format ?? image.format }),
+      },
+      log,
+    );
+  }
   process.stdout.write(`XVM_BLK_READY socket=${o.socket} size=${image.size} format=${image.format}${device.readOnly ? ' readonly' : ''}\n`);
 
   let lastMetrics = '';
@@ -67,6 +109,7 @@ async function main(): Promise<void> {
   const stop = async () => {
     if (stopping) return;
     stopping = true;
+    control?.close();
     await backend.close();
     await image.flush().catch(() => undefined);
     await image.close();

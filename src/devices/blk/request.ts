@@ -64,7 +64,8 @@ export function sliceSegments(segs: readonly Segment[], start: number, len: numb
     if (sEnd > start && pos < end) {
       const a = Math.max(start, pos) - pos;
       const b = Math.min(end, sEnd) - pos;
-      out.push({ gpa: s.gpa + a, buf: s.buf.subarray(a, b) });
+      // Whole segments (a request's data pages, usually) are shared as they are: no new view per page.
+      out.push(a === 0 && b === s.buf.length ? s : { gpa: s.gpa + a, buf: s.buf.subarray(a, b) });
     }
     pos = sEnd;
     if (pos >= end) break;
