@@ -34,6 +34,9 @@ function arg(name: string, def: string): string {
 const MIB = Number(arg('--mib', '64'));
 const ROUNDS = Number(arg('--rounds', '2'));
 const JSON_OUT = arg('--json', '');
+/** `--cpu-prof DIR`: profile the switch process (node --cpu-prof). `--only xvm,qemu`: run only these paths. */
+const CPU_PROF = arg('--cpu-prof', '');
+const ONLY = arg('--only', '');
 const MACS = ['00:16:3e:be:00:01', '00:16:3e:be:00:02'];
 
 function median(v: number[]): number {
@@ -76,8 +79,37 @@ async function ipOf(g: Guest): Promise<string> {
   throw new Error('no address on eth0');
 }
 
+/** Guest-side counters: interrupts of the NIC (virtio or INTx line shared with it) and CPU jiffies. */
+interface GuestCounters {
+  irqs: number;
+  cpu: number[];
+}
+
+async function guestCounters(g: Guest): Promise<GuestCounters> {
+  const r = await g.run("grep -E 'virtio|eth0' /proc/interrupts | tr -s ' '; head -1 /proc/stat", 30_000);
+  let irqs = 0;
+  let cpu: number[] = [];
+  for (const line of r.out.split('\n')) {
+    const t = line.trim().split(/\s+/);
+    if (t[0] === 'cpu') cpu = t.slice(1).map(Number);
+    else if (/^\d+:$/.test(t[0] ?? '') && /virtio/.test(line) && !/config/.test(line)) irqs += Number(t[1] ?? 0);
+  }
+  return { irqs, cpu };
+}
+
+/** What a transfer cost each guest: NIC interrupts per MiB, and its CPU split (user/system/softirq/idle, %). */
+function guestCost(a: GuestCounters, b: GuestCounters): { irqPerMib: number; user: number; sys: number; soft: number; idle: number } {
+  const d = b.cpu.map((v, i) => v - (a.cpu[i] ?? 0));
+  const total = d.reduce((x, y) => x + y, 0) || 1;
+  const pct = (v: number) => Math.round((100 * v) / total);
+  return { irqPerMib: Math.round((b.irqs - a.irqs) / MIB), user: pct((d[0] ?? 0) + (d[1] ?? 0)), sys: pct(d[2] ?? 0), soft: pct((d[5] ?? 0) + (d[6] ?? 0)), idle: pct((d[3] ?? 0) + (d[4] ?? 0)) };
+}
+
 /** Push MIB MiB from a to b over TCP; returns MB/s (MiB/s) as the sender sees it. */
-async function transfer(a: Guest, b: Guest, ipB: string): Promise<number> {
+async function transfer(a: Guest, b: Guest, ipB: string, label: string): Promise<number> {
+  const [ca, cb] = [await guestCounters(a), await guestCounters(b)];
+  const q0 = [cpuSeconds(a.proc.pid!), cpuSeconds(b.proc.pid!)];
+  const w0 = Date.now();
   b.send('nc -l -p 5001 > /dev/null; echo RECV-DONE');
   await new Promise((r) => setTimeout(r, 1000));
   const count = MIB * 16;
@@ -85,13 +117,19 @@ async function transfer(a: Guest, b: Guest, ipB: string): Promise<number> {
   const m = /T=([\d.]+):([\d.]+)/.exec(r.out);
   if (!m) throw new Error(`no timing: ${r.out}`);
   await b.waitOutput(/RECV-DONE/, 60_000, 'the receiver to finish');
+  const secs = (Date.now() - w0) / 1000;
+  const qemuCpu = [cpuSeconds(a.proc.pid!) - q0[0]!, cpuSeconds(b.proc.pid!) - q0[1]!];
+  const [ca2, cb2] = [await guestCounters(a), await guestCounters(b)];
+  process.stderr.write(`# ${label}: QEMU CPU (both threads' sum) sender ${qemuCpu[0]!.toFixed(1)} s, receiver ${qemuCpu[1]!.toFixed(1)} s over ${secs.toFixed(1)} s: ${((qemuCpu[0]! + qemuCpu[1]!) / MIB).toFixed(2)} CPU-s per MiB\n`);
+  const fmt = (c: ReturnType<typeof guestCost>) => `${c.irqPerMib} irq/MiB, cpu user ${c.user}% sys ${c.sys}% irq+softirq ${c.soft}% idle ${c.idle}%`;
+  process.stderr.write(`# ${label}: sender ${fmt(guestCost(ca, ca2))}; receiver ${fmt(guestCost(cb, cb2))}\n`);
   return MIB / Math.max(0.01, Number(m[2]) - Number(m[1]));
 }
 
 async function runXvm(img: GuestImage, dir: string): Promise<{ mbps: number; switchCpu: number }> {
   const run = path.join(dir, 'run');
   fs.rmSync(run, { recursive: true, force: true });
-  const sw: ChildProcess = spawn(process.execPath, [SWITCH_MAIN, '--name', 'bench', '--subnet', '10.0.77.0/24', '--gateway', '10.0.77.1', '--state', path.join(dir, 'lib'), '--run', run], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const sw: ChildProcess = spawn(process.execPath, [...(CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', CPU_PROF] : []), SWITCH_MAIN, '--name', 'bench', '--subnet', '10.0.77.0/24', '--gateway', '10.0.77.1', '--state', path.join(dir, 'lib'), '--run', run], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   sw.stdout!.on('data', (d) => (out += d.toString()));
   const guests: Guest[] = [];
@@ -107,12 +145,21 @@ async function runXvm(img: GuestImage, dir: string): Promise<{ mbps: number; swi
     const ipB = await ipOf(guests[1]!);
     const cpu0 = cpuSeconds(sw.pid!);
     const t0 = Date.now();
-    const mbps = await transfer(guests[0]!, guests[1]!, ipB);
+    const mbps = await transfer(guests[0]!, guests[1]!, ipB, 'xvm');
     const switchCpu = (cpuSeconds(sw.pid!) - cpu0) / ((Date.now() - t0) / 1000);
-    const st = (await control(ctl, { op: 'status' })) as { status: { ports: { device: { txGso?: number; txFrames?: number } | null }[] } };
+    process.stderr.write(`# xvm: switch CPU ${(cpuSeconds(sw.pid!) - cpu0).toFixed(1)} s: ${((cpuSeconds(sw.pid!) - cpu0) / MIB).toFixed(2)} CPU-s per MiB\n`);
+    type Ring = { kicks: number; notifications: number; completed: number };
+    type Dev = { txGso?: number; txFrames?: number; rxFrames?: number; rxBuffers?: number; rings?: { rx: Ring; tx: Ring } };
+    const st = (await control(ctl, { op: 'status' })) as { status: { ports: { id: string; device: Dev | null }[] } };
     const gso = st.status.ports.reduce((n, p) => n + (p.device?.txGso ?? 0), 0);
     const frames = st.status.ports.reduce((n, p) => n + (p.device?.txFrames ?? 0), 0);
     process.stderr.write(`# xvm: ${frames} frames from the guests, ${gso} of them TCP segmentation super-frames\n`);
+    for (const p of st.status.ports) {
+      const d = p.device;
+      if (!d?.rings) continue;
+      const r = d.rings;
+      process.stderr.write(`#   ${p.id}: tx ${d.txFrames} frames, ${r.tx.kicks} kicks, ${r.tx.notifications} tx interrupts; rx ${d.rxFrames} frames in ${d.rxBuffers} buffers, ${r.rx.kicks} kicks, ${r.rx.notifications} rx interrupts\n`);
+    }
     return { mbps, switchCpu };
   } finally {
     for (const g of guests) await g.poweroff();
@@ -132,7 +179,7 @@ async function runQemu(img: GuestImage, intx = false): Promise<{ mbps: number }>
     // No DHCP server on this wire: static addresses (udhcpc stopped first).
     await guests[0]!.run('killall udhcpc 2>/dev/null; ip addr add 10.0.78.1/24 dev eth0', 30_000);
     await guests[1]!.run('killall udhcpc 2>/dev/null; ip addr add 10.0.78.2/24 dev eth0', 30_000);
-    return { mbps: await transfer(guests[0]!, guests[1]!, '10.0.78.2') };
+    return { mbps: await transfer(guests[0]!, guests[1]!, '10.0.78.2', intx ? 'qemu-intx' : 'qemu') };
   } finally {
     for (const g of guests) await g.poweroff();
   }
@@ -147,6 +194,7 @@ async function main(): Promise<void> {
     for (let round = 0; round < ROUNDS; round++) {
       const order = TARGETS.map((_, i) => TARGETS[(i + round) % TARGETS.length]!);
       for (const t of order) {
+        if (ONLY && !ONLY.split(',').includes(t)) continue;
         process.stderr.write(`# round ${round + 1}/${ROUNDS}: ${t}…\n`);
         try {
           if (t === 'xvm') {

@@ -164,7 +164,9 @@ export class NetworkHost {
       this.sw.removePort(s.id);
       throw e;
     }
-    return { state: s, connected: () => backend.connected, metrics: () => device.metrics.toJSON(), close: () => backend.close() };
+    // The rings' own counters (kicks from the guest, interrupts to it) next to the device's.
+    const rings = () => ({ rx: { ...backend.vrings[0]!.stats }, tx: { ...backend.vrings[1]!.stats } });
+    return { state: s, connected: () => backend.connected, metrics: () => ({ ...(device.metrics.toJSON() as object), rings: rings() }), close: () => backend.close() };
   }
 
   /** An emulated NIC's port: QEMU's `-netdev stream` connects to the socket the switch listens on. */
