@@ -50,6 +50,17 @@ interface HostedPort {
 }
 
 const MAX_LINE = 64 * 1024;
+/**
+ * Receive interrupt moderation (ms; XVM_NET_RX_COALESCE_MS, 0 = off): at
+ * most one receive interrupt per interval per port, or sooner once 64
+ * buffers wait. A lone frame (a ping) is signalled at once; a stream is
+ * signalled in batches, so the guest takes several frames per interrupt,
+ * merges them (GRO) and acks less often.
+ * See docs/network.md, Benchmark.
+ */
+const RX_NOTIFY_INTERVAL_MS = Math.max(0, Math.min(100, Number(process.env.XVM_NET_RX_COALESCE_MS ?? '4') || 0));
+/** XVM_NET_OFFLOADS=0: offer the guests no checksum/segmentation offloads (for comparisons). */
+const OFFLOADS = process.env.XVM_NET_OFFLOADS !== '0';
 
 export class NetworkHost {
   readonly sw: Switch;
@@ -151,10 +162,11 @@ export class NetworkHost {
   private vhostPort(s: NetPortState, mac: number, ip: number | undefined, log: (m: string) => void): HostedPort {
     const macBuf = Buffer.alloc(6);
     macBuf.writeUIntBE(mac, 0, 6);
-    const device = new NetDevice({ mac: macBuf, maxFrame: MAX_FRAME, onFrame: (f, off) => this.sw.input(s.id, f, off), log });
+    const device = new NetDevice({ mac: macBuf, maxFrame: MAX_FRAME, onFrame: (f, off) => this.sw.input(s.id, f, off), offloads: OFFLOADS, log });
     this.sw.addPort({ id: s.id, mac, vlan: s.vlan, ip }, device);
     const backend = new VhostUserBackend(device, { socketPath: s.socket, log });
     device.rxRing = backend.vrings[0]!;
+    device.rxRing.notifyIntervalMs = RX_NOTIFY_INTERVAL_MS;
     backend.on('connect', () => log('front-end connected'));
     backend.on('disconnect', () => log('front-end disconnected'));
     try {
