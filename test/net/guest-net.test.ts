@@ -100,6 +100,33 @@ function tshark(file: string, filter: string): string {
   return r.stdout;
 }
 
+/** The store entries under `p` (path → value), or null when `p` does not exist. */
+function storeEntries(p: string): Record<string, string> | null {
+  const r = host.cli(['store', 'ls', p, '--json']);
+  if (r.code !== 0) return null;
+  return (JSON.parse(r.stdout) as { path: string; value: string }[]).reduce<Record<string, string>>((m, e) => ((m[e.path] = e.value), m), {});
+}
+
+/** Xen-style vif entries of one NIC: the frontend under the domain, the backend under dom0, naming each other. */
+function assertVifEntries(domid: number, index: number, mac: string, network: string): void {
+  const fe = `/local/domain/${domid}/device/vif/${index}`;
+  const be = `/local/domain/0/backend/vif/${domid}/${index}`;
+  const front = storeEntries(fe);
+  const back = storeEntries(be);
+  assert.ok(front && back, `${fe} and ${be} exist`);
+  assert.equal(front[`${fe}/backend`], be);
+  assert.equal(front[`${fe}/backend-id`], '0');
+  assert.equal(front[`${fe}/mac`], mac);
+  assert.equal(front[`${fe}/handle`], String(index));
+  assert.equal(front[`${fe}/state`], '4');
+  assert.equal(back[`${be}/frontend`], fe);
+  assert.equal(back[`${be}/frontend-id`], String(domid));
+  assert.equal(back[`${be}/mac`], mac);
+  assert.equal(back[`${be}/bridge`], network);
+  assert.equal(back[`${be}/type`], 'vhost-user-net');
+  assert.equal(back[`${be}/online`], '1');
+}
+
 function portOf(info: NetworkDetails, id: string): NetworkDetails['ports'][number] {
   const p = info.ports.find((x) => x.id === id);
   assert.ok(p, `port ${id} in ${JSON.stringify(info.ports.map((x) => x.id))}`);
@@ -173,12 +200,22 @@ test('two guests on the default network: DHCP, ping each other and the gateway; 
   assert.match(ipSpoof, /2 packets transmitted, 0 (packets )?received/, ipSpoof);
   assert.ok(portOf(await host.client.networkInfo('default'), 'nb/vif0').counters.spoofedIp! > 0);
 
+  // xenstore: each NIC has its frontend/backend vif entries while it is plugged.
+  const domA = (await host.client.getDomain('na')).domid!;
+  const domB = (await host.client.getDomain('nb')).domid!;
+  assert.ok(domA > 0 && domB > 0 && domA !== domB);
+  assertVifEntries(domA, 0, portOf(info, 'na/vif0').mac!, 'default');
+  assertVifEntries(domB, 0, mac, 'default');
+
   // Hot unplug and plug while the guest runs.
   assert.match(cli(['network-detach', 'na', 'vif0']), /vif0 detached from na/);
+  assert.equal(storeEntries(`/local/domain/${domA}/device/vif/0`), null, 'the frontend entry goes with the NIC');
+  assert.equal(storeEntries(`/local/domain/0/backend/vif/${domA}/0`), null, 'the backend entry goes with the NIC');
   await waitUntil(async () => !(await a.run('ls /sys/class/net')).includes('eth0'), 60_000, 'eth0 to leave the guest');
   assert.equal((await host.client.networkInfo('default')).ports.some((p) => p.id === 'na/vif0'), false);
   const att = JSON.parse(cli(['network-attach', 'na', 'network=default', '--json'])) as { vif: string; mac: string };
   assert.equal(att.vif, 'vif0');
+  assertVifEntries(domA, 0, att.mac, 'default');
   await waitUntil(async () => (await a.run('ls /sys/class/net')).includes('eth0'), 60_000, 'eth0 to come back');
   // The guest's hotplug helper brings the new eth0 up and asks DHCP by itself.
   await dhcpAddress(a);
@@ -190,6 +227,10 @@ test('two guests on the default network: DHCP, ping each other and the gateway; 
   b.close();
   await host.client.destroy('na');
   await host.client.destroy('nb');
+  for (const d of [domA, domB]) {
+    assert.equal(storeEntries(`/local/domain/${d}/device/vif`), null, `domain ${d}'s vif entries are gone after destroy`);
+    assert.equal(storeEntries(`/local/domain/0/backend/vif/${d}`), null, `domain ${d}'s vif backend entries are gone after destroy`);
+  }
   await waitUntil(async () => !(await host.client.listNetworks()).find((n) => n.name === 'default')!.running, 30_000, 'the switch to stop with its last port');
 });
 
