@@ -40,7 +40,7 @@ export function registerNetRoutes(app: FastifyInstance, deps: NetDeps): void {
   });
   app.post('/v1/networks', async (req) => {
     const b = parseInput(s.createNetworkBody, req.body, 'request body');
-    return provider().networks.create(b.name, { subnet: b.subnet, vlan: b.vlan });
+    return provider().networks.create(b.name, { subnet: b.subnet, vlan: b.vlan, nat: b.nat });
   });
   app.get('/v1/networks/:net', async (req) => provider().networks.info(param(req, 'net')));
   app.delete('/v1/networks/:net', async (req) => {

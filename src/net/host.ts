@@ -24,6 +24,7 @@ import { NetworkServices, SERVICES_PORT } from './services.js';
 import { MAX_FRAME, Switch, type FrameTap } from './switch.js';
 import { TapUplink, UPLINK_PORT } from './uplink.js';
 import { StreamPort } from './stream-port.js';
+import { natDown, natUp } from './nat.js';
 
 export interface NetworkHostOptions {
   name: string;
@@ -37,6 +38,8 @@ export interface NetworkHostOptions {
   runDir: string;
   /** Name of a TAP interface to create as the host uplink (needs root). */
   tap?: string;
+  /** Masquerade the subnet out of the host through the TAP (nat.ts). */
+  nat?: boolean;
   log: (msg: string) => void;
 }
 
@@ -72,6 +75,8 @@ export class NetworkHost {
   private captures = 0;
   readonly servicesMac: number;
   uplink: TapUplink | null = null;
+  /** Whether the NAT table is in place. */
+  nat = false;
 
   constructor(readonly o: NetworkHostOptions) {
     this.sw = new Switch(o.name);
@@ -99,6 +104,18 @@ export class NetworkHost {
         o.log(`uplink ${o.tap} up with ${formatIp(o.gateway)}/${o.subnet.prefix}`);
       } catch (e) {
         o.log(`no uplink: ${(e as Error).message}`);
+      }
+    }
+    if (o.nat) {
+      if (this.uplink === null) o.log('no NAT: the network has no host uplink (xvmd must run as root)');
+      else {
+        try {
+          natUp(this.uplink.name, o.subnet);
+          this.nat = true;
+          o.log(`NAT: ${formatIp(o.subnet.net)}/${o.subnet.prefix} masqueraded out of the host`);
+        } catch (e) {
+          o.log(`no NAT: ${(e as Error).message.split('\n')[0]}`);
+        }
       }
     }
     this.ageTimer = setInterval(() => this.sw.expire(), 30_000);
@@ -210,7 +227,7 @@ export class NetworkHost {
       subnet: `${formatIp(this.o.subnet.net)}/${this.o.subnet.prefix}`,
       gateway: formatIp(this.o.gateway),
       servicesMac: formatMac(this.servicesMac),
-      uplink: this.uplink ? { name: this.uplink.name, mac: formatMac(this.uplink.mac), readFrames: this.uplink.readFrames, writeDropped: this.uplink.writeDropped } : null,
+      uplink: this.uplink ? { name: this.uplink.name, mac: formatMac(this.uplink.mac), readFrames: this.uplink.readFrames, writeDropped: this.uplink.writeDropped, nat: this.nat } : null,
       pid: process.pid,
       ports: this.sw.portInfo().map((p) => {
         const h = this.ports.get(p.id);
@@ -324,6 +341,7 @@ export class NetworkHost {
     this.control?.close();
     fs.rmSync(this.controlPath, { force: true });
     await Promise.all([...this.ports.values()].map((p) => p.close()));
+    if (this.nat && this.uplink) natDown(this.uplink.name);
     this.uplink?.close();
   }
 }
