@@ -6,9 +6,12 @@
 //       NIC must use under TCG (docs/network.md): shows what the interrupt
 //       mode costs, apart from the switch
 // in the same run, in rotated order, median over --rounds rounds. Prints
-// MB/s for both, the ratio, and the switch's CPU use during the transfer.
+// MB/s for both, the ratio, and the switch's CPU use during the transfer;
+// on stderr, per path: guest interrupts per MiB, eth0 packets, the guests'
+// CPU split, QEMU and switch CPU-seconds per MiB, the rings' counters.
 //
 //   node dist/bench/net.js [--mib 64] [--rounds 2] [--json FILE]
+//        [--only xvm,qemu,qemu-intx,xvm@0,xvm-nooffload] [--cpu-prof DIR]
 //
 // The workload is busybox only (no iperf3 in the default guest): the
 // receiver runs `nc -l -p 5001 > /dev/null`, the sender times
