@@ -6,9 +6,12 @@
 //       NIC must use under TCG (docs/network.md): shows what the interrupt
 //       mode costs, apart from the switch
 // in the same run, in rotated order, median over --rounds rounds. Prints
-// MB/s for both, the ratio, and the switch's CPU use during the transfer.
+// MB/s for both, the ratio, and the switch's CPU use during the transfer;
+// on stderr, per path: guest interrupts per MiB, eth0 packets, the guests'
+// CPU split, QEMU and switch CPU-seconds per MiB, the rings' counters.
 //
 //   node dist/bench/net.js [--mib 64] [--rounds 2] [--json FILE]
+//        [--only xvm,qemu,qemu-intx,xvm@0,xvm-nooffload] [--cpu-prof DIR]
 //
 // The workload is busybox only (no iperf3 in the default guest): the
 // receiver runs `nc -l -p 5001 > /dev/null`, the sender times
@@ -22,7 +25,12 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Guest, guestImage, type GuestImage } from '../test/blk/guest.js';
 import { cpuSeconds } from '../src/engine/process.js';
 
-type Target = 'xvm' | 'qemu' | 'qemu-intx';
+type Target = 'xvm' | 'qemu' | 'qemu-intx' | 'xvm-nooffload' | `xvm@${number}`;
+/**
+ * The default paths; `--only` may also name xvm-nooffload (our switch
+ * offering no offloads) and xvm@MS (our switch with receive interrupt
+ * moderation of MS ms instead of the default, XVM_NET_RX_COALESCE_MS).
+ */
 const TARGETS: Target[] = ['xvm', 'qemu', 'qemu-intx'];
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const SWITCH_MAIN = path.join(ROOT, 'dist/src/net/main.js');
@@ -34,6 +42,9 @@ function arg(name: string, def: string): string {
 const MIB = Number(arg('--mib', '64'));
 const ROUNDS = Number(arg('--rounds', '2'));
 const JSON_OUT = arg('--json', '');
+/** `--cpu-prof DIR`: profile the switch process (node --cpu-prof). `--only xvm,qemu`: run only these paths. */
+const CPU_PROF = arg('--cpu-prof', '');
+const ONLY = arg('--only', '');
 const MACS = ['00:16:3e:be:00:01', '00:16:3e:be:00:02'];
 
 function median(v: number[]): number {
@@ -76,8 +87,43 @@ async function ipOf(g: Guest): Promise<string> {
   throw new Error('no address on eth0');
 }
 
+/** Guest-side counters: interrupts of the NIC (virtio or INTx line shared with it) and CPU jiffies. */
+interface GuestCounters {
+  irqs: number;
+  cpu: number[];
+  /** eth0's packets sent and received. */
+  tx: number;
+  rx: number;
+}
+
+async function guestCounters(g: Guest): Promise<GuestCounters> {
+  const r = await g.run("grep -E 'virtio|eth0' /proc/interrupts | tr -s ' '; head -1 /proc/stat; echo PKTS $(cat /sys/class/net/eth0/statistics/tx_packets) $(cat /sys/class/net/eth0/statistics/rx_packets)", 30_000);
+  let irqs = 0;
+  let cpu: number[] = [];
+  let tx = 0;
+  let rx = 0;
+  for (const line of r.out.split('\n')) {
+    const t = line.trim().split(/\s+/);
+    if (t[0] === 'cpu') cpu = t.slice(1).map(Number);
+    else if (t[0] === 'PKTS') [tx, rx] = [Number(t[1]), Number(t[2])];
+    else if (/^\d+:$/.test(t[0] ?? '') && /virtio/.test(line) && !/config/.test(line)) irqs += Number(t[1] ?? 0);
+  }
+  return { irqs, cpu, tx, rx };
+}
+
+/** What a transfer cost each guest: NIC interrupts per MiB, and its CPU split (user/system/softirq/idle, %). */
+function guestCost(a: GuestCounters, b: GuestCounters): { irqPerMib: number; user: number; sys: number; soft: number; idle: number; tx: number; rx: number } {
+  const d = b.cpu.map((v, i) => v - (a.cpu[i] ?? 0));
+  const total = d.reduce((x, y) => x + y, 0) || 1;
+  const pct = (v: number) => Math.round((100 * v) / total);
+  return { tx: b.tx - a.tx, rx: b.rx - a.rx, irqPerMib: Math.round((b.irqs - a.irqs) / MIB), user: pct((d[0] ?? 0) + (d[1] ?? 0)), sys: pct(d[2] ?? 0), soft: pct((d[5] ?? 0) + (d[6] ?? 0)), idle: pct((d[3] ?? 0) + (d[4] ?? 0)) };
+}
+
 /** Push MIB MiB from a to b over TCP; returns MB/s (MiB/s) as the sender sees it. */
-async function transfer(a: Guest, b: Guest, ipB: string): Promise<number> {
+async function transfer(a: Guest, b: Guest, ipB: string, label: string): Promise<number> {
+  const [ca, cb] = [await guestCounters(a), await guestCounters(b)];
+  const q0 = [cpuSeconds(a.proc.pid!), cpuSeconds(b.proc.pid!)];
+  const w0 = Date.now();
   b.send('nc -l -p 5001 > /dev/null; echo RECV-DONE');
   await new Promise((r) => setTimeout(r, 1000));
   const count = MIB * 16;
@@ -85,13 +131,20 @@ async function transfer(a: Guest, b: Guest, ipB: string): Promise<number> {
   const m = /T=([\d.]+):([\d.]+)/.exec(r.out);
   if (!m) throw new Error(`no timing: ${r.out}`);
   await b.waitOutput(/RECV-DONE/, 60_000, 'the receiver to finish');
+  const secs = (Date.now() - w0) / 1000;
+  const qemuCpu = [cpuSeconds(a.proc.pid!) - q0[0]!, cpuSeconds(b.proc.pid!) - q0[1]!];
+  const [ca2, cb2] = [await guestCounters(a), await guestCounters(b)];
+  process.stderr.write(`# ${label}: QEMU CPU (both threads' sum) sender ${qemuCpu[0]!.toFixed(1)} s, receiver ${qemuCpu[1]!.toFixed(1)} s over ${secs.toFixed(1)} s: ${((qemuCpu[0]! + qemuCpu[1]!) / MIB).toFixed(2)} CPU-s per MiB\n`);
+  const fmt = (c: ReturnType<typeof guestCost>) => `eth0 tx ${c.tx} rx ${c.rx} packets, ${c.irqPerMib} irq/MiB, cpu user ${c.user}% sys ${c.sys}% irq+softirq ${c.soft}% idle ${c.idle}%`;
+  process.stderr.write(`# ${label}: sender ${fmt(guestCost(ca, ca2))}; receiver ${fmt(guestCost(cb, cb2))}\n`);
   return MIB / Math.max(0.01, Number(m[2]) - Number(m[1]));
 }
 
-async function runXvm(img: GuestImage, dir: string): Promise<{ mbps: number; switchCpu: number }> {
+async function runXvm(img: GuestImage, dir: string, offloads = true, coalesceMs?: number): Promise<{ mbps: number; switchCpu: number }> {
+  const label = !offloads ? 'xvm-nooffload' : coalesceMs !== undefined ? `xvm@${coalesceMs}` : 'xvm';
   const run = path.join(dir, 'run');
   fs.rmSync(run, { recursive: true, force: true });
-  const sw: ChildProcess = spawn(process.execPath, [SWITCH_MAIN, '--name', 'bench', '--subnet', '10.0.77.0/24', '--gateway', '10.0.77.1', '--state', path.join(dir, 'lib'), '--run', run], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const sw: ChildProcess = spawn(process.execPath, [...(CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', CPU_PROF] : []), SWITCH_MAIN, '--name', 'bench', '--subnet', '10.0.77.0/24', '--gateway', '10.0.77.1', '--state', path.join(dir, 'lib'), '--run', run], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, XVM_NET_OFFLOADS: offloads ? '1' : '0', ...(coalesceMs !== undefined ? { XVM_NET_RX_COALESCE_MS: String(coalesceMs) } : {}) } });
   let out = '';
   sw.stdout!.on('data', (d) => (out += d.toString()));
   const guests: Guest[] = [];
@@ -107,12 +160,21 @@ async function runXvm(img: GuestImage, dir: string): Promise<{ mbps: number; swi
     const ipB = await ipOf(guests[1]!);
     const cpu0 = cpuSeconds(sw.pid!);
     const t0 = Date.now();
-    const mbps = await transfer(guests[0]!, guests[1]!, ipB);
+    const mbps = await transfer(guests[0]!, guests[1]!, ipB, label);
     const switchCpu = (cpuSeconds(sw.pid!) - cpu0) / ((Date.now() - t0) / 1000);
-    const st = (await control(ctl, { op: 'status' })) as { status: { ports: { device: { txGso?: number; txFrames?: number } | null }[] } };
+    process.stderr.write(`# xvm: switch CPU ${(cpuSeconds(sw.pid!) - cpu0).toFixed(1)} s: ${((cpuSeconds(sw.pid!) - cpu0) / MIB).toFixed(2)} CPU-s per MiB\n`);
+    type Ring = { kicks: number; notifications: number; completed: number };
+    type Dev = { txGso?: number; txFrames?: number; rxFrames?: number; rxBuffers?: number; rings?: { rx: Ring; tx: Ring } };
+    const st = (await control(ctl, { op: 'status' })) as { status: { ports: { id: string; device: Dev | null }[] } };
     const gso = st.status.ports.reduce((n, p) => n + (p.device?.txGso ?? 0), 0);
     const frames = st.status.ports.reduce((n, p) => n + (p.device?.txFrames ?? 0), 0);
-    process.stderr.write(`# xvm: ${frames} frames from the guests, ${gso} of them TCP segmentation super-frames\n`);
+    process.stderr.write(`# ${label}: ${frames} frames from the guests, ${gso} of them TCP segmentation super-frames\n`);
+    for (const p of st.status.ports) {
+      const d = p.device;
+      if (!d?.rings) continue;
+      const r = d.rings;
+      process.stderr.write(`#   ${p.id}: tx ${d.txFrames} frames, ${r.tx.kicks} kicks, ${r.tx.notifications} tx interrupts; rx ${d.rxFrames} frames in ${d.rxBuffers} buffers, ${r.rx.kicks} kicks, ${r.rx.notifications} rx interrupts\n`);
+    }
     return { mbps, switchCpu };
   } finally {
     for (const g of guests) await g.poweroff();
@@ -132,7 +194,7 @@ async function runQemu(img: GuestImage, intx = false): Promise<{ mbps: number }>
     // No DHCP server on this wire: static addresses (udhcpc stopped first).
     await guests[0]!.run('killall udhcpc 2>/dev/null; ip addr add 10.0.78.1/24 dev eth0', 30_000);
     await guests[1]!.run('killall udhcpc 2>/dev/null; ip addr add 10.0.78.2/24 dev eth0', 30_000);
-    return { mbps: await transfer(guests[0]!, guests[1]!, '10.0.78.2') };
+    return { mbps: await transfer(guests[0]!, guests[1]!, '10.0.78.2', intx ? 'qemu-intx' : 'qemu') };
   } finally {
     for (const g of guests) await g.poweroff();
   }
@@ -141,11 +203,12 @@ async function runQemu(img: GuestImage, intx = false): Promise<{ mbps: number }>
 async function main(): Promise<void> {
   const img = await guestImage();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvm-bench-net-'));
-  const samples: Record<Target, number[]> = { xvm: [], qemu: [], 'qemu-intx': [] };
+  const samples: Record<string, number[]> = { xvm: [], qemu: [], 'qemu-intx': [], 'xvm-nooffload': [] };
   const cpu: number[] = [];
+  const targets = ONLY ? (ONLY.split(',') as Target[]) : TARGETS;
   try {
     for (let round = 0; round < ROUNDS; round++) {
-      const order = TARGETS.map((_, i) => TARGETS[(i + round) % TARGETS.length]!);
+      const order = targets.map((_, i) => targets[(i + round) % targets.length]!);
       for (const t of order) {
         process.stderr.write(`# round ${round + 1}/${ROUNDS}: ${t}…\n`);
         try {
@@ -153,7 +216,9 @@ async function main(): Promise<void> {
             const r = await runXvm(img, dir);
             samples.xvm.push(r.mbps);
             cpu.push(r.switchCpu);
-          } else samples[t].push((await runQemu(img, t === 'qemu-intx')).mbps);
+          } else if (t === 'xvm-nooffload') samples[t]!.push((await runXvm(img, dir, false)).mbps);
+          else if (t.startsWith('xvm@')) (samples[t] ??= []).push((await runXvm(img, dir, true, Number(t.slice(4)))).mbps);
+          else samples[t]!.push((await runQemu(img, t === 'qemu-intx')).mbps);
         } catch (e) {
           process.stderr.write(`# ${t} failed: ${(e as Error).message}\n`);
         }
@@ -172,6 +237,8 @@ async function main(): Promise<void> {
   console.log(`qemu -netdev socket (baseline)    ${q.toFixed(2).padStart(9)}`);
   console.log(`ratio xvm/qemu                    ${(x / q).toFixed(2).padStart(9)}`);
   console.log(`qemu -netdev socket, vectors=0    ${qi.toFixed(2).padStart(9)}   (INTx like our NIC under TCG; ratio xvm/this ${(x / qi).toFixed(2)})`);
+  if (samples['xvm-nooffload']!.length) console.log(`xvm switch, no offloads offered     ${median(samples['xvm-nooffload']!).toFixed(2).padStart(9)}`);
+  for (const [k, v] of Object.entries(samples)) if (k.startsWith('xvm@') && v.length) console.log(`xvm switch, rx moderation ${k.slice(4).padEnd(3)} ms ${median(v).toFixed(2).padStart(9)}`);
   if (JSON_OUT) fs.writeFileSync(JSON_OUT, JSON.stringify({ mib: MIB, rounds: ROUNDS, xvm: samples.xvm, qemu: samples.qemu, qemuIntx: samples['qemu-intx'], switchCpu: cpu, ratio: x / q }, null, 2));
 }
 

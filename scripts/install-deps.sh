@@ -7,7 +7,7 @@
 #   scripts/install-deps.sh --test     # plus what the test suite uses
 set -euo pipefail
 
-RUNTIME=(qemu-system-x86 qemu-utils busybox-static cpio gzip zstd xz-utils kmod ca-certificates ovmf)
+RUNTIME=(qemu-system-x86 qemu-utils busybox-static cpio gzip zstd xz-utils kmod ca-certificates ovmf nftables)
 TEST=(xenstore-utils e2fsprogs iproute2 procps gdb binutils bsdutils systemd
       grub-rescue-pc grub-efi-amd64-bin grub-pc-bin xorriso mtools libnet-vnc-perl debian-installer-12-netboot-amd64
       chromium fonts-dejavu-core tshark)

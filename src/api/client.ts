@@ -549,7 +549,7 @@ export class XvmClient {
   listNetworks(): Promise<NetworkSummary[]> {
     return this.request('GET', '/v1/networks');
   }
-  createNetwork(name: string, opts: { subnet?: string; vlan?: number } = {}): Promise<NetworkSummary> {
+  createNetwork(name: string, opts: { subnet?: string; vlan?: number; nat?: boolean } = {}): Promise<NetworkSummary> {
     return this.request('POST', '/v1/networks', { name, ...opts });
   }
   networkInfo(net: string): Promise<NetworkDetails> {

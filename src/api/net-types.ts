@@ -7,6 +7,8 @@ export interface NetworkSummary {
   gateway: string;
   vlan: number;
   tap: string;
+  /** The subnet is masqueraded out of the host (xvm net create --nat). */
+  nat?: boolean;
   created: string;
   running?: boolean;
 }
@@ -26,7 +28,7 @@ export interface NetworkDetails extends NetworkSummary {
   running: boolean;
   pid: number | null;
   /** The host uplink (TAP interface holding the gateway address), when xvmd runs as root. */
-  uplink: { name: string; mac: string; readFrames: number; writeDropped: number } | null;
+  uplink: { name: string; mac: string; readFrames: number; writeDropped: number; nat?: boolean } | null;
   ports: NetworkPortInfo[];
   fdb: { vlan: number; mac: string; port: string; ageMs: number }[];
   leases: { mac: string; ip: string; hostname?: string; expires: number }[];

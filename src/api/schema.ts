@@ -308,6 +308,7 @@ export const createNetworkBody = z.strictObject({
   name: z.string().describe('1 to 32 characters from A-Z a-z 0-9 _ . -'),
   subnet: z.string().optional().describe('IPv4 CIDR such as 10.0.42.0/24 (default: a free 10.0.X.0/24)'),
   vlan: z.int().min(0).max(4094).optional().describe('native VLAN of the network (DHCP lives on it; 0 = untagged)'),
+  nat: z.boolean().optional().describe('masquerade the subnet out of the host with nftables (xvmd must run as root)'),
 });
 export const networkAttachBody = z.strictObject({
   network: z.string().optional().describe('network name (default: default)'),

@@ -19,12 +19,13 @@ export function registerNetCommands(program: Command): void {
     .argument('<name>')
     .option('--subnet <cidr>', 'IPv4 subnet, e.g. 10.0.42.0/24')
     .option('--vlan <n>', 'native VLAN (DHCP and ports without vlan= are on it)')
+    .option('--nat', 'masquerade the subnet out of the host (nftables; xvmd must run as root)')
     .option('--json', 'print JSON')
     .action(
-      action(async (name: string, o: { subnet?: string; vlan?: string; json?: boolean }) => {
-        const n = await client().createNetwork(name, { subnet: o.subnet, vlan: intOpt('--vlan', o.vlan, 1, 4094) });
+      action(async (name: string, o: { subnet?: string; vlan?: string; nat?: boolean; json?: boolean }) => {
+        const n = await client().createNetwork(name, { subnet: o.subnet, vlan: intOpt('--vlan', o.vlan, 1, 4094), ...(o.nat ? { nat: true } : {}) });
         if (o.json) return printJson(n);
-        process.stdout.write(`network ${n.name} created: ${n.subnet}, gateway ${n.gateway}${n.vlan ? `, VLAN ${n.vlan}` : ''}\n`);
+        process.stdout.write(`network ${n.name} created: ${n.subnet}, gateway ${n.gateway}${n.vlan ? `, VLAN ${n.vlan}` : ''}${n.nat ? ', NAT out through the host' : ''}\n`);
       }),
     );
   net
@@ -47,7 +48,7 @@ export function registerNetCommands(program: Command): void {
       action(async (name: string, o: { json?: boolean }) => {
         const n = await client().networkInfo(name);
         if (o.json) return printJson(n);
-        process.stdout.write(keyValues([['name', n.name], ['subnet', n.subnet], ['gateway', n.gateway], ['vlan', n.vlan || 'untagged'], ['switch', n.running ? `running (pid ${n.pid})` : 'stopped (starts with the first port)'], ['uplink', n.uplink ? `${n.uplink.name} (${n.uplink.mac}), host address ${n.gateway}` : n.running ? 'none (xvmd is not root)' : '-']]));
+        process.stdout.write(keyValues([['name', n.name], ['subnet', n.subnet], ['gateway', n.gateway], ['vlan', n.vlan || 'untagged'], ['switch', n.running ? `running (pid ${n.pid})` : 'stopped (starts with the first port)'], ['uplink', n.uplink ? `${n.uplink.name} (${n.uplink.mac}), host address ${n.gateway}` : n.running ? 'none (xvmd is not root)' : '-'], ['nat', n.nat ? (n.running ? (n.uplink?.nat ? 'on (masqueraded out of the host)' : 'configured, not in place (see the network log)') : 'on when the switch runs') : 'off']]));
         const ports = n.ports.filter((p) => p.id !== 'services' && p.id !== 'uplink');
         if (ports.length) {
           process.stdout.write('\nports:\n');

@@ -40,7 +40,7 @@ export function registerNetRoutes(app: FastifyInstance, deps: NetDeps): void {
   });
   app.post('/v1/networks', async (req) => {
     const b = parseInput(s.createNetworkBody, req.body, 'request body');
-    return provider().networks.create(b.name, { subnet: b.subnet, vlan: b.vlan });
+    return provider().networks.create(b.name, { subnet: b.subnet, vlan: b.vlan, nat: b.nat });
   });
   app.get('/v1/networks/:net', async (req) => provider().networks.info(param(req, 'net')));
   app.delete('/v1/networks/:net', async (req) => {
@@ -115,6 +115,7 @@ export async function networkAttach(deps: NetDeps, name: string, b: ReturnType<t
       await p.detach(dir, a).catch(() => undefined);
       throw new XvmError('internal', `QEMU refused the new NIC vif${n}: ${errorMessage(e)}`);
     }
+    p.publish(d.runtime.domid, a);
     deps.log.info('NIC attached', { domain: name, vif: n, network: a.network, mac: a.port.mac, model: a.model });
     deviceEvent('vif-hotplug', { domain: name, device: `vif${n}`, network: a.network, mac: a.port.mac });
     return { domain: name, ...summary(a) };
@@ -137,6 +138,7 @@ export async function networkAttach(deps: NetDeps, name: string, b: ReturnType<t
     await p.detach(dir, a).catch(() => undefined);
     throw new XvmError('internal', `QEMU refused the new NIC vif${n}: ${errorMessage(e)}`);
   }
+  p.publish(d.runtime.domid, a);
   deps.log.info('NIC attached', { domain: name, vif: n, network: a.network, mac: a.port.mac });
   deviceEvent('vif-hotplug', { domain: name, device: `vif${n}`, network: a.network, mac: a.port.mac });
   return { domain: name, ...summary(a) };
@@ -161,6 +163,7 @@ export async function networkDetach(deps: NetDeps, name: string, index: string):
   await qmp.execute('netdev_del', { id: `net-vif${a.index}` }).catch(() => undefined);
   await qmp.execute('chardev-remove', { id: `chr-vif${a.index}` }).catch(() => undefined);
   await p.detach(dir, a);
+  p.unpublish(d.runtime.domid, a.index);
   deps.log.info('NIC detached', { domain: name, vif: a.index });
   return { domain: name, detached: id, network: a.network };
 }

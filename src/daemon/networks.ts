@@ -21,6 +21,7 @@ import type { StatePaths } from '../common/paths.js';
 import { pidAlive, readLogFrom, readPidFile, spawnDetached } from '../engine/process.js';
 import { formatIp, inSubnet, parseCidr, parseIp, type Subnet } from '../net/frame.js';
 import type { NetPortState } from '../devices/net/persist.js';
+import { natDown } from '../net/nat.js';
 import type { Logger } from './log.js';
 import { deviceEvent } from './device-log.js';
 
@@ -40,13 +41,15 @@ export interface NetworkDef {
   vlan: number;
   /** Host uplink: a TAP interface of this name holds the gateway address (when xvmd runs as root). */
   tap: string;
+  /** Masquerade the subnet out of the host (needs the uplink, so root); src/net/nat.ts. */
+  nat?: boolean;
   created: string;
 }
 
 export interface NetworkInfo extends NetworkDef {
   running: boolean;
   pid: number | null;
-  uplink: { name: string; mac: string; readFrames: number; writeDropped: number } | null;
+  uplink: { name: string; mac: string; readFrames: number; writeDropped: number; nat?: boolean } | null;
   ports: unknown[];
   fdb: unknown[];
   leases: { mac: string; ip: string; hostname?: string; expires: number }[];
@@ -175,9 +178,12 @@ export class NetworkManager {
     throw new XvmError('conflict', 'no free 10.0.X.0/24 subnet left: give one with --subnet');
   }
 
-  create(name: string, opts: { subnet?: string; vlan?: number } = {}): NetworkDef {
+  create(name: string, opts: { subnet?: string; vlan?: number; nat?: boolean } = {}): NetworkDef {
     NetworkManager.checkName(name);
     if (this.get(name)) throw new XvmError('conflict', `network '${name}' already exists`);
+    if (opts.nat && (process.getuid?.() !== 0 || process.env.XVM_NET_UPLINK === '0')) {
+      throw new XvmError('invalid', `NAT needs the network's host uplink: xvmd must run as root (and XVM_NET_UPLINK not be 0)`);
+    }
     let subnetText = opts.subnet ?? this.pickSubnet();
     let subnet: Subnet;
     try {
@@ -191,7 +197,7 @@ export class NetworkManager {
     }
     const vlan = opts.vlan ?? 0;
     if (!Number.isInteger(vlan) || vlan < 0 || vlan > 4094) throw new XvmError('invalid', `bad VLAN ${vlan}: an integer from 1 to 4094 (0 = untagged)`);
-    const def: NetworkDef = { name, subnet: subnetText, gateway: formatIp(subnet.net + 1), vlan, tap: this.tapName(name), created: new Date().toISOString() };
+    const def: NetworkDef = { name, subnet: subnetText, gateway: formatIp(subnet.net + 1), vlan, tap: this.tapName(name), ...(opts.nat ? { nat: true } : {}), created: new Date().toISOString() };
     fs.mkdirSync(this.libDir(name), { recursive: true });
     const tmp = `${this.defFile(name)}.tmp`;
     fs.writeFileSync(tmp, JSON.stringify(def, null, 2) + '\n');
@@ -226,6 +232,9 @@ export class NetworkManager {
         if (users.length > 0) throw new XvmError('conflict', `network '${name}' is in use by ${users.join(', ')}; detach them first`);
         await this.stopSwitch(name);
       }
+      // The switch removes its NAT table when it stops; one killed with SIGKILL could not.
+      const def = this.get(name);
+      if (def?.nat) natDown(def.tap ?? this.tapName(name));
       fs.rmSync(this.libDir(name), { recursive: true, force: true });
       fs.rmSync(this.runDir(name), { recursive: true, force: true });
     });
@@ -293,7 +302,10 @@ export class NetworkManager {
     const logFile = this.logFile(def.name);
     const argv = [SWITCH_MAIN, '--name', def.name, '--subnet', def.subnet, '--gateway', def.gateway, '--vlan', String(def.vlan), '--state', this.libDir(def.name), '--run', run];
     // The host uplink needs CAP_NET_ADMIN; XVM_NET_UPLINK=0 turns it off.
-    if (process.getuid?.() === 0 && process.env.XVM_NET_UPLINK !== '0' && fs.existsSync('/dev/net/tun')) argv.push('--tap', def.tap ?? this.tapName(def.name));
+    if (process.getuid?.() === 0 && process.env.XVM_NET_UPLINK !== '0' && fs.existsSync('/dev/net/tun')) {
+      argv.push('--tap', def.tap ?? this.tapName(def.name));
+      if (def.nat) argv.push('--nat');
+    }
     const child = spawnDetached(process.execPath, argv, logFile);
     const deadline = Date.now() + READY_TIMEOUT_MS;
     const ready = `XVM_NET_READY name=${def.name}`;

@@ -30,6 +30,7 @@ import type { DeviceContext, DeviceCounters, DeviceProvider } from './domains.js
 import { checkVifIp, DEFAULT_NETWORK, NetworkManager } from './networks.js';
 import { deviceEvent } from './device-log.js';
 import { resolveAccel, type AccelChoice } from '../engine/accel.js';
+import type { DomainStore } from './domain-store.js';
 
 /** What one attached vif is; written next to the domain's other runtime files. */
 export interface VifAttachment {
@@ -93,6 +94,8 @@ export function readAttachments(runDir: string): VifAttachment[] {
 
 export class NicProvider implements DeviceProvider {
   readonly kind = 'vif' as const;
+  /** Where vif entries go (the domains' store; set by the first domain context). */
+  private store: DomainStore | null = null;
 
   constructor(readonly networks: NetworkManager) {
     current = this;
@@ -197,8 +200,52 @@ export class NicProvider implements DeviceProvider {
     return args;
   }
 
+  /** QEMU runs and the domain's store entry exists: the Xen-style vif entries of its NICs. */
+  started(ctx: DeviceContext): void {
+    this.store = ctx.store;
+    if (ctx.domid === null) return;
+    for (const a of readAttachments(ctx.runDir)) this.publish(ctx.domid, a);
+  }
+
+  /**
+   * /local/domain/<domid>/device/vif/<N> and
+   * /local/domain/0/backend/vif/<domid>/<N> for one NIC, as Xen's toolstack
+   * writes them (handle, mac, bridge = the network, state 4 = connected),
+   * plus what our switch serves (the port's socket, VLAN, locked IP, model).
+   * They go away with the domain (DomainStore.domainDown) or on detach.
+   */
+  publish(domid: number, a: VifAttachment): void {
+    const n = String(a.index);
+    this.store?.deviceUp(
+      domid,
+      'vif',
+      a.index,
+      { handle: n, mac: a.port.mac, state: '4' },
+      {
+        handle: n,
+        mac: a.port.mac,
+        bridge: a.network,
+        type: a.model === 'virtio' ? 'vhost-user-net' : 'ioemu',
+        model: a.model,
+        vlan: String(a.port.vlan),
+        ...(a.port.ip !== undefined ? { ip: a.port.ip } : {}),
+        socket: a.port.socket,
+        online: '1',
+        state: '4',
+        hotplug: a.hotplug ? '1' : '0',
+      },
+    );
+  }
+
+  /** The vif entries of a hot-unplugged NIC go. */
+  unpublish(domid: number, index: number): void {
+    this.store?.deviceDown(domid, 'vif', index);
+  }
+
   async adopt(ctx: DeviceContext): Promise<void> {
+    this.store = ctx.store;
     for (const a of readAttachments(ctx.runDir)) {
+      if (ctx.domid !== null) this.publish(ctx.domid, a);
       // The switch keeps its ports across an xvmd restart (and re-creates
       // them after its own); only a switch that is gone needs them again.
       if (!(await this.networks.hasPort(a.network, a.port.id).catch(() => false))) {

@@ -24,6 +24,7 @@ import { NetworkServices, SERVICES_PORT } from './services.js';
 import { MAX_FRAME, Switch, type FrameTap } from './switch.js';
 import { TapUplink, UPLINK_PORT } from './uplink.js';
 import { StreamPort } from './stream-port.js';
+import { natDown, natUp } from './nat.js';
 
 export interface NetworkHostOptions {
   name: string;
@@ -37,6 +38,8 @@ export interface NetworkHostOptions {
   runDir: string;
   /** Name of a TAP interface to create as the host uplink (needs root). */
   tap?: string;
+  /** Masquerade the subnet out of the host through the TAP (nat.ts). */
+  nat?: boolean;
   log: (msg: string) => void;
 }
 
@@ -50,6 +53,17 @@ interface HostedPort {
 }
 
 const MAX_LINE = 64 * 1024;
+/**
+ * Receive interrupt moderation (ms; XVM_NET_RX_COALESCE_MS, 0 = off): at
+ * most one receive interrupt per interval per port, or sooner once 64
+ * buffers wait. A lone frame (a ping) is signalled at once; a stream is
+ * signalled in batches, so the guest takes several frames per interrupt,
+ * merges them (GRO) and acks less often.
+ * See docs/network.md, Benchmark.
+ */
+const RX_NOTIFY_INTERVAL_MS = Math.max(0, Math.min(100, Number(process.env.XVM_NET_RX_COALESCE_MS ?? '4') || 0));
+/** XVM_NET_OFFLOADS=0: offer the guests no checksum/segmentation offloads (for comparisons). */
+const OFFLOADS = process.env.XVM_NET_OFFLOADS !== '0';
 
 export class NetworkHost {
   readonly sw: Switch;
@@ -61,6 +75,8 @@ export class NetworkHost {
   private captures = 0;
   readonly servicesMac: number;
   uplink: TapUplink | null = null;
+  /** Whether the NAT table is in place. */
+  nat = false;
 
   constructor(readonly o: NetworkHostOptions) {
     this.sw = new Switch(o.name);
@@ -88,6 +104,18 @@ export class NetworkHost {
         o.log(`uplink ${o.tap} up with ${formatIp(o.gateway)}/${o.subnet.prefix}`);
       } catch (e) {
         o.log(`no uplink: ${(e as Error).message}`);
+      }
+    }
+    if (o.nat) {
+      if (this.uplink === null) o.log('no NAT: the network has no host uplink (xvmd must run as root)');
+      else {
+        try {
+          natUp(this.uplink.name, o.subnet);
+          this.nat = true;
+          o.log(`NAT: ${formatIp(o.subnet.net)}/${o.subnet.prefix} masqueraded out of the host`);
+        } catch (e) {
+          o.log(`no NAT: ${(e as Error).message.split('\n')[0]}`);
+        }
       }
     }
     this.ageTimer = setInterval(() => this.sw.expire(), 30_000);
@@ -151,10 +179,11 @@ export class NetworkHost {
   private vhostPort(s: NetPortState, mac: number, ip: number | undefined, log: (m: string) => void): HostedPort {
     const macBuf = Buffer.alloc(6);
     macBuf.writeUIntBE(mac, 0, 6);
-    const device = new NetDevice({ mac: macBuf, maxFrame: MAX_FRAME, onFrame: (f, off) => this.sw.input(s.id, f, off), log });
+    const device = new NetDevice({ mac: macBuf, maxFrame: MAX_FRAME, onFrame: (f, off) => this.sw.input(s.id, f, off), offloads: OFFLOADS, log });
     this.sw.addPort({ id: s.id, mac, vlan: s.vlan, ip }, device);
     const backend = new VhostUserBackend(device, { socketPath: s.socket, log });
     device.rxRing = backend.vrings[0]!;
+    device.rxRing.notifyIntervalMs = RX_NOTIFY_INTERVAL_MS;
     backend.on('connect', () => log('front-end connected'));
     backend.on('disconnect', () => log('front-end disconnected'));
     try {
@@ -164,7 +193,9 @@ export class NetworkHost {
       this.sw.removePort(s.id);
       throw e;
     }
-    return { state: s, connected: () => backend.connected, metrics: () => device.metrics.toJSON(), close: () => backend.close() };
+    // The rings' own counters (kicks from the guest, interrupts to it) next to the device's.
+    const rings = () => ({ rx: { ...backend.vrings[0]!.stats }, tx: { ...backend.vrings[1]!.stats } });
+    return { state: s, connected: () => backend.connected, metrics: () => ({ ...(device.metrics.toJSON() as object), rings: rings() }), close: () => backend.close() };
   }
 
   /** An emulated NIC's port: QEMU's `-netdev stream` connects to the socket the switch listens on. */
@@ -196,7 +227,7 @@ export class NetworkHost {
       subnet: `${formatIp(this.o.subnet.net)}/${this.o.subnet.prefix}`,
       gateway: formatIp(this.o.gateway),
       servicesMac: formatMac(this.servicesMac),
-      uplink: this.uplink ? { name: this.uplink.name, mac: formatMac(this.uplink.mac), readFrames: this.uplink.readFrames, writeDropped: this.uplink.writeDropped } : null,
+      uplink: this.uplink ? { name: this.uplink.name, mac: formatMac(this.uplink.mac), readFrames: this.uplink.readFrames, writeDropped: this.uplink.writeDropped, nat: this.nat } : null,
       pid: process.pid,
       ports: this.sw.portInfo().map((p) => {
         const h = this.ports.get(p.id);
@@ -318,6 +349,7 @@ export class NetworkHost {
     this.control?.close();
     fs.rmSync(this.controlPath, { force: true });
     await Promise.all([...this.ports.values()].map((p) => p.close()));
+    if (this.nat && this.uplink) natDown(this.uplink.name);
     this.uplink?.close();
   }
 }

@@ -65,6 +65,19 @@ export class Vring {
   /** Pop is refused while the memory table is being swapped. */
   paused = false;
   /**
+   * Interrupt moderation: at most one interrupt per this many ms (0 = one
+   * per event-loop turn, the default). The first interrupt after a quiet
+   * spell goes at once; later ones wait out the interval, so a busy guest
+   * takes several used buffers per interrupt (net RX sets it). Once
+   * `notifyBatch` buffers wait, the interrupt goes at once anyway, so a
+   * fast guest's ring never fills because of the interval.
+   */
+  notifyIntervalMs = 0;
+  notifyBatch = 64;
+  private lastNotify = -Infinity;
+  private usedSinceNotify = 0;
+  private flushTimer: NodeJS.Timeout | null = null;
+  /**
    * SET_VRING_KICK came before any memory table (QEMU 7.2 reconnecting to a
    * restarted back-end while the guest is paused): the ring starts as soon
    * as memory arrives (memoryChanged()).
@@ -299,8 +312,15 @@ export class Vring {
       this.logUsed(off, 8);
       this.logUsed(q.usedIdxOffset, 2);
       this.stats.completed++;
+      this.usedSinceNotify++;
       if (!this.flushScheduled) {
         this.flushScheduled = true;
+        const wait = this.notifyIntervalMs > 0 ? this.lastNotify + this.notifyIntervalMs - performance.now() : 0;
+        if (wait >= 0.5) this.flushTimer = setTimeout(() => this.flush(), Math.ceil(wait));
+        else setImmediate(() => this.flush());
+      } else if (this.flushTimer !== null && this.usedSinceNotify >= this.notifyBatch) {
+        clearTimeout(this.flushTimer);
+        this.flushTimer = null;
         setImmediate(() => this.flush());
       }
     }
@@ -321,10 +341,16 @@ export class Vring {
   /** Send one interrupt for everything completed since the last flush (if the driver wants it). */
   flush(): void {
     this.flushScheduled = false;
+    if (this.flushTimer !== null) {
+      clearTimeout(this.flushTimer);
+      this.flushTimer = null;
+    }
+    this.usedSinceNotify = 0;
     const q = this.queue;
     if (q === null || this.callFd < 0) return;
     if (q.needsNotify()) {
       this.stats.notifications++;
+      if (this.notifyIntervalMs > 0) this.lastNotify = performance.now();
       try {
         eventFdSignal(this.callFd);
       } catch (e) {

@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { bit, VIRTIO_F_VERSION_1, Vring, type VringHost } from '../../src/vhost/index.js';
+import { closeQuiet, createEventFd, eventFdConsume } from '../../src/sys/index.js';
 import { NetDevice, RX_BACKLOG, VIRTIO_NET_F_MRG_RXBUF } from '../../src/devices/net/device.js';
 import { ethFrame, parseMac } from '../../src/net/frame.js';
 import { MAX_FRAME, Switch } from '../../src/net/switch.js';
@@ -68,6 +69,40 @@ test('receive: a frame spread over mergeable buffers, num_buffers set; waits for
   assert.deepEqual(out.subarray(12), frame);
   assert.equal(dev.metrics.rxFrames, 1);
   assert.equal(dev.metrics.rxBuffers, 3);
+});
+
+test('receive interrupt moderation: a lone frame is signalled at once, a stream in batches, a full batch without waiting', async () => {
+  const { dev, rx, rxr } = device(() => undefined, 256);
+  const call = createEventFd();
+  rxr.callFd = call;
+  rxr.notifyIntervalMs = 50;
+  rxr.notifyBatch = 8;
+  const tick = () => new Promise((r) => setImmediate(r));
+  const f = ethFrame(0x00163e000001, 0x00163e000002, 0x0800, Buffer.alloc(100));
+  for (let i = 0; i < 40; i++) writeDesc(rx, rx.desc, i, rx.data + 2048 * i, 2048, WRITE);
+  for (let i = 0; i < 40; i++) pushAvail(rx, i);
+  rxr.run();
+  try {
+    assert.equal(dev.deliver(f), true);
+    await tick();
+    assert.equal(eventFdConsume(call), 1, 'the first frame after a quiet spell: an interrupt at once');
+    // Within the interval: held back…
+    for (let i = 0; i < 3; i++) dev.deliver(f);
+    await tick();
+    assert.equal(eventFdConsume(call), 0, 'later frames wait for the interval');
+    // …until the interval ends: one interrupt for all three.
+    await new Promise((r) => setTimeout(r, 80));
+    assert.equal(eventFdConsume(call), 1, 'one interrupt at the end of the interval');
+    // A full batch (8 buffers) is signalled without waiting out the interval.
+    for (let i = 0; i < 8; i++) dev.deliver(f);
+    await tick();
+    assert.equal(eventFdConsume(call), 1, 'a full batch goes at once');
+    assert.equal(usedIdx(rx), 12);
+  } finally {
+    rxr.callFd = -1;
+    rxr.reset();
+    closeQuiet(call);
+  }
 });
 
 test('a receive flood with no buffers is bounded and counted', () => {

@@ -1,7 +1,9 @@
 // virtio-net over vhost-user: one switch port. Queue 0 receives (frames the
 // switch delivers go into buffers the guest posted), queue 1 transmits
 // (frames the guest sends go to the switch). No control queue, one queue
-// pair, no offloads: the switch sees whole, checksummed frames.
+// pair; checksum and TCP/IPv4 segmentation offloads both ways (the switch
+// finishes frames for receivers that did not negotiate them). The host
+// moderates receive interrupts (Vring.notifyIntervalMs, src/net/host.ts).
 //
 // Receive with VIRTIO_NET_F_MRG_RXBUF: a frame may span several posted
 // buffers (num_buffers in the header says how many). When the guest has
