@@ -314,6 +314,7 @@ export const networkAttachBody = z.strictObject({
   network: z.string().optional().describe('network name (default: default)'),
   mac: z.string().optional().describe('unicast MAC; default generated in 00:16:3e'),
   vlan: z.int().min(1).max(4094).optional(),
+  trunk: z.array(z.int().min(1).max(4094)).min(1).max(64).optional().describe('VLANs the port also carries tagged (a trunk port)'),
   ip: z.string().optional().describe('IPv4 address the port is locked to'),
   model: z.enum(['virtio', 'e1000', 'rtl8139']).default('virtio'),
 });

@@ -55,7 +55,7 @@ export function registerNetCommands(program: Command): void {
           process.stdout.write(
             table(
               ['PORT', 'MAC', 'VLAN', 'IP', 'LINK', 'RX', 'TX', 'DROPPED', 'SPOOFED'],
-              ports.map((p) => [p.id, p.mac ?? '-', p.vlan || '-', p.ip ?? '-', p.connected ? 'up' : 'down', p.counters.rxFrames ?? 0, p.counters.txFrames ?? 0, (p.counters.txDropped ?? 0) + (p.counters.badSize ?? 0) + (p.counters.badVlan ?? 0), (p.counters.spoofedMac ?? 0) + (p.counters.spoofedIp ?? 0)]),
+              ports.map((p) => [p.id, p.mac ?? '-', `${p.vlan || '-'}${p.trunk?.length ? ` +${p.trunk.join(':')}` : ''}`, p.ip ?? '-', p.connected ? 'up' : 'down', p.counters.rxFrames ?? 0, p.counters.txFrames ?? 0, (p.counters.txDropped ?? 0) + (p.counters.badSize ?? 0) + (p.counters.badVlan ?? 0), (p.counters.spoofedMac ?? 0) + (p.counters.spoofedIp ?? 0)]),
               [5, 6, 7, 8],
             ),
           );
@@ -122,11 +122,11 @@ export function registerNetCommands(program: Command): void {
     .command('network-attach')
     .description('hot-plug a NIC into a running domain (not kept in its configuration)')
     .argument('<domain>')
-    .argument('[options...]', 'network=NAME mac=MAC vlan=N ip=A.B.C.D model=virtio|e1000|rtl8139 (like a vif string)')
+    .argument('[options...]', 'network=NAME mac=MAC vlan=N trunk=N:N… ip=A.B.C.D model=virtio|e1000|rtl8139 (like a vif string)')
     .option('--json', 'print JSON')
     .action(
       action(async (domain: string, opts: string[], o: { json?: boolean }) => {
-        const nic: { network?: string; mac?: string; vlan?: number; ip?: string; model?: 'virtio' | 'e1000' | 'rtl8139' } = {};
+        const nic: { network?: string; mac?: string; vlan?: number; trunk?: number[]; ip?: string; model?: 'virtio' | 'e1000' | 'rtl8139' } = {};
         for (const kv of opts.flatMap((x) => x.split(','))) {
           if (!kv) continue;
           const i = kv.indexOf('=');
@@ -136,8 +136,9 @@ export function registerNetCommands(program: Command): void {
           else if (k === 'mac') nic.mac = v;
           else if (k === 'ip') nic.ip = v;
           else if (k === 'vlan') nic.vlan = intOpt('vlan', v, 1, 4094);
+          else if (k === 'trunk') nic.trunk = v.split(':').map((x) => intOpt('trunk', x, 1, 4094)!);
           else if (k === 'model') nic.model = v as 'virtio';
-          else throw new CliError(`unknown NIC option '${k}' (allowed: network=, mac=, vlan=, ip=, model=)`, 2);
+          else throw new CliError(`unknown NIC option '${k}' (allowed: network=, mac=, vlan=, trunk=, ip=, model=)`, 2);
         }
         const r = await client().networkAttach(domain, nic);
         if (o.json) return printJson(r);

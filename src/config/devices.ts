@@ -169,7 +169,7 @@ export function diskString(d: {
 
 // ---------------------------------------------------------------- vif
 
-export const VIF_STRING_KEYS = ['mac', 'network', 'bridge', 'model', 'vlan', 'ip', 'type'] as const;
+export const VIF_STRING_KEYS = ['mac', 'network', 'bridge', 'model', 'vlan', 'trunk', 'ip', 'type'] as const;
 const XL_ONLY_VIF_OPTIONS = [
   'script', 'rate', 'backend', 'gatewaydev', 'netdev', 'vifname', 'devid', 'mtu', 'accel',
   'forwarddev', 'trusted', 'untrusted', 'colo_forwarddev',
@@ -181,11 +181,12 @@ export interface VifFields {
   bridge?: string;
   model?: string;
   vlan?: string;
+  trunk?: string;
   ip?: string;
 }
 
 export function allowedVifOptions(): string {
-  return 'mac=, network=, bridge=, model=, vlan=, ip=, type=ioemu|vif (ignored)';
+  return 'mac=, network=, bridge=, model=, vlan=, trunk=N:N…, ip=, type=ioemu|vif (ignored)';
 }
 
 export function splitVifString(s: string): { fields: VifFields; issues: SubIssue[] } {
@@ -230,13 +231,14 @@ export function splitVifString(s: string): { fields: VifFields; issues: SubIssue
   return { fields, issues };
 }
 
-export function vifString(v: { mac?: string; network?: string; bridge?: string; model: string; vlan?: number; ip?: string }): string {
+export function vifString(v: { mac?: string; network?: string; bridge?: string; model: string; vlan?: number; trunk?: number[]; ip?: string }): string {
   const parts: string[] = [];
   if (v.mac !== undefined) parts.push(`mac=${v.mac}`);
   if (v.network !== undefined) parts.push(`network=${v.network}`);
   if (v.bridge !== undefined) parts.push(`bridge=${v.bridge}`);
   parts.push(`model=${v.model}`);
   if (v.vlan !== undefined) parts.push(`vlan=${v.vlan}`);
+  if (v.trunk !== undefined && v.trunk.length > 0) parts.push(`trunk=${v.trunk.join(':')}`);
   if (v.ip !== undefined) parts.push(`ip=${v.ip}`);
   return parts.join(', ');
 }

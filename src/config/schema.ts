@@ -54,6 +54,7 @@ export const ALLOWED: Record<string, string> = {
   'vif.bridge': 'an alias of network',
   'vif.model': 'virtio, e1000, rtl8139',
   'vif.vlan': 'an integer from 1 to 4094',
+  'vif.trunk': 'VLANs the port also carries tagged (a trunk port), 1 to 4094 each, separated by colons in a vif string: trunk=10:20',
   'vif.ip': 'one IPv4 or IPv6 address',
   'vif.raw': 'the vif string as written (informational)',
   boot: 'boot order from the letters a (floppy), c (disk), d (cdrom), n (network), each at most once, e.g. "dc"',
@@ -307,6 +308,7 @@ export const vifSpecSchema = z.object({
   bridge: z.string().regex(NETWORK_RE).optional().meta({ description: ALLOWED['vif.bridge'] }),
   model: z.enum(VIF_MODELS).meta({ description: ALLOWED['vif.model'] }),
   vlan: z.int().min(1).max(4094).optional().meta({ description: ALLOWED['vif.vlan'] }),
+  trunk: z.array(z.int().min(1).max(4094)).min(1).max(64).optional().meta({ description: ALLOWED['vif.trunk'] }),
   ip: z
     .string()
     .refine((s) => net.isIP(s) !== 0, { message: 'is not an IPv4 or IPv6 address' })
@@ -323,6 +325,7 @@ const vifObjectInput = z.strictObject({
   bridge: z.string().optional(),
   model: z.string().optional(),
   vlan: z.int().optional(),
+  trunk: z.array(z.int()).optional(),
   ip: z.string().optional(),
   raw: z.string().optional(),
 });
@@ -330,7 +333,7 @@ const vifObjectInput = z.strictObject({
 const MODEL_ALIASES: Record<string, VifSpec['model']> = { 'virtio-net': 'virtio', 'virtio-net-pci': 'virtio' };
 
 function finishVif(
-  f: { mac?: string; network?: string; bridge?: string; model?: string; vlan?: number; ip?: string; raw?: string },
+  f: { mac?: string; network?: string; bridge?: string; model?: string; vlan?: number; trunk?: number[]; ip?: string; raw?: string },
   issues: SubIssue[],
 ): VifSpec {
   let network = f.network;
@@ -347,6 +350,8 @@ function finishVif(
     ...(f.bridge !== undefined ? { bridge: f.bridge } : {}),
     model,
     ...(f.vlan !== undefined ? { vlan: f.vlan } : {}),
+    // One entry per VLAN, in order: trunk=20:10:20 is trunk=10:20.
+    ...(f.trunk !== undefined ? { trunk: [...new Set(f.trunk)].sort((x, y) => x - y) } : {}),
     ...(f.ip !== undefined ? { ip: f.ip } : {}),
   };
   return { ...v, raw: f.raw ?? vifString(v) };
@@ -354,7 +359,7 @@ function finishVif(
 
 function sameVif(a: VifSpec, b: VifSpec): boolean {
   return a.mac === b.mac && a.network === b.network && a.bridge === b.bridge && a.model === b.model &&
-    a.vlan === b.vlan && a.ip === b.ip;
+    a.vlan === b.vlan && a.ip === b.ip && (a.trunk ?? []).join(':') === (b.trunk ?? []).join(':');
 }
 
 export function decodeVifString(s: string): { spec: VifSpec; issues: SubIssue[] } {
@@ -364,7 +369,12 @@ export function decodeVifString(s: string): { spec: VifSpec; issues: SubIssue[] 
     if (/^\d{1,5}$/.test(fields.vlan)) vlan = Number(fields.vlan);
     else issues.push({ path: ['vlan'], message: `${JSON.stringify(fields.vlan.slice(0, 40))} is not allowed (allowed: ${ALLOWED['vif.vlan']})` });
   }
-  const spec = finishVif({ ...fields, vlan, raw: s }, issues);
+  let trunk: number[] | undefined;
+  if (fields.trunk !== undefined) {
+    if (/^\d{1,4}(:\d{1,4}){0,63}$/.test(fields.trunk)) trunk = fields.trunk.split(':').map(Number);
+    else issues.push({ path: ['trunk'], message: `${JSON.stringify(fields.trunk.slice(0, 40))} is not allowed (allowed: ${ALLOWED['vif.trunk']})` });
+  }
+  const spec = finishVif({ ...fields, vlan, trunk, raw: s }, issues);
   return { spec, issues };
 }
 

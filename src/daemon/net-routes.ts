@@ -73,7 +73,7 @@ export function registerNetRoutes(app: FastifyInstance, deps: NetDeps): void {
 }
 
 function summary(a: VifAttachment): Record<string, unknown> {
-  return { index: a.index, vif: `vif${a.index}`, network: a.network, mac: a.port.mac, vlan: a.port.vlan, ip: a.port.ip ?? null, model: a.model, port: a.port.id, hotplug: a.hotplug ?? false };
+  return { index: a.index, vif: `vif${a.index}`, network: a.network, mac: a.port.mac, vlan: a.port.vlan, trunk: a.port.trunk ?? [], ip: a.port.ip ?? null, model: a.model, port: a.port.id, hotplug: a.hotplug ?? false };
 }
 
 function findVif(dir: string, name: string, index: string): VifAttachment {

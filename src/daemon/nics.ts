@@ -147,7 +147,7 @@ export class NicProvider implements DeviceProvider {
   }
 
   /** Resolve a vif entry into an attachment (network exists, MAC, VLAN, ip checked). */
-  resolve(ctx: Pick<DeviceContext, 'name' | 'uuid' | 'runDir'>, vif: Pick<VifSpec, 'mac' | 'network' | 'bridge' | 'model' | 'vlan' | 'ip'>, index: number): VifAttachment {
+  resolve(ctx: Pick<DeviceContext, 'name' | 'uuid' | 'runDir'>, vif: Pick<VifSpec, 'mac' | 'network' | 'bridge' | 'model' | 'vlan' | 'trunk' | 'ip'>, index: number): VifAttachment {
     const def = this.networks.resolve(vif.network ?? vif.bridge ?? DEFAULT_NETWORK);
     if (vif.ip !== undefined) checkVifIp(def, vif.ip);
     const mac = vif.mac ?? generatedMac(ctx.uuid, index);
@@ -162,6 +162,7 @@ export class NicProvider implements DeviceProvider {
         socket,
         mac,
         vlan: vif.vlan ?? def.vlan,
+        ...(vif.trunk !== undefined && vif.trunk.length > 0 ? { trunk: vif.trunk } : {}),
         ...(vif.ip !== undefined ? { ip: vif.ip } : {}),
         ...(vif.model !== 'virtio' ? { kind: 'stream' as const } : {}),
       },

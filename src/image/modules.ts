@@ -21,6 +21,7 @@ export const GUEST_MODULES: readonly string[] = [
   'virtio_mmio', // -M microvm (devices found through its ACPI tables)
   'virtio_blk',
   'virtio_net',
+  '8021q', // VLAN interfaces (vconfig / ip link … type vlan) on a trunk port
   'virtio_console',
   'virtio_balloon',
   'virtio_rng',

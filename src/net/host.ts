@@ -4,7 +4,7 @@
 // and remove ports, read counters and start captures.
 //
 // Control protocol (unix socket, one JSON object per line, one reply line):
-//   {"op":"add-port","port":{id,socket,mac,vlan,ip?,kind?}} → {"ok":true}
+//   {"op":"add-port","port":{id,socket,mac,vlan,trunk?,ip?,kind?}} → {"ok":true}
 //        kind "vhost-user" (default: virtio-net) or "stream" (emulated NIC, stream-port.ts)
 //   {"op":"remove-port","id":…}                         → {"ok":true,"removed":bool}
 //   {"op":"status"}                                     → {"ok":true,"status":{…}}
@@ -180,7 +180,7 @@ export class NetworkHost {
     const macBuf = Buffer.alloc(6);
     macBuf.writeUIntBE(mac, 0, 6);
     const device = new NetDevice({ mac: macBuf, maxFrame: MAX_FRAME, onFrame: (f, off) => this.sw.input(s.id, f, off), offloads: OFFLOADS, log });
-    this.sw.addPort({ id: s.id, mac, vlan: s.vlan, ip }, device);
+    this.sw.addPort({ id: s.id, mac, vlan: s.vlan, trunk: s.trunk, ip }, device);
     const backend = new VhostUserBackend(device, { socketPath: s.socket, log });
     device.rxRing = backend.vrings[0]!;
     device.rxRing.notifyIntervalMs = RX_NOTIFY_INTERVAL_MS;
@@ -201,7 +201,7 @@ export class NetworkHost {
   /** An emulated NIC's port: QEMU's `-netdev stream` connects to the socket the switch listens on. */
   private streamPort(s: NetPortState, mac: number, ip: number | undefined, log: (m: string) => void): HostedPort {
     const port = new StreamPort({ socketPath: s.socket, onFrame: (f) => this.sw.input(s.id, f), log });
-    this.sw.addPort({ id: s.id, mac, vlan: s.vlan, ip }, port);
+    this.sw.addPort({ id: s.id, mac, vlan: s.vlan, trunk: s.trunk, ip }, port);
     try {
       port.listen();
     } catch (e) {

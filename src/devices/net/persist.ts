@@ -13,6 +13,8 @@ export interface NetPortState {
   mac: string;
   /** Access VLAN (0 = the network's native VLAN). */
   vlan: number;
+  /** VLANs carried tagged besides the access one (a trunk port). */
+  trunk?: number[];
   /** A configured (not leased) IPv4 address the port is locked to. */
   ip?: string;
   /** How QEMU connects: vhost-user (virtio-net, the default) or a length-prefixed frame stream (emulated NICs). */
@@ -28,7 +30,8 @@ export function parsePortStates(json: unknown): NetPortState[] {
   for (const p of d.ports as Partial<NetPortState>[]) {
     if (typeof p.id !== 'string' || typeof p.socket !== 'string' || typeof p.mac !== 'string' || !Number.isInteger(p.vlan)) throw new Error('switch port state: bad port entry');
     if (p.kind !== undefined && p.kind !== 'vhost-user' && p.kind !== 'stream') throw new Error('switch port state: bad port kind');
-    out.push({ id: p.id, socket: p.socket, mac: p.mac, vlan: p.vlan as number, ...(typeof p.ip === 'string' ? { ip: p.ip } : {}), ...(p.kind === 'stream' ? { kind: 'stream' as const } : {}) });
+    if (p.trunk !== undefined && (!Array.isArray(p.trunk) || p.trunk.length > 64 || !p.trunk.every((v) => Number.isInteger(v) && v >= 1 && v <= 4094))) throw new Error('switch port state: bad trunk VLAN list');
+    out.push({ id: p.id, socket: p.socket, mac: p.mac, vlan: p.vlan as number, ...(p.trunk !== undefined && p.trunk.length > 0 ? { trunk: p.trunk } : {}), ...(typeof p.ip === 'string' ? { ip: p.ip } : {}), ...(p.kind === 'stream' ? { kind: 'stream' as const } : {}) });
   }
   return out;
 }
