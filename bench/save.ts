@@ -84,7 +84,7 @@ async function rawSave(g: RawGuest, file: string, viaSink = false): Promise<numb
     const q = await g.qmp.execute<{ status: string }>('query-migrate');
     if (q.status === 'completed') break;
     if (q.status === 'failed') throw new Error('raw migrate failed');
-    await sleep(100);
+    await sleep(10); // a prompt client: polling at 100 ms would add ~50 ms to raw QEMU's time
   }
   if (sink) {
     await sink.finished();
