@@ -27,9 +27,9 @@ import type { StatePaths } from '../common/paths.js';
 import { diskProvider } from '../daemon/disks.js';
 import type { Logger } from '../daemon/log.js';
 import { saveHeaderSchema } from './format.js';
-import { connectIncoming } from './stream.js';
-import { currentMachine, describeDomain, live, SAVE_MAX_BANDWIDTH, waitIncoming, waitMigration, type MigrateProgress } from './save.js';
-import { FRAME_END, FrameReader, mac, macEqual, readToken, sendControl, sendData, sendEnd } from './wire.js';
+import { socketFd } from './stream.js';
+import { currentMachine, describeDomain, enableMigrationEvents, live, SAVE_MAX_BANDWIDTH, waitIncoming, waitMigration, type MigrateProgress } from './save.js';
+import { FrameReader, mac, macEqual, readToken, RELOCATION_PROTOCOL, sendControl } from './wire.js';
 
 export const DEFAULT_RELOCATION_PORT = 8002;
 
@@ -37,7 +37,8 @@ export const DEFAULT_RELOCATION_PORT = 8002;
 export function relocationTokenFile(paths: StatePaths): string {
   return process.env.XVM_RELOCATION_TOKEN_FILE ?? path.join(paths.lib, 'relocation.token');
 }
-const MIGRATION_SOCKET = 'mig.sock';
+/** The name QEMU knows the stream connection's fd by (QMP getfd). */
+const STREAM_FD_NAME = 'xvm-mig';
 
 export interface RelocationOptions {
   /** host:port to listen on. */
@@ -59,6 +60,8 @@ export class RelocationServer {
   private server: net.Server | undefined;
   private readonly token: Buffer;
   private readonly conns = new Set<net.Socket>();
+  /** Incoming migrations waiting for their stream connection, by the control connection's nonce. */
+  private readonly streamWaiters = new Map<string, { nc: string; take: (sock: net.Socket) => void }>();
 
   constructor(
     private readonly domains: DomainManager,
@@ -133,13 +136,26 @@ export class RelocationServer {
     const peer = `${sock.remoteAddress}:${sock.remotePort}`;
     const reader = new FrameReader(sock);
     const ns = crypto.randomBytes(16).toString('hex');
-    sendControl(sock, { type: 'hello', nonce: ns, protocol: 1 });
+    sendControl(sock, { type: 'hello', nonce: ns, protocol: RELOCATION_PROTOCOL });
     let auth: Record<string, unknown>;
     try {
       auth = await reader.control(10_000, 'authentication');
     } catch (e) {
       this.log.warn('relocation peer refused: no authentication', { peer, error: errorMessage(e) });
       sock.destroy();
+      return;
+    }
+    if (auth.type === 'data') {
+      // The stream connection of a migration authenticated on its control connection.
+      const w = typeof auth.session === 'string' ? this.streamWaiters.get(auth.session) : undefined;
+      if (!w || !macEqual(auth.mac, mac(this.token, 'data', ns, `${auth.session as string}:${w.nc}`))) {
+        this.log.warn('relocation peer refused: stream connection not authenticated', { peer });
+        sock.destroy();
+        return;
+      }
+      this.streamWaiters.delete(auth.session as string);
+      reader.detach();
+      w.take(sock);
       return;
     }
     if (auth.type !== 'auth' || typeof auth.nonce !== 'string' || auth.nonce.length !== 32 || !macEqual(auth.mac, mac(this.token, 'client', ns, auth.nonce))) {
@@ -178,19 +194,35 @@ export class RelocationServer {
         await this.domains.launchIncomingLocked(d);
         try {
           const qmp = d.qmp!;
-          const sockPath = path.join(this.domains.runDirOf(d), MIGRATION_SOCKET);
-          await qmp.execute('migrate-incoming', { uri: `unix:${sockPath}` });
-          const feed = await connectIncoming(sockPath);
-          feed.on('error', () => undefined);
-          feed.on('drain', () => reader.resume());
-          reader.onData = (chunk) => feed.write(chunk);
+          // The source's stream connection, authenticated against this session.
+          const stream = new Promise<net.Socket>((res, rej) => {
+            const t = setTimeout(() => {
+              this.streamWaiters.delete(ns);
+              rej(new XvmError('timeout', 'the source did not open its stream connection within 30 s'));
+            }, 30_000);
+            this.streamWaiters.set(ns, {
+              nc: auth.nonce as string,
+              take: (s) => {
+                clearTimeout(t);
+                res(s);
+              },
+            });
+          });
+          stream.catch(() => undefined);
+          await enableMigrationEvents(qmp);
           d.console.mark(`incoming live migration from ${peer}`);
           sendControl(sock, { type: 'ready' });
-          const end = await reader.next(3_600_000, 'the migration stream');
-          if (end.type !== FRAME_END) throw new XvmError('invalid', 'unexpected frame in the migration stream');
-          await new Promise<void>((res) => feed.end(() => res()));
-          await waitIncoming(d, qmp, 120_000);
-          const commit = await reader.control(60_000, 'commit');
+          const ds = await Promise.race([stream, reader.control(30_000, 'the stream connection').then((m) => Promise.reject(new XvmError('invalid', `unexpected ${String(m.type)} before the stream connection`)))]).finally(() => this.streamWaiters.delete(ns));
+          // QEMU reads the stream itself from the TCP connection; xvmd's copy of the fd goes.
+          await qmp.sendFd(STREAM_FD_NAME, socketFd(ds));
+          await qmp.execute('migrate-incoming', { uri: `fd:${STREAM_FD_NAME}` });
+          ds.destroy();
+          sendControl(sock, { type: 'data-ready' });
+          const commitP = reader.control(3_600_000, 'commit');
+          commitP.catch(() => undefined);
+          // Loaded (QEMU leaves inmigrate), unless the control connection fails first.
+          await Promise.race([waitIncoming(d, qmp, 3_600_000), commitP.then(() => new Promise<never>(() => undefined))]);
+          const commit = await commitP;
           if (commit.type !== 'commit') throw new XvmError('invalid', 'expected commit');
           this.domains.setRunFacts(d, { readyAt: header.run.readyAt, reboots: header.run.reboots });
           this.domains.incomingDoneLocked(d);
@@ -232,6 +264,24 @@ export interface MigrateResult {
   bytes: number;
 }
 
+function connectTcp(host: string, port: number): Promise<net.Socket> {
+  return new Promise<net.Socket>((res, rej) => {
+    const s = net.createConnection({ host, port });
+    const t = setTimeout(() => {
+      s.destroy();
+      rej(new XvmError('timeout', `cannot reach the relocation service at ${host}:${port} within 10 s`));
+    }, 10_000);
+    s.once('connect', () => {
+      clearTimeout(t);
+      res(s);
+    });
+    s.once('error', (e) => {
+      clearTimeout(t);
+      rej(new XvmError('unavailable', `cannot reach the relocation service at ${host}:${port}: ${e.message}`));
+    });
+  });
+}
+
 /** Moves a running domain to the xvmd at `target` (HOST[:PORT]). */
 export async function migrateDomain(
   domains: DomainManager,
@@ -248,33 +298,21 @@ export async function migrateDomain(
     if (d.rec.config.disk.length || d.rec.config.vif.length || (diskProvider()?.disksOf(d.uuid).length ?? 0) > 0) {
       throw new XvmError('invalid', `cannot migrate domain '${name}': domains with disks or NICs cannot be migrated by this version yet (save/restore works)`);
     }
-    const sock = await new Promise<net.Socket>((res, rej) => {
-      const s = net.createConnection({ host, port });
-      const t = setTimeout(() => {
-        s.destroy();
-        rej(new XvmError('timeout', `cannot reach the relocation service at ${host}:${port} within 10 s`));
-      }, 10_000);
-      s.once('connect', () => {
-        clearTimeout(t);
-        res(s);
-      });
-      s.once('error', (e) => {
-        clearTimeout(t);
-        rej(new XvmError('unavailable', `cannot reach the relocation service at ${host}:${port}: ${e.message}`));
-      });
-    });
+    const sock = await connectTcp(host, port);
     sock.setNoDelay(true);
     const reader = new FrameReader(sock);
     // Registered at once: a target that dies at any point fails every wait below.
     const closed = new Promise<never>((_r, rej) => sock.once('close', () => rej(new XvmError('unavailable', 'the target closed the connection during the migration'))));
     closed.catch(() => undefined);
     const wasRunning = d.state === 'running';
-    let sink: net.Server | undefined;
+    let streamSock: net.Socket | undefined;
+    let fdPassed = false;
     let started = false;
     let bytes = 0;
     try {
       const hello = await reader.control(10_000, 'hello');
       if (hello.type !== 'hello' || typeof hello.nonce !== 'string') throw new XvmError('invalid', `${host}:${port} is not an xvm relocation service`);
+      if (hello.protocol !== RELOCATION_PROTOCOL) throw new XvmError('invalid', `${host}:${port} speaks relocation protocol ${String(hello.protocol)}; this xvm speaks ${RELOCATION_PROTOCOL} (run the same xvm on both hosts)`);
       const nc = crypto.randomBytes(16).toString('hex');
       sendControl(sock, { type: 'auth', nonce: nc, mac: mac(token, 'client', hello.nonce, nc) });
       const ok = await reader.control(10_000, 'authentication');
@@ -284,43 +322,31 @@ export async function migrateDomain(
       const ready = await reader.control(60_000, 'the target to prepare the domain');
       if (ready.type !== 'ready') throw new XvmError('invalid', 'expected ready');
 
-      // QEMU → local socket → frames over the authenticated connection.
-      const sockPath = path.join(domains.runDirOf(d), MIGRATION_SOCKET);
-      fs.rmSync(sockPath, { force: true });
-      let streamDone!: () => void;
-      let streamFailed!: (e: Error) => void;
-      const forwarded = new Promise<void>((res, rej) => {
-        streamDone = res;
-        streamFailed = rej;
-      });
-      forwarded.catch(() => undefined);
-      sink = net.createServer((q) => {
-        sink!.close();
-        sock.on('drain', () => q.resume());
-        q.on('data', (chunk: Buffer) => {
-          bytes += chunk.length;
-          if (!sendData(sock, chunk)) q.pause();
-        });
-        q.on('end', () => {
-          sendEnd(sock);
-          streamDone();
-        });
-        q.on('error', (e) => streamFailed(e));
-      });
-      await new Promise<void>((res, rej) => {
-        sink!.once('error', rej);
-        sink!.listen(sockPath, () => res());
-      });
-      closed.catch((e: Error) => streamFailed(e));
+      // The stream connection: authenticated for this session, then handed to QEMU (no copy through xvmd).
+      const ds = await connectTcp(host, port);
+      streamSock = ds;
+      const dreader = new FrameReader(ds);
+      const dhello = await dreader.control(10_000, 'hello (stream connection)');
+      if (typeof dhello.nonce !== 'string') throw new XvmError('invalid', `${host}:${port} sent a bad hello on the stream connection`);
+      sendControl(ds, { type: 'data', session: hello.nonce, mac: mac(token, 'data', dhello.nonce, `${hello.nonce}:${nc}`) });
+      const dready = await Promise.race([reader.control(30_000, 'the target to take the stream connection'), closed]);
+      if (dready.type !== 'data-ready') throw new XvmError('invalid', 'expected data-ready');
+      dreader.detach();
+      ds.setNoDelay(true);
+      await enableMigrationEvents(qmp);
+      await qmp.execute('migrate-set-parameters', { 'max-bandwidth': SAVE_MAX_BANDWIDTH });
+      await qmp.sendFd(STREAM_FD_NAME, socketFd(ds));
+      fdPassed = true;
+      ds.destroy(); // QEMU holds its own copy
       if (!opts.live && wasRunning) await qmp.execute('stop');
       d.console.mark(`migrating to ${host}:${port}${opts.live ? ' (live)' : ''}`);
-      await qmp.execute('migrate-set-parameters', { 'max-bandwidth': SAVE_MAX_BANDWIDTH });
       started = true;
-      await qmp.execute('migrate', { uri: `unix:${sockPath}` });
+      await qmp.execute('migrate', { uri: `fd:${STREAM_FD_NAME}` });
+      fdPassed = false;
       await Promise.race([waitMigration(qmp, opts.onProgress, () => bytes, 3_600_000), closed]);
       const completedAt = Date.now();
-      const q = await qmp.execute<{ downtime?: number }>('query-migrate');
-      await Promise.race([forwarded, closed]);
+      const q = await qmp.execute<{ downtime?: number; ram?: { transferred?: number } }>('query-migrate');
+      bytes = q.ram?.transferred ?? 0;
       sendControl(sock, { type: 'commit' });
       const running = await reader.control(120_000, 'the target to run the domain');
       if (running.type !== 'running') throw new XvmError('invalid', 'expected running');
@@ -330,7 +356,9 @@ export async function migrateDomain(
       return { domain: name, target: `${host}:${port}`, live: Boolean(opts.live), ms: Date.now() - t0, downtimeMs: (q.downtime ?? 0) + handover, qemuDowntimeMs: q.downtime ?? null, bytes };
     } catch (e) {
       sock.destroy();
+      streamSock?.destroy();
       if (started) await qmp.execute('migrate_cancel').catch(() => undefined);
+      if (fdPassed) await qmp.execute('closefd', { fdname: STREAM_FD_NAME }).catch(() => undefined);
       // The guest runs on here as it was.
       if (wasRunning && d.qmp === qmp) {
         const st = await qmp.execute<{ status: string }>('query-status').catch(() => ({ status: 'unknown' }));
@@ -339,8 +367,6 @@ export async function migrateDomain(
       d.console.mark(`migration to ${host}:${port} failed: ${errorMessage(e)}`);
       log.error('migration failed; the domain runs on here', { domain: name, target: `${host}:${port}`, error: errorMessage(e) });
       throw e;
-    } finally {
-      sink?.close();
     }
   });
   domains.undefine(name);

@@ -366,16 +366,20 @@ export async function restoreDomain(
         // QEMU reads the stream straight from the file, from the stream's
         // offset (the fd's position, which QEMU's copy shares with ours).
         const fd = fs.openSync(file, 'r');
+        // Progress: how far QEMU has read (the shared file position).
+        const progress = setInterval(() => {
+          const pos = filePosition(fd);
+          if (pos !== undefined) opts.onProgress?.({ phase: 'memory', done: Math.min(saved.streamBytes, Math.max(0, pos - saved.streamOffset)), total: saved.streamBytes });
+        }, 100);
         try {
           seekTo(fd, saved.streamOffset);
+          await enableMigrationEvents(qmp);
           await qmp.sendFd(SAVE_FD_NAME, fd);
           await qmp.execute('migrate-incoming', { uri: `fd:${SAVE_FD_NAME}` });
           ph.mark('feed');
-          await waitIncoming(d, qmp, (opts.timeoutSec ?? 600) * 1000, () => {
-            const pos = filePosition(fd);
-            if (pos !== undefined) opts.onProgress?.({ phase: 'memory', done: Math.min(saved.streamBytes, Math.max(0, pos - saved.streamOffset)), total: saved.streamBytes });
-          });
+          await waitIncoming(d, qmp, (opts.timeoutSec ?? 600) * 1000);
         } finally {
+          clearInterval(progress);
           fs.closeSync(fd);
         }
         opts.onProgress?.({ phase: 'memory', done: saved.streamBytes, total: saved.streamBytes });
@@ -413,24 +417,43 @@ export async function restoreDomain(
   }
 }
 
-/** Waits until QEMU has loaded the whole incoming stream (run state leaves inmigrate). */
-export async function waitIncoming(d: Domain, qmp: QmpClient, timeoutMs: number, onTick?: () => void): Promise<void> {
+/**
+ * Waits until QEMU has loaded the whole incoming stream (run state leaves
+ * inmigrate). With migration events on, it polls slowly until QEMU's
+ * MIGRATION event says the stream is in, then closely for the run state.
+ */
+export async function waitIncoming(d: Domain, qmp: QmpClient, timeoutMs: number): Promise<void> {
   const end = Date.now() + timeoutMs;
-  let lastTick = 0;
-  for (;;) {
-    if (d.qmp !== qmp || !d.runtime || !pidAlive(d.runtime.pid)) throw new XvmError('internal', 'QEMU exited while loading the migration stream');
-    // QEMU loading from a file does not yield to its monitor: the answer comes when the load is done.
-    const st = await qmp.execute<{ status: string }>('query-status', undefined, Math.max(30_000, end - Date.now()));
-    if (st.status !== 'inmigrate') {
-      if (st.status === 'paused' || st.status === 'prelaunch' || st.status === 'running') return;
-      throw new XvmError('internal', `QEMU is ${st.status} after loading the migration stream`);
+  let near = false;
+  let wake: (() => void) | undefined;
+  const onEvent = (ev: QmpEvent) => {
+    if (ev.event === 'MIGRATION' && ['completed', 'failed', 'cancelled'].includes(String(ev.data?.status))) {
+      near = true;
+      wake?.();
     }
-    if (Date.now() > end) throw new XvmError('timeout', `QEMU did not finish loading the migration stream within ${timeoutMs / 1000} s`);
-    if (onTick && Date.now() - lastTick >= 100) {
-      lastTick = Date.now();
-      onTick();
+  };
+  qmp.on('event', onEvent);
+  try {
+    for (;;) {
+      if (d.qmp !== qmp || !d.runtime || !pidAlive(d.runtime.pid)) throw new XvmError('internal', 'QEMU exited while loading the migration stream');
+      // QEMU loading from a file does not yield to its monitor: the answer comes when the load is done.
+      const st = await qmp.execute<{ status: string }>('query-status', undefined, Math.max(30_000, end - Date.now()));
+      if (st.status !== 'inmigrate') {
+        if (st.status === 'paused' || st.status === 'prelaunch' || st.status === 'running') return;
+        throw new XvmError('internal', `QEMU is ${st.status} after loading the migration stream`);
+      }
+      if (Date.now() > end) throw new XvmError('timeout', `QEMU did not finish loading the migration stream within ${timeoutMs / 1000} s`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, near ? 5 : 50);
+        wake = () => {
+          clearTimeout(t);
+          r();
+        };
+      });
+      wake = undefined;
     }
-    await new Promise((r) => setTimeout(r, 5));
+  } finally {
+    qmp.off('event', onEvent);
   }
 }
 

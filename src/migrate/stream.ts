@@ -173,3 +173,10 @@ export class FollowHash {
     this.wake?.();
   }
 }
+
+/** The kernel fd under a connected Node socket (to pass to QEMU with getfd). */
+export function socketFd(sock: net.Socket): number {
+  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) throw new XvmError('internal', 'the stream connection has no file descriptor');
+  return fd;
+}
