@@ -3,15 +3,17 @@
 // Target: RelocationServer listens on a TCP address given in xvmd's
 // configuration (off by default) and accepts a domain only from a peer that
 // proves it knows the pre-shared token (wire.ts). It defines the domain from
-// the source's configuration, starts QEMU with `-S -incoming defer`, and
-// feeds what arrives over the authenticated connection into QEMU's incoming
-// socket. Only when the source says "commit" (its QEMU finished the stream)
-// does it continue the guest and answer "running".
+// the source's configuration, starts QEMU with `-S -incoming defer`, takes
+// the source's stream connection (a second TCP connection proven to belong
+// to the session) and hands its socket to QEMU (`migrate-incoming fd:`).
+// Only when the source says "commit" (its QEMU finished the stream) does it
+// continue the guest and answer "running".
 //
-// Source: migrateDomain() authenticates, asks the target to prepare, then
-// lets QEMU `migrate` (live: pre-copy while the guest runs, QEMU stops it
-// for the last pass) into a local socket whose bytes it forwards. After
-// "running" it ends its QEMU without policy and forgets the domain.
+// Source: migrateDomain() authenticates, asks the target to prepare, opens
+// the stream connection and hands it to its QEMU, which `migrate`s into it
+// (live: pre-copy while the guest runs, QEMU stops it for the last pass):
+// QEMU → TCP → QEMU, no xvmd in between. After "running" it ends its QEMU
+// without policy and forgets the domain.
 //
 // Failure at any step before "running": the source cancels the migration
 // and continues its guest as it was; the target ends its QEMU and removes

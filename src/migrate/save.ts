@@ -1,17 +1,19 @@
 // xvm save / xvm restore: a running domain into one file and back.
 //
-// Save: pause the guest (its vhost-user disk backends drain their rings when
-// QEMU stops the devices), let QEMU migrate into a unix socket xvmd listens
-// on, write xvm's header + the stream + a trailer with the checksum into
-// FILE.partial, fsync, rename to FILE. Then either end QEMU without applying
-// on_poweroff (the domain is "saved"; its disk backends stop and flush their
-// images) or, with `checkpoint`, let the guest run on.
+// Save: write xvm's header into FILE.partial, hand QEMU the file's fd
+// (getfd), pause the guest (its vhost-user disk backends drain their rings
+// when QEMU stops the devices), `migrate fd:` — QEMU writes its stream
+// straight after the header while xvmd hashes it back from the page cache —
+// then the trailer with the checksum, fsync, rename to FILE. Then either end
+// QEMU without applying on_poweroff (the domain is "saved"; its disk
+// backends stop and flush their images) or, with `checkpoint`, let the guest
+// run on (continued as soon as QEMU has written the stream).
 //
 // Restore: verify the whole file first (magic, version, sizes, SHA-256);
 // start QEMU with the saved configuration, its own disk backends on the same
-// images, `-S -incoming defer`; feed the stream through `migrate-incoming`;
-// continue the guest if it was running. A failure at any step ends that QEMU
-// and leaves no half-made domain behind.
+// images, `-S -incoming defer`; `migrate-incoming fd:` on the file
+// positioned at the stream; continue the guest if it was running. A failure
+// at any step ends that QEMU and leaves no half-made domain behind.
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';

@@ -1,7 +1,10 @@
-// The byte pipes between QEMU's migration stream and a save file. QEMU
-// writes (`migrate uri=unix:…`) to a socket xvmd listens on, or reads
-// (`migrate-incoming uri=unix:…`) from a socket QEMU listens on; xvmd sits
-// in the middle so it can checksum, count and report progress.
+// The byte path of save / restore / migration. QEMU reads and writes the
+// stream itself through fds xvmd hands it (QMP getfd): the save file after
+// xvm's header, the file at the stream's offset for a restore, the stream
+// connection's socket for a live migration. What is left for xvmd: hashing a
+// save file as QEMU writes it (FollowHash), the fd under a Node socket
+// (socketFd), and StreamSink (the old unix-socket sink; only the benchmark's
+// --raw-via-sink uses it, to show what a copy through xvmd costs).
 import fs from 'node:fs';
 import net from 'node:net';
 import crypto from 'node:crypto';
