@@ -10,6 +10,9 @@ import net from 'node:net';
 import crypto from 'node:crypto';
 import { XvmError } from '../common/errors.js';
 import { startWriteback } from '../sys/fd.js';
+import { mapShared } from '../sys/mman.js';
+
+const CHUNK = 4 << 20;
 
 /** A unix socket QEMU connects to once; everything it sends lands in `fd` from `offset`, hashed into `hash`. */
 export class StreamSink {
@@ -126,7 +129,6 @@ export class FollowHash {
   }
 
   private async run(): Promise<void> {
-    const buf = Buffer.allocUnsafe(4 << 20);
     let flushedTo = this.pos;
     for (;;) {
       if (this.stopped) return;
@@ -141,14 +143,18 @@ export class FollowHash {
         this.wake = undefined;
         continue;
       }
-      const n = Math.min(buf.length, avail);
-      const got = await new Promise<number>((res, rej) => fs.read(this.fd, buf, 0, n, this.pos, (e, b) => (e ? rej(e) : res(b))));
-      if (got === 0) {
-        if (this.end !== undefined) throw new XvmError('internal', `the save file ends at ${this.pos} bytes, ${this.end - this.pos} short of what QEMU wrote`);
-        continue;
+      const n = Math.min(CHUNK, avail);
+      if (this.end !== undefined && fs.fstatSync(this.fd).size < this.end) throw new XvmError('internal', `the save file is shorter than the ${this.end} bytes QEMU wrote`);
+      // Hash the page cache in place (mmap): no copy into xvmd.
+      const m = mapShared(this.fd, n, this.pos, false);
+      try {
+        this.hash.update(m.buf);
+      } finally {
+        m.unmap();
       }
-      this.hash.update(buf.subarray(0, got));
-      this.pos += got;
+      this.pos += n;
+      // Let the event loop (QMP, the API) breathe between chunks.
+      await new Promise((r) => setImmediate(r));
       if (this.writeback && this.pos - flushedTo >= 8 << 20) {
         try {
           startWriteback(this.fd, flushedTo, this.pos - flushedTo);
