@@ -30,7 +30,7 @@ import { diskProvider } from '../daemon/disks.js';
 import type { Logger } from '../daemon/log.js';
 import { saveHeaderSchema } from './format.js';
 import { socketFd } from './stream.js';
-import { currentMachine, describeDomain, enableMigrationEvents, live, SAVE_MAX_BANDWIDTH, waitIncoming, waitMigration, type MigrateProgress } from './save.js';
+import { contAfterMigration, currentMachine, describeDomain, enableMigrationEvents, live, SAVE_MAX_BANDWIDTH, waitIncoming, waitMigration, type MigrateProgress } from './save.js';
 import { FrameReader, mac, macEqual, readToken, RELOCATION_PROTOCOL, sendControl } from './wire.js';
 
 export const DEFAULT_RELOCATION_PORT = 8002;
@@ -364,7 +364,7 @@ export async function migrateDomain(
       // The guest runs on here as it was.
       if (wasRunning && d.qmp === qmp) {
         const st = await qmp.execute<{ status: string }>('query-status').catch(() => ({ status: 'unknown' }));
-        if (st.status !== 'running') await qmp.execute('cont').catch((err) => log.error('could not continue the guest after a failed migration', { domain: name, error: errorMessage(err) }));
+        if (st.status !== 'running') await contAfterMigration(qmp).catch((err) => log.error('could not continue the guest after a failed migration', { domain: name, error: errorMessage(err) }));
       }
       d.console.mark(`migration to ${host}:${port} failed: ${errorMessage(e)}`);
       log.error('migration failed; the domain runs on here', { domain: name, target: `${host}:${port}`, error: errorMessage(e) });

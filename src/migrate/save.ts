@@ -136,6 +136,24 @@ export async function enableMigrationEvents(qmp: QmpClient): Promise<void> {
   await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
 }
 
+/**
+ * `cont` after QEMU's migration completed: QEMU refuses it ("Migration is
+ * not finalized yet") until its migration clean-up has run, a moment after
+ * the completed status; retry until then.
+ */
+export async function contAfterMigration(qmp: QmpClient, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await qmp.execute('cont');
+      return;
+    } catch (e) {
+      if (!/not finalized/i.test(errorMessage(e)) || Date.now() > end) throw e;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+}
+
 export async function waitMigration(qmp: QmpClient, onProgress: ((p: MigrateProgress) => void) | undefined, fileBytes: () => number, timeoutMs: number): Promise<void> {
   const end = Date.now() + timeoutMs;
   // A MIGRATION event wakes the loop early; query-migrate stays the source of truth.
@@ -252,7 +270,7 @@ export async function saveDomain(
       let downtimeMs: number | null = null;
       if (checkpoint && wasRunning) {
         // The memory is in the file (page cache): the guest goes on while xvmd checks and syncs it.
-        await qmp.execute('cont');
+        await contAfterMigration(qmp);
         resumed = true;
         downtimeMs = Date.now() - stoppedAt!;
       }
@@ -298,7 +316,7 @@ export async function saveDomain(
       if (migrating) await qmp.execute('migrate_cancel').catch(() => undefined);
       if (fdPassed) await qmp.execute('closefd', { fdname: SAVE_FD_NAME }).catch(() => undefined);
       if (wasRunning && !resumed && d.qmp === qmp) {
-        await qmp.execute('cont').catch((err) => log.error('could not resume the guest after a failed save', { domain: name, error: errorMessage(err) }));
+        await contAfterMigration(qmp).catch((err) => log.error('could not resume the guest after a failed save', { domain: name, error: errorMessage(err) }));
       }
       log.error('save failed', { domain: name, file, error: errorMessage(e) });
       d.console.mark(`save to ${file} failed: ${errorMessage(e)}`);
