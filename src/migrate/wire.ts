@@ -8,6 +8,15 @@
 // nonce) and its own nonce, the server proves itself with HMAC(token,
 // "server" | client nonce | server nonce). Nothing but the hello is read or
 // acted upon before the client's proof checks out.
+//
+// Protocol 2: QEMU's stream does not go through these frames. After
+// "ready" the source opens a second connection (the stream connection),
+// answers its hello with {type: "data", session: <server nonce of the
+// control connection>, mac: HMAC(token, "data" | this hello's nonce |
+// server nonce:client nonce)}; the target hands that socket to its QEMU
+// (`migrate-incoming fd:`) and says "data-ready" on the control
+// connection; the source hands its end to its QEMU (`migrate fd:`). From
+// then on the bytes go QEMU → TCP → QEMU as in QEMU's own migration.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import type net from 'node:net';
@@ -38,13 +47,29 @@ export class FrameReader {
   error: Error | undefined;
   onData?: (data: Buffer) => boolean | void;
 
+  private readonly onSockData = (d: Buffer) => this.push(d);
+  private readonly onSockClose = () => {
+    this.ended = true;
+    this.wake(null);
+  };
+  private readonly onSockError = (e: Error) => (this.error = e);
+
   constructor(private readonly sock: net.Socket) {
-    sock.on('data', (d: Buffer) => this.push(d));
-    sock.on('close', () => {
-      this.ended = true;
-      this.wake(null);
-    });
-    sock.on('error', (e) => (this.error = e));
+    sock.on('data', this.onSockData);
+    sock.on('close', this.onSockClose);
+    sock.on('error', this.onSockError);
+  }
+
+  /**
+   * Stops reading the socket (its fd is about to be handed to QEMU): the
+   * peer sends nothing more on it until told to, so nothing is lost here.
+   */
+  detach(): void {
+    this.sock.pause();
+    this.sock.off('data', this.onSockData);
+    this.sock.off('close', this.onSockClose);
+    this.sock.off('error', this.onSockError);
+    this.sock.on('error', () => undefined);
   }
 
   private bad(why: string): void {
@@ -162,6 +187,9 @@ function frame(type: number, payload: Buffer): Buffer {
 export function sendControl(sock: net.Socket, msg: Record<string, unknown>): boolean {
   return sock.write(frame(FRAME_CONTROL, Buffer.from(JSON.stringify(msg), 'utf8')));
 }
+/** The relocation protocol this xvm speaks (the hello's `protocol`). */
+export const RELOCATION_PROTOCOL = 2;
+
 /** Header and payload written separately: the stream's bytes are not copied. */
 export function sendData(sock: net.Socket, data: Buffer): boolean {
   let ok = true;
@@ -176,7 +204,7 @@ export function sendEnd(sock: net.Socket): void {
   sock.write(frame(FRAME_END, Buffer.alloc(0)));
 }
 
-export function mac(token: Buffer, role: 'client' | 'server', a: string, b: string): string {
+export function mac(token: Buffer, role: 'client' | 'server' | 'data', a: string, b: string): string {
   return crypto.createHmac('sha256', token).update(`xvm-relocation ${role} ${a} ${b}`).digest('hex');
 }
 
