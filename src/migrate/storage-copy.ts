@@ -7,9 +7,10 @@
 // bitmap, reads the virtual disk, writes it (on the target), and hands the
 // image over.
 //
-// Copy (source → target, over the authenticated relocation connection, as
-// control frames {type:'blk', vdev, off, data (base64) | zero: bytes}):
-//   1. dirty tracking on, then the whole disk in 1 MiB chunks (all-zero
+// Copy (source → target, over the authenticated control connection of the
+// relocation, which QEMU's stream does not use: BLK frames with the bytes,
+// wire.ts, or control frames {type:'blk', vdev, off, zero: bytes}):
+//   1. dirty tracking on, then the whole disk in 512 KiB chunks (all-zero
 //      chunks are not sent: the target's new volume reads zeros there);
 //   2. dirty passes while the guest runs, until few blocks are left;
 //   3. QEMU migrates memory (blocks the guest writes meanwhile stay dirty);
@@ -33,10 +34,10 @@ import type { DiskProvider, BackendSpec } from '../daemon/disks.js';
 import type { Storage } from '../storage/index.js';
 import { parseVolumeRef } from '../storage/pool.js';
 import type { FrameReader } from './wire.js';
-import { sendControl } from './wire.js';
+import { sendBlk, sendControl } from './wire.js';
 import type { MigrateProgress } from './save.js';
 
-// base64 in a control frame (at most 1 MiB): 512 KiB of data a frame.
+// Disk data a BLK frame (and a read of the backend): 512 KiB.
 const CHUNK = 512 * 1024;
 /** Bytes sent before the source waits for the target to have written them. */
 const WINDOW = 16 * 1024 * 1024;
@@ -154,7 +155,7 @@ export class StorageSource {
       sendControl(sock, { type: 'blk', vdev: d.spec.vdev, off, zero: len });
       this.unacked += 64;
     } else {
-      sendControl(sock, { type: 'blk', vdev: d.spec.vdev, off, data: data.toString('base64') });
+      sendBlk(sock, d.spec.vdev, off, data);
       this.bytes += len;
       this.unacked += len;
     }
@@ -336,7 +337,7 @@ export class StorageTarget {
       if (!d || !c) throw new XvmError('invalid', `disk data for a disk that is not copied (${String(msg.vdev)})`);
       const off = Number(msg.off);
       if (typeof msg.zero === 'number') await c.request({ op: 'write', offset: off, zero: msg.zero });
-      else if (typeof msg.data === 'string') await c.request({ op: 'write', offset: off }, Buffer.from(msg.data, 'base64'));
+      else if (Buffer.isBuffer(msg.data)) await c.request({ op: 'write', offset: off }, msg.data);
       else throw new XvmError('invalid', 'malformed disk data frame');
       return true;
     }
