@@ -17,8 +17,9 @@
 //
 // Disks (storage-copy.ts) use the control connection, which carries only
 // control messages now: with --copy-storage the bulk copy and dirty passes
-// once the stream connection is in place (before QEMU migrates), the last
-// dirty blocks when QEMU's migration completes; shared images are released
+// once the stream connection is in place (before QEMU migrates), more dirty
+// passes while QEMU pre-copies memory, the last dirty blocks when QEMU's
+// migration completes; shared images are released
 // by the source's backend then and opened read-write on the target at
 // "commit". NICs: the port and DHCP lease come with "prepare".
 //
@@ -349,6 +350,8 @@ export interface MigrateResult {
   storage: 'none' | 'shared' | 'copy';
   storageBytes: number;
   storagePasses: number;
+  /** Dirty passes that ran during QEMU's memory pre-copy. */
+  storageAlongsidePasses: number;
   finalDirtyBlocks: number;
 }
 
@@ -403,6 +406,7 @@ export async function migrateDomain(
     const wasRunning = d.state === 'running';
     let streamSock: net.Socket | undefined;
     let fdPassed = false;
+    let alongside: ReturnType<StorageSource['dirtyAlongside']> | undefined;
     let started = false;
     let bytes = 0;
     try {
@@ -443,8 +447,13 @@ export async function migrateDomain(
       started = true;
       await qmp.execute('migrate', { uri: `fd:${STREAM_FD_NAME}` });
       fdPassed = false;
-      await Promise.race([waitMigration(qmp, opts.onProgress, () => bytes, 3_600_000), closed]);
+      // While QEMU pre-copies memory on the stream connection, the disks'
+      // dirty passes go on over the control connection.
+      alongside = storage.mode === 'copy' ? storage.dirtyAlongside(sock, reader) : undefined;
+      await Promise.race([waitMigration(qmp, opts.onProgress, () => bytes, 3_600_000), closed, ...(alongside ? [alongside.failed] : [])]);
       const completedAt = Date.now();
+      await Promise.race([alongside?.stop(), closed]);
+      alongside = undefined;
       const q = await qmp.execute<{ downtime?: number; ram?: { transferred?: number } }>('query-migrate');
       bytes = q.ram?.transferred ?? 0;
       // Stop-and-copy of the disks (QEMU stopped the guest): the last dirty blocks, or the images handed over.
@@ -466,6 +475,7 @@ export async function migrateDomain(
         storage: storage.mode,
         storageBytes: storage.bytes,
         storagePasses: storage.passes,
+        storageAlongsidePasses: storage.alongsidePasses,
         finalDirtyBlocks: storage.finalBlocks,
       };
     } catch (e) {
@@ -473,6 +483,7 @@ export async function migrateDomain(
       streamSock?.destroy();
       if (started) await qmp.execute('migrate_cancel').catch(() => undefined);
       if (fdPassed) await qmp.execute('closefd', { fdname: STREAM_FD_NAME }).catch(() => undefined);
+      await alongside?.stop().catch(() => undefined);
       // Disk images back in this backend's hands before the guest continues.
       await storage.undo((m, err) => log.error(m, { domain: name, error: errorMessage(err) }));
       // The guest runs on here as it was.
