@@ -143,6 +143,7 @@ export async function benchMigrate(args: string[]): Promise<void> {
   let raw: Raw | undefined;
   let at = 0; // which xvmd holds the guest
   let rawPort = 18830;
+  let failed = false;
   try {
     await clients[0]!.createDomain({ config: { name: 'bmig', memory: memoryMiB } });
     await clients[0]!.waitForDomain('bmig', (x) => x.readyAt !== null, 180_000);
@@ -179,11 +180,16 @@ export async function benchMigrate(args: string[]): Promise<void> {
         await sleep(1000);
       }
     }
+  } catch (e) {
+    failed = true;
+    throw e;
   } finally {
     if (raw) await stopRaw(raw).catch(() => undefined);
     for (const c of clients) await c.destroy('bmig').catch(() => undefined);
     homes.forEach((h) => spawnSync(process.execPath, [path.join(REPO, 'bin/xvm.js'), 'daemon', 'stop'], { env: { ...process.env, XVM_HOME: h }, encoding: 'utf8' }));
-    for (const h of homes) fs.rmSync(h, { recursive: true, force: true });
+    // A failed run keeps both homes (xvmd and QEMU logs) to look at.
+    if (failed) console.error(`kept for a look: ${homes.join(' ')}`);
+    else for (const h of homes) fs.rmSync(h, { recursive: true, force: true });
   }
   console.log(`\nlive migration of a ${memoryMiB} MiB guest (${detectAccel().accel}, loopback), median of ${rounds} rounds, load avg ${os.loadavg()[0]!.toFixed(1)}`);
   for (const kind of ['idle', 'dirty'] as const) {

@@ -4,7 +4,7 @@
 // restore (`-incoming exec:cat FILE` until running) of the same guest
 // started raw with the same flags, in the same run, alternating rounds.
 //
-//   npm run bench -- save [--rounds N] [--memory MiB]
+//   npm run bench -- save [--rounds N] [--memory MiB] [--phases] [--raw-via-sink] [--raw-fd]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -72,19 +72,25 @@ async function stopRaw(g: RawGuest): Promise<void> {
 }
 
 /** Raw QEMU's own save: stop, migrate to a file through exec:cat, fsync, quit. */
-async function rawSave(g: RawGuest, file: string, viaSink = false): Promise<number> {
+async function rawSave(g: RawGuest, file: string, via: 'cat' | 'sink' | 'fd' = 'cat'): Promise<number> {
   fs.rmSync(file, { force: true });
   const t0 = performance.now();
   let sink: StreamSink | undefined;
-  if (viaSink) sink = await StreamSink.listen(path.join(g.runDir, 'sink.sock'), fs.openSync(file, 'w'), 0, crypto.createHash('sha256'));
+  if (via === 'sink') sink = await StreamSink.listen(path.join(g.runDir, 'sink.sock'), fs.openSync(file, 'w'), 0, crypto.createHash('sha256'));
+  if (via === 'fd') {
+    // QEMU writes the file itself through a passed fd, as xvm save does (without header and checksum).
+    const fd = fs.openSync(file, 'w');
+    await g.qmp.sendFd('rawfd', fd);
+    fs.closeSync(fd);
+  }
   await g.qmp.execute('stop');
   await g.qmp.execute('migrate-set-parameters', { 'max-bandwidth': SAVE_MAX_BANDWIDTH });
-  await g.qmp.execute('migrate', { uri: sink ? `unix:${sink.socketPath}` : `exec:cat > ${file}` });
+  await g.qmp.execute('migrate', { uri: sink ? `unix:${sink.socketPath}` : via === 'fd' ? 'fd:rawfd' : `exec:cat > ${file}` });
   for (;;) {
     const q = await g.qmp.execute<{ status: string }>('query-migrate');
     if (q.status === 'completed') break;
     if (q.status === 'failed') throw new Error('raw migrate failed');
-    await sleep(100);
+    await sleep(10); // a prompt client: polling at 100 ms would add ~50 ms to raw QEMU's time
   }
   if (sink) {
     await sink.finished();
@@ -141,7 +147,7 @@ export async function benchSave(args: string[]): Promise<void> {
   if (start.status !== 0) throw new Error(start.stderr);
   const xvmFile = path.join(home, 'xvm.xvmsave');
   const rawFile = path.join(home, 'raw.qemu');
-  const res = { xvmSave: [] as number[], xvmRestore: [] as number[], rawSave: [] as number[], rawRestore: [] as number[], rawSink: [] as number[], xvmBytes: 0, rawBytes: 0 };
+  const res = { xvmSave: [] as number[], xvmRestore: [] as number[], rawSave: [] as number[], rawRestore: [] as number[], rawSink: [] as number[], rawFd: [] as number[], xvmBytes: 0, rawBytes: 0 };
   let raw: RawGuest | undefined;
   try {
     await client.createDomain({ config: { name: 'bsave', memory: memoryMiB } });
@@ -170,9 +176,15 @@ export async function benchSave(args: string[]): Promise<void> {
       raw = rr.guest;
       if (args.includes('--raw-via-sink')) {
         // The same raw QEMU, its stream through xvm's socket sink instead of cat: the cost of the pipe alone.
-        res.rawSink.push(await rawSave(raw, rawFile, true));
+        res.rawSink.push(await rawSave(raw, rawFile, 'sink'));
         raw = (await rawRestore(image, memoryMiB, rawFile)).guest;
         console.log(`  raw QEMU through xvm's sink: ${res.rawSink.at(-1)!.toFixed(0)} ms`);
+      }
+      if (args.includes('--raw-fd')) {
+        // The same raw QEMU writing the file itself through a passed fd: QEMU's fd: path without xvm around it.
+        res.rawFd.push(await rawSave(raw, rawFile, 'fd'));
+        raw = (await rawRestore(image, memoryMiB, rawFile)).guest;
+        console.log(`  raw QEMU through fd: ${res.rawFd.at(-1)!.toFixed(0)} ms`);
       }
       console.log(`round ${r + 1}: save xvm ${res.xvmSave.at(-1)!.toFixed(0)} ms / raw ${res.rawSave.at(-1)!.toFixed(0)} ms; restore xvm ${res.xvmRestore.at(-1)!.toFixed(0)} ms / raw ${res.rawRestore.at(-1)!.toFixed(0)} ms`);
       await sleep(1000);
@@ -190,4 +202,5 @@ export async function benchSave(args: string[]): Promise<void> {
   line('save', res.xvmSave, res.rawSave);
   line('restore', res.xvmRestore, res.rawRestore);
   if (res.rawSink.length) line('raw-sink', res.rawSink, res.rawSave);
+  if (res.rawFd.length) line('raw-fd', res.rawFd, res.rawSave);
 }

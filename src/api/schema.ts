@@ -300,6 +300,8 @@ export const migrateResult = z.object({
   storageBytes: z.number().optional(),
   /** Dirty passes while the guest ran, and the blocks of the last (stop-and-copy) pass. */
   storagePasses: z.number().optional(),
+  /** Dirty passes that ran alongside QEMU's memory pre-copy (--copy-storage). */
+  storageAlongsidePasses: z.number().optional(),
   finalDirtyBlocks: z.number().optional(),
 });
 export type MigrateResult = z.infer<typeof migrateResult>;

@@ -3,6 +3,7 @@
 import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { XvmError } from '../common/errors.js';
+import { sendMsg } from '../sys/socket.js';
 
 export interface QmpEvent {
   event: string;
@@ -155,6 +156,51 @@ export class QmpClient extends EventEmitter {
       if (args) msg.arguments = args;
       this.sock.write(JSON.stringify(msg) + '\n');
     });
+  }
+
+  /**
+   * Hands QEMU a file descriptor under `fdname` (QMP `getfd`: the fd rides
+   * the command's bytes as SCM_RIGHTS). QEMU keeps its own copy; ours stays
+   * open. Used for `migrate fd:NAME` / `migrate-incoming fd:NAME`.
+   */
+  async sendFd(fdname: string, fd: number, timeoutMs = 30000): Promise<void> {
+    if (this.closed) throw new XvmError('unavailable', 'QEMU monitor is closed (command getfd)');
+    const sockFd = (this.sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    if (typeof sockFd !== 'number' || sockFd < 0) throw new XvmError('internal', 'the QMP socket has no file descriptor to pass an fd through');
+    // Our bytes must not overtake (or be overtaken by) a write libuv still queues.
+    while (this.sock.writableLength > 0) await new Promise((r) => this.sock.once('drain', r));
+    const id = String(this.nextId++);
+    const done = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        if (this.pending.delete(id)) reject(new XvmError('timeout', `QEMU did not answer getfd within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, {
+        command: 'getfd',
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+    });
+    const line = Buffer.from(JSON.stringify({ execute: 'getfd', arguments: { fdname }, id }) + '\n');
+    for (let tries = 0; ; tries++) {
+      try {
+        sendMsg(sockFd, line, [fd]);
+        break;
+      } catch (e) {
+        // The socket is non-blocking (libuv's): a full send buffer is EAGAIN.
+        if ((e as { code?: string }).code !== 'EAGAIN' || tries > 500) {
+          this.pending.delete(id);
+          throw new XvmError('internal', `cannot pass a file descriptor to QEMU: ${(e as Error).message}`);
+        }
+        await new Promise((r) => setTimeout(r, 2));
+      }
+    }
+    return done;
   }
 
   close(): void {

@@ -143,14 +143,21 @@ export async function readSaveFile(file: string, opts: { checksum?: boolean } = 
 }
 
 async function hashRange(fd: fs.promises.FileHandle, start: number, end: number): Promise<Buffer> {
+  // Two buffers: the next read runs (in libuv's pool) while this one is hashed.
   const h = crypto.createHash('sha256');
-  const buf = Buffer.allocUnsafe(4 << 20);
+  const size = 4 << 20;
+  const bufs = [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)];
   let pos = start;
-  while (pos < end) {
-    const { bytesRead } = await fd.read(buf, 0, Math.min(buf.length, end - pos), pos);
+  let i = 0;
+  let pending = pos < end ? fd.read(bufs[0]!, 0, Math.min(size, end - pos), pos) : undefined;
+  while (pending) {
+    const { bytesRead } = await pending;
     if (bytesRead === 0) break;
-    h.update(buf.subarray(0, bytesRead));
+    const cur = bufs[i]!;
     pos += bytesRead;
+    i ^= 1;
+    pending = pos < end ? fd.read(bufs[i]!, 0, Math.min(size, end - pos), pos) : undefined;
+    h.update(cur.subarray(0, bytesRead));
   }
   return h.digest();
 }

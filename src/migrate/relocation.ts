@@ -3,19 +3,30 @@
 // Target: RelocationServer listens on a TCP address given in xvmd's
 // configuration (off by default) and accepts a domain only from a peer that
 // proves it knows the pre-shared token (wire.ts). It defines the domain from
-// the source's configuration, starts QEMU with `-S -incoming defer`, and
-// feeds what arrives over the authenticated connection into QEMU's incoming
-// socket. Only when the source says "commit" (its QEMU finished the stream)
-// does it continue the guest and answer "running".
+// the source's configuration, starts QEMU with `-S -incoming defer`, takes
+// the source's stream connection (a second TCP connection proven to belong
+// to the session) and hands its socket to QEMU (`migrate-incoming fd:`).
+// Only when the source says "commit" (its QEMU finished the stream) does it
+// continue the guest and answer "running".
 //
-// Source: migrateDomain() authenticates, asks the target to prepare, then
-// lets QEMU `migrate` (live: pre-copy while the guest runs, QEMU stops it
-// for the last pass) into a local socket whose bytes it forwards. After
-// "running" it ends its QEMU without policy and forgets the domain.
+// Source: migrateDomain() authenticates, asks the target to prepare, opens
+// the stream connection and hands it to its QEMU, which `migrate`s into it
+// (live: pre-copy while the guest runs, QEMU stops it for the last pass):
+// QEMU → TCP → QEMU, no xvmd in between. After "running" it ends its QEMU
+// without policy and forgets the domain.
 //
-// Failure at any step before "running": the source cancels the migration
-// and continues its guest as it was; the target ends its QEMU and removes
-// the definition it made when the connection breaks or an error comes.
+// Disks (storage-copy.ts) use the control connection, which carries only
+// control messages now: with --copy-storage the bulk copy and dirty passes
+// once the stream connection is in place (before QEMU migrates), more dirty
+// passes while QEMU pre-copies memory, the last dirty blocks when QEMU's
+// migration completes; shared images are released
+// by the source's backend then and opened read-write on the target at
+// "commit". NICs: the port and DHCP lease come with "prepare".
+//
+// Failure at any step before "running": the source cancels the migration,
+// reopens the disk images it released and continues its guest as it was;
+// the target ends its QEMU and removes the definition and the volumes it
+// made when the connection breaks or an error comes.
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -31,10 +42,10 @@ import { nicProvider, readAttachments, type MigratedLease, type MigratedVif, typ
 import type { Logger } from '../daemon/log.js';
 import { saveHeaderSchema } from './format.js';
 import { parseVolumeRef } from '../storage/pool.js';
-import { connectIncoming } from './stream.js';
-import { currentMachine, describeDomain, live, SAVE_MAX_BANDWIDTH, waitIncoming, waitMigration, type MigrateProgress } from './save.js';
+import { socketFd } from './stream.js';
+import { contAfterMigration, currentMachine, describeDomain, enableMigrationEvents, live, SAVE_MAX_BANDWIDTH, waitIncoming, waitMigration, type MigrateProgress } from './save.js';
 import { parseMigratingDisks, StorageSource, StorageTarget } from './storage-copy.js';
-import { FRAME_CONTROL, FRAME_END, FrameReader, mac, macEqual, readToken, sendControl, sendData, sendEnd } from './wire.js';
+import { FrameReader, mac, macEqual, readToken, RELOCATION_PROTOCOL, sendControl } from './wire.js';
 
 export const DEFAULT_RELOCATION_PORT = 8002;
 
@@ -42,7 +53,8 @@ export const DEFAULT_RELOCATION_PORT = 8002;
 export function relocationTokenFile(paths: StatePaths): string {
   return process.env.XVM_RELOCATION_TOKEN_FILE ?? path.join(paths.lib, 'relocation.token');
 }
-const MIGRATION_SOCKET = 'mig.sock';
+/** The name QEMU knows the stream connection's fd by (QMP getfd). */
+const STREAM_FD_NAME = 'xvm-mig';
 
 export interface RelocationOptions {
   /** host:port to listen on. */
@@ -64,6 +76,8 @@ export class RelocationServer {
   private server: net.Server | undefined;
   private readonly token: Buffer;
   private readonly conns = new Set<net.Socket>();
+  /** Incoming migrations waiting for their stream connection, by the control connection's nonce. */
+  private readonly streamWaiters = new Map<string, { nc: string; take: (sock: net.Socket) => void }>();
 
   constructor(
     private readonly domains: DomainManager,
@@ -155,13 +169,26 @@ export class RelocationServer {
     const peer = `${sock.remoteAddress}:${sock.remotePort}`;
     const reader = new FrameReader(sock);
     const ns = crypto.randomBytes(16).toString('hex');
-    sendControl(sock, { type: 'hello', nonce: ns, protocol: 1 });
+    sendControl(sock, { type: 'hello', nonce: ns, protocol: RELOCATION_PROTOCOL });
     let auth: Record<string, unknown>;
     try {
       auth = await reader.control(10_000, 'authentication');
     } catch (e) {
       this.log.warn('relocation peer refused: no authentication', { peer, error: errorMessage(e) });
       sock.destroy();
+      return;
+    }
+    if (auth.type === 'data') {
+      // The stream connection of a migration authenticated on its control connection.
+      const w = typeof auth.session === 'string' ? this.streamWaiters.get(auth.session) : undefined;
+      if (!w || !macEqual(auth.mac, mac(this.token, 'data', ns, `${auth.session as string}:${w.nc}`))) {
+        this.log.warn('relocation peer refused: stream connection not authenticated', { peer });
+        sock.destroy();
+        return;
+      }
+      this.streamWaiters.delete(auth.session as string);
+      reader.detach();
+      w.take(sock);
       return;
     }
     if (auth.type !== 'auth' || typeof auth.nonce !== 'string' || auth.nonce.length !== 32 || !macEqual(auth.mac, mac(this.token, 'client', ns, auth.nonce))) {
@@ -233,34 +260,48 @@ export class RelocationServer {
         try {
           await storage.connect(diskProvider(), d.uuid);
           const qmp = d.qmp!;
-          const sockPath = path.join(this.domains.runDirOf(d), MIGRATION_SOCKET);
-          await qmp.execute('migrate-incoming', { uri: `unix:${sockPath}` });
-          const feed = await connectIncoming(sockPath);
-          feed.on('error', () => undefined);
-          feed.on('drain', () => reader.resume());
-          reader.onData = (chunk) => feed.write(chunk);
+          // The source's stream connection, authenticated against this session.
+          const stream = new Promise<net.Socket>((res, rej) => {
+            const t = setTimeout(() => {
+              this.streamWaiters.delete(ns);
+              rej(new XvmError('timeout', 'the source did not open its stream connection within 30 s'));
+            }, 30_000);
+            this.streamWaiters.set(ns, {
+              nc: auth.nonce as string,
+              take: (s) => {
+                clearTimeout(t);
+                res(s);
+              },
+            });
+          });
+          stream.catch(() => undefined);
+          await enableMigrationEvents(qmp);
           d.console.mark(`incoming live migration from ${peer}`);
           sendControl(sock, { type: 'ready' });
-          // Disk data (--copy-storage) comes as control frames before QEMU's stream and after it.
-          for (;;) {
-            const f = await reader.next(3_600_000, 'the migration stream');
-            if (f.type === FRAME_END) break;
-            if (f.type === FRAME_CONTROL && f.msg.type === 'error') throw new XvmError('internal', `the source failed: ${String(f.msg.message ?? 'error')}`);
-            if (f.type !== FRAME_CONTROL || !(await storage.handle(sock, f.msg))) throw new XvmError('invalid', 'unexpected frame in the migration stream');
-          }
-          // The connection may be paused for QEMU's socket to drain; once
-          // ended, that socket emits no 'drain': resume here, or the frames
-          // after the stream (disk data, commit) are never read.
-          reader.resume();
-          await new Promise<void>((res) => feed.end(() => res()));
-          this.log.info('incoming migration: stream received', { domain: name });
-          await waitIncoming(d, qmp, 120_000);
-          for (;;) {
-            const commit = await reader.control(300_000, 'commit');
-            if (await storage.handle(sock, commit)) continue;
-            if (commit.type !== 'commit') throw new XvmError('invalid', 'expected commit');
-            break;
-          }
+          const ds = await Promise.race([stream, reader.control(30_000, 'the stream connection').then((m) => Promise.reject(new XvmError('invalid', `unexpected ${String(m.type)} before the stream connection`)))]).finally(() => this.streamWaiters.delete(ns));
+          // QEMU reads the stream itself from the TCP connection; xvmd's copy of the fd goes.
+          await qmp.sendFd(STREAM_FD_NAME, socketFd(ds));
+          await qmp.execute('migrate-incoming', { uri: `fd:${STREAM_FD_NAME}` });
+          ds.destroy();
+          sendControl(sock, { type: 'data-ready' });
+          // The control connection now carries only control messages: the
+          // disk data of --copy-storage (bulk, dirty passes, the final dirty
+          // set, blk-sync/blk-ack, blk-flush) until "commit", while QEMU
+          // loads its stream from the other connection. (No backpressure
+          // pause on this connection any more: nothing to resume.)
+          const commitP = (async () => {
+            for (;;) {
+              const m = await reader.control(3_600_000, 'commit');
+              if (await storage.handle(sock, m)) continue;
+              if (m.type !== 'commit') throw new XvmError('invalid', `expected commit, got ${String(m.type)}`);
+              return m;
+            }
+          })();
+          commitP.catch(() => undefined);
+          // Loaded (QEMU leaves inmigrate), unless the control connection fails first.
+          await Promise.race([waitIncoming(d, qmp, 3_600_000), commitP.then(() => new Promise<never>(() => undefined))]);
+          this.log.info('incoming migration: stream loaded', { domain: name });
+          await commitP;
           // Fault injection for tests: the target dies after the source let go of the images.
           if (process.env.XVM_TEST === '1' && process.env.XVM_TEST_RELOCATION_DIE === 'takeover') process.kill(process.pid, 'SIGKILL');
           await storage.takeOver(diskProvider(), d.uuid);
@@ -309,7 +350,27 @@ export interface MigrateResult {
   storage: 'none' | 'shared' | 'copy';
   storageBytes: number;
   storagePasses: number;
+  /** Dirty passes that ran during QEMU's memory pre-copy. */
+  storageAlongsidePasses: number;
   finalDirtyBlocks: number;
+}
+
+function connectTcp(host: string, port: number): Promise<net.Socket> {
+  return new Promise<net.Socket>((res, rej) => {
+    const s = net.createConnection({ host, port });
+    const t = setTimeout(() => {
+      s.destroy();
+      rej(new XvmError('timeout', `cannot reach the relocation service at ${host}:${port} within 10 s`));
+    }, 10_000);
+    s.once('connect', () => {
+      clearTimeout(t);
+      res(s);
+    });
+    s.once('error', (e) => {
+      clearTimeout(t);
+      rej(new XvmError('unavailable', `cannot reach the relocation service at ${host}:${port}: ${e.message}`));
+    });
+  });
 }
 
 /** Moves a running domain to the xvmd at `target` (HOST[:PORT]). */
@@ -333,21 +394,7 @@ export async function migrateDomain(
       storage.close();
       throw new XvmError('invalid', `cannot migrate domain '${name}' with --copy-storage: it has no volume (vol=) disks to copy; disk files must be on shared storage`);
     }
-    const sock = await new Promise<net.Socket>((res, rej) => {
-      const s = net.createConnection({ host, port });
-      const t = setTimeout(() => {
-        s.destroy();
-        rej(new XvmError('timeout', `cannot reach the relocation service at ${host}:${port} within 10 s`));
-      }, 10_000);
-      s.once('connect', () => {
-        clearTimeout(t);
-        res(s);
-      });
-      s.once('error', (e) => {
-        clearTimeout(t);
-        rej(new XvmError('unavailable', `cannot reach the relocation service at ${host}:${port}: ${e.message}`));
-      });
-    }).catch((e: unknown) => {
+    const sock = await connectTcp(host, port).catch((e: unknown) => {
       storage.close();
       throw e;
     });
@@ -357,12 +404,15 @@ export async function migrateDomain(
     const closed = new Promise<never>((_r, rej) => sock.once('close', () => rej(new XvmError('unavailable', 'the target closed the connection during the migration'))));
     closed.catch(() => undefined);
     const wasRunning = d.state === 'running';
-    let sink: net.Server | undefined;
+    let streamSock: net.Socket | undefined;
+    let fdPassed = false;
+    let alongside: ReturnType<StorageSource['dirtyAlongside']> | undefined;
     let started = false;
     let bytes = 0;
     try {
       const hello = await reader.control(10_000, 'hello');
       if (hello.type !== 'hello' || typeof hello.nonce !== 'string') throw new XvmError('invalid', `${host}:${port} is not an xvm relocation service`);
+      if (hello.protocol !== RELOCATION_PROTOCOL) throw new XvmError('invalid', `${host}:${port} speaks relocation protocol ${String(hello.protocol)}; this xvm speaks ${RELOCATION_PROTOCOL} (run the same xvm on both hosts)`);
       const nc = crypto.randomBytes(16).toString('hex');
       sendControl(sock, { type: 'auth', nonce: nc, mac: mac(token, 'client', hello.nonce, nc) });
       const ok = await reader.control(10_000, 'authentication');
@@ -371,47 +421,42 @@ export async function migrateDomain(
       sendControl(sock, { type: 'prepare', header, disks: storage.describe(), vifs });
       const ready = await reader.control(120_000, 'the target to prepare the domain');
       if (ready.type !== 'ready') throw new XvmError('invalid', 'expected ready');
-      // --copy-storage: the disks first, while the guest runs (bulk, then dirty passes).
-      await Promise.race([storage.copyLive(sock, reader, opts.onProgress), closed]);
 
-      // QEMU → local socket → frames over the authenticated connection.
-      const sockPath = path.join(domains.runDirOf(d), MIGRATION_SOCKET);
-      fs.rmSync(sockPath, { force: true });
-      let streamDone!: () => void;
-      let streamFailed!: (e: Error) => void;
-      const forwarded = new Promise<void>((res, rej) => {
-        streamDone = res;
-        streamFailed = rej;
-      });
-      forwarded.catch(() => undefined);
-      sink = net.createServer((q) => {
-        sink!.close();
-        sock.on('drain', () => q.resume());
-        q.on('data', (chunk: Buffer) => {
-          bytes += chunk.length;
-          if (!sendData(sock, chunk)) q.pause();
-        });
-        q.on('end', () => {
-          sendEnd(sock);
-          streamDone();
-        });
-        q.on('error', (e) => streamFailed(e));
-      });
-      await new Promise<void>((res, rej) => {
-        sink!.once('error', rej);
-        sink!.listen(sockPath, () => res());
-      });
-      closed.catch((e: Error) => streamFailed(e));
+      // The stream connection: authenticated for this session, then handed to QEMU (no copy through xvmd).
+      const ds = await connectTcp(host, port);
+      streamSock = ds;
+      const dreader = new FrameReader(ds);
+      const dhello = await dreader.control(10_000, 'hello (stream connection)');
+      if (typeof dhello.nonce !== 'string') throw new XvmError('invalid', `${host}:${port} sent a bad hello on the stream connection`);
+      sendControl(ds, { type: 'data', session: hello.nonce, mac: mac(token, 'data', dhello.nonce, `${hello.nonce}:${nc}`) });
+      const dready = await Promise.race([reader.control(30_000, 'the target to take the stream connection'), closed]);
+      if (dready.type !== 'data-ready') throw new XvmError('invalid', 'expected data-ready');
+      dreader.detach();
+      ds.setNoDelay(true);
+      await enableMigrationEvents(qmp);
+      await qmp.execute('migrate-set-parameters', { 'max-bandwidth': SAVE_MAX_BANDWIDTH });
+      await qmp.sendFd(STREAM_FD_NAME, socketFd(ds));
+      fdPassed = true;
+      ds.destroy(); // QEMU holds its own copy
+      // --copy-storage: the disks first, on the control connection while the
+      // guest runs (bulk, then dirty passes); the target's QEMU waits on the
+      // stream connection meanwhile.
+      await Promise.race([storage.copyLive(sock, reader, opts.onProgress), closed]);
       if (!opts.live && wasRunning) await qmp.execute('stop');
       d.console.mark(`migrating to ${host}:${port}${opts.live ? ' (live)' : ''}`);
-      await qmp.execute('migrate-set-parameters', { 'max-bandwidth': SAVE_MAX_BANDWIDTH });
       started = true;
-      await qmp.execute('migrate', { uri: `unix:${sockPath}` });
-      await Promise.race([waitMigration(qmp, opts.onProgress, () => bytes, 3_600_000), closed]);
+      await qmp.execute('migrate', { uri: `fd:${STREAM_FD_NAME}` });
+      fdPassed = false;
+      // While QEMU pre-copies memory on the stream connection, the disks'
+      // dirty passes go on over the control connection.
+      alongside = storage.mode === 'copy' ? storage.dirtyAlongside(sock, reader) : undefined;
+      await Promise.race([waitMigration(qmp, opts.onProgress, () => bytes, 3_600_000), closed, ...(alongside ? [alongside.failed] : [])]);
       const completedAt = Date.now();
-      const q = await qmp.execute<{ downtime?: number }>('query-migrate');
-      await Promise.race([forwarded, closed]);
-      // Stop-and-copy of the disks: the last dirty blocks, or the images handed over.
+      await Promise.race([alongside?.stop(), closed]);
+      alongside = undefined;
+      const q = await qmp.execute<{ downtime?: number; ram?: { transferred?: number } }>('query-migrate');
+      bytes = q.ram?.transferred ?? 0;
+      // Stop-and-copy of the disks (QEMU stopped the guest): the last dirty blocks, or the images handed over.
       await Promise.race([storage.finish(sock, reader, opts.onProgress), closed]);
       sendControl(sock, { type: 'commit' });
       const running = await reader.control(120_000, 'the target to run the domain');
@@ -430,23 +475,26 @@ export async function migrateDomain(
         storage: storage.mode,
         storageBytes: storage.bytes,
         storagePasses: storage.passes,
+        storageAlongsidePasses: storage.alongsidePasses,
         finalDirtyBlocks: storage.finalBlocks,
       };
     } catch (e) {
       sock.destroy();
+      streamSock?.destroy();
       if (started) await qmp.execute('migrate_cancel').catch(() => undefined);
+      if (fdPassed) await qmp.execute('closefd', { fdname: STREAM_FD_NAME }).catch(() => undefined);
+      await alongside?.stop().catch(() => undefined);
       // Disk images back in this backend's hands before the guest continues.
       await storage.undo((m, err) => log.error(m, { domain: name, error: errorMessage(err) }));
       // The guest runs on here as it was.
       if (wasRunning && d.qmp === qmp) {
         const st = await qmp.execute<{ status: string }>('query-status').catch(() => ({ status: 'unknown' }));
-        if (st.status !== 'running') await qmp.execute('cont').catch((err) => log.error('could not continue the guest after a failed migration', { domain: name, error: errorMessage(err) }));
+        if (st.status !== 'running') await contAfterMigration(qmp).catch((err) => log.error('could not continue the guest after a failed migration', { domain: name, error: errorMessage(err) }));
       }
       d.console.mark(`migration to ${host}:${port} failed: ${errorMessage(e)}`);
       log.error('migration failed; the domain runs on here', { domain: name, target: `${host}:${port}`, error: errorMessage(e) });
       throw e;
     } finally {
-      sink?.close();
       storage.close();
     }
   });

@@ -1,17 +1,19 @@
 // xvm save / xvm restore: a running domain into one file and back.
 //
-// Save: pause the guest (its vhost-user disk backends drain their rings when
-// QEMU stops the devices), let QEMU migrate into a unix socket xvmd listens
-// on, write xvm's header + the stream + a trailer with the checksum into
-// FILE.partial, fsync, rename to FILE. Then either end QEMU without applying
-// on_poweroff (the domain is "saved"; its disk backends stop and flush their
-// images) or, with `checkpoint`, let the guest run on.
+// Save: write xvm's header into FILE.partial, hand QEMU the file's fd
+// (getfd), pause the guest (its vhost-user disk backends drain their rings
+// when QEMU stops the devices), `migrate fd:` — QEMU writes its stream
+// straight after the header while xvmd hashes it back from the page cache —
+// then the trailer with the checksum, fsync, rename to FILE. Then either end
+// QEMU without applying on_poweroff (the domain is "saved"; its disk
+// backends stop and flush their images) or, with `checkpoint`, let the guest
+// run on (continued as soon as QEMU has written the stream).
 //
 // Restore: verify the whole file first (magic, version, sizes, SHA-256);
 // start QEMU with the saved configuration, its own disk backends on the same
-// images, `-S -incoming defer`; feed the stream through `migrate-incoming`;
-// continue the guest if it was running. A failure at any step ends that QEMU
-// and leaves no half-made domain behind.
+// images, `-S -incoming defer`; `migrate-incoming fd:` on the file
+// positioned at the stream; continue the guest if it was running. A failure
+// at any step ends that QEMU and leaves no half-made domain behind.
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
@@ -19,7 +21,7 @@ import { spawnSync } from 'node:child_process';
 import { XvmError, errorMessage } from '../common/errors.js';
 import { validateDomainConfig, type DomainConfig } from '../config/index.js';
 import { QEMU_BINARY } from '../engine/qemu-args.js';
-import type { QmpClient } from '../engine/qmp.js';
+import type { QmpClient, QmpEvent } from '../engine/qmp.js';
 import { pidAlive } from '../engine/process.js';
 import type { Domain, DomainInfo, DomainManager } from '../daemon/domains.js';
 import { diskProvider } from '../daemon/disks.js';
@@ -27,7 +29,8 @@ import { readAttachments } from '../daemon/nics.js';
 import type { Logger } from '../daemon/log.js';
 import { VERSION } from '../daemon/version.js';
 import { encodePreamble, encodeTrailer, readSaveFile, type SaveFileInfo, type SaveHeader } from './format.js';
-import { feedStream, StreamSink } from './stream.js';
+import { FollowHash } from './stream.js';
+import { seekTo } from '../sys/fd.js';
 
 export interface MigrateProgress {
   phase: string;
@@ -76,8 +79,9 @@ class Phases {
   }
 }
 
-/** The stream's socket in the domain's runtime folder: as long a name as qmp.sock, whose path length launch() checks. */
-const MIGRATION_SOCKET = 'mig.sock';
+
+/** The name QEMU knows the save file's / restore file's fd by (QMP getfd). */
+const SAVE_FD_NAME = 'xvm-save';
 
 /** Huge migration bandwidth: a save is local, QEMU's default (32 MiB/s in 7.x) would throttle it. */
 export const SAVE_MAX_BANDWIDTH = 64 * 1024 ** 3;
@@ -127,18 +131,58 @@ export function checkSaveTarget(file: unknown): string {
   return file;
 }
 
-export async function waitMigration(qmp: QmpClient, onProgress: ((p: MigrateProgress) => void) | undefined, fileBytes: () => number, timeoutMs: number): Promise<void> {
+/** QEMU emits MIGRATION events (status changes) once this is on: completion is seen at once, not at the next poll. */
+export async function enableMigrationEvents(qmp: QmpClient): Promise<void> {
+  await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
+}
+
+/**
+ * `cont` after QEMU's migration completed: QEMU refuses it ("Migration is
+ * not finalized yet") until its migration clean-up has run, a moment after
+ * the completed status; retry until then.
+ */
+export async function contAfterMigration(qmp: QmpClient, timeoutMs = 10_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   for (;;) {
-    const q = await qmp.execute<{ status?: string; 'error-desc'?: string; ram?: { transferred: number; remaining: number; total: number } }>('query-migrate');
-    if (q.status === 'completed') return;
-    if (q.status === 'failed' || q.status === 'cancelled') {
-      throw new XvmError('internal', `QEMU's migration ${q.status}${q['error-desc'] ? `: ${q['error-desc']}` : ''}`);
+    try {
+      await qmp.execute('cont');
+      return;
+    } catch (e) {
+      if (!/not finalized/i.test(errorMessage(e)) || Date.now() > end) throw e;
+      await new Promise((r) => setTimeout(r, 2));
     }
-    if (q.ram) onProgress?.({ phase: 'memory', done: q.ram.total - q.ram.remaining, total: q.ram.total });
-    else onProgress?.({ phase: 'memory', done: fileBytes(), total: 0 });
-    if (Date.now() > end) throw new XvmError('timeout', `QEMU's migration did not complete within ${timeoutMs / 1000} s (status ${q.status})`);
-    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export async function waitMigration(qmp: QmpClient, onProgress: ((p: MigrateProgress) => void) | undefined, fileBytes: () => number, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  // A MIGRATION event wakes the loop early; query-migrate stays the source of truth.
+  let wake: (() => void) | undefined;
+  const onEvent = (ev: QmpEvent) => {
+    if (ev.event === 'MIGRATION' && ['completed', 'failed', 'cancelled'].includes(String(ev.data?.status))) wake?.();
+  };
+  qmp.on('event', onEvent);
+  try {
+    for (;;) {
+      const q = await qmp.execute<{ status?: string; 'error-desc'?: string; ram?: { transferred: number; remaining: number; total: number } }>('query-migrate');
+      if (q.status === 'completed') return;
+      if (q.status === 'failed' || q.status === 'cancelled') {
+        throw new XvmError('internal', `QEMU's migration ${q.status}${q['error-desc'] ? `: ${q['error-desc']}` : ''}`);
+      }
+      if (q.ram) onProgress?.({ phase: 'memory', done: q.ram.total - q.ram.remaining, total: q.ram.total });
+      else onProgress?.({ phase: 'memory', done: fileBytes(), total: 0 });
+      if (Date.now() > end) throw new XvmError('timeout', `QEMU's migration did not complete within ${timeoutMs / 1000} s (status ${q.status})`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, 100);
+        wake = () => {
+          clearTimeout(t);
+          r();
+        };
+      });
+      wake = undefined;
+    }
+  } finally {
+    qmp.off('event', onEvent);
   }
 }
 
@@ -192,15 +236,21 @@ export async function saveDomain(
     const header = await describeDomain(domains, d, qmp, checkpoint);
     const preamble = encodePreamble(header);
     const partial = `${file}.partial`;
-    const hash = crypto.createHash('sha256').update(preamble);
-    const fd = fs.openSync(partial, 'w', 0o600);
-    let sink: StreamSink | undefined;
+    const fd = fs.openSync(partial, 'w+', 0o600); // read too: the checksum reads back what QEMU writes
+    let hasher: FollowHash | undefined;
+    let fdPassed = false;
+    let migrating = false;
+    let resumed = false;
     let stoppedAt: number | undefined;
     const wasRunning = d.state === 'running';
-    const runDir = domains.runDirOf(d);
     try {
-      fs.writeSync(fd, preamble, 0, preamble.length, 0);
-      sink = await StreamSink.listen(path.join(runDir, MIGRATION_SOCKET), fd, preamble.length, hash);
+      // The header first, through the fd's own offset: QEMU writes its
+      // stream from there on, straight into the file (no copy through xvmd).
+      fs.writeSync(fd, preamble);
+      await enableMigrationEvents(qmp);
+      await qmp.execute('migrate-set-parameters', { 'max-bandwidth': SAVE_MAX_BANDWIDTH });
+      await qmp.sendFd(SAVE_FD_NAME, fd);
+      fdPassed = true;
       ph.mark('prepare');
       opts.onProgress?.({ phase: 'stopping', done: 0, total: 0 });
       if (wasRunning) {
@@ -209,29 +259,36 @@ export async function saveDomain(
       }
       ph.mark('stop');
       d.console.mark(checkpoint ? `writing a checkpoint to ${file} (xvm save --checkpoint)` : `saving to ${file} (xvm save)`);
-      await qmp.execute('migrate-set-parameters', { 'max-bandwidth': SAVE_MAX_BANDWIDTH });
-      await qmp.execute('migrate', { uri: `unix:${sink.socketPath}` });
-      await waitMigration(qmp, opts.onProgress, () => sink?.bytes ?? 0, timeoutMs);
+      // The checksum follows QEMU's writes (read back from the page cache as they land).
+      hasher = new FollowHash(fd, 0, crypto.createHash('sha256'));
+      migrating = true;
+      await qmp.execute('migrate', { uri: `fd:${SAVE_FD_NAME}` });
+      fdPassed = false; // QEMU took it
+      await waitMigration(qmp, opts.onProgress, () => hasher?.pos ?? 0, timeoutMs);
+      migrating = false;
       ph.mark('migrate');
-      const streamBytes = await withTimeout(sink.finished(), 30_000, 'the end of the migration stream');
-      ph.mark('drain');
-      const trailer = encodeTrailer(streamBytes, hash.digest());
-      fs.writeSync(fd, trailer, 0, trailer.length, preamble.length + streamBytes);
+      let downtimeMs: number | null = null;
+      if (checkpoint && wasRunning) {
+        // The memory is in the file (page cache): the guest goes on while xvmd checks and syncs it.
+        await contAfterMigration(qmp);
+        resumed = true;
+        downtimeMs = Date.now() - stoppedAt!;
+      }
+      // 'completed' comes after QEMU flushed its last write: the file's size is the stream's end.
+      const end = fs.fstatSync(fd).size;
+      const streamBytes = end - preamble.length;
+      if (streamBytes <= 0) throw new XvmError('internal', 'QEMU completed the migration but wrote no stream');
       opts.onProgress?.({ phase: 'sync', done: 0, total: 0 });
+      await hasher.finish(end);
+      ph.mark('hash');
+      const trailer = encodeTrailer(streamBytes, hasher.digest());
+      fs.writeSync(fd, trailer, 0, trailer.length, end);
       fs.fsyncSync(fd);
       fs.closeSync(fd);
       fs.renameSync(partial, file);
       fsyncDir(path.dirname(file));
       ph.mark('sync');
-      let downtimeMs: number | null = null;
-      if (checkpoint) {
-        if (wasRunning) {
-          await qmp.execute('cont');
-          downtimeMs = Date.now() - stoppedAt!;
-        }
-      } else {
-        await domains.retireLocked(d, `saved to ${file} (xvm save); 'xvm restore ${file}' continues it`);
-      }
+      if (!checkpoint) await domains.retireLocked(d, `saved to ${file} (xvm save); 'xvm restore ${file}' continues it`);
       ph.mark(checkpoint ? 'resume' : 'end-qemu');
       const result: SaveResult = {
         domain: name,
@@ -248,6 +305,7 @@ export async function saveDomain(
       log.info(checkpoint ? 'domain checkpointed' : 'domain saved', { domain: name, file, bytes: result.fileBytes, ms: result.ms, downtimeMs });
       return result;
     } catch (e) {
+      hasher?.stop();
       try {
         fs.closeSync(fd);
       } catch {
@@ -255,15 +313,14 @@ export async function saveDomain(
       }
       fs.rmSync(partial, { force: true });
       // The guest keeps running as it was.
-      await qmp.execute('migrate_cancel').catch(() => undefined);
-      if (wasRunning && d.qmp === qmp) {
-        await qmp.execute('cont').catch((err) => log.error('could not resume the guest after a failed save', { domain: name, error: errorMessage(err) }));
+      if (migrating) await qmp.execute('migrate_cancel').catch(() => undefined);
+      if (fdPassed) await qmp.execute('closefd', { fdname: SAVE_FD_NAME }).catch(() => undefined);
+      if (wasRunning && !resumed && d.qmp === qmp) {
+        await contAfterMigration(qmp).catch((err) => log.error('could not resume the guest after a failed save', { domain: name, error: errorMessage(err) }));
       }
       log.error('save failed', { domain: name, file, error: errorMessage(e) });
       d.console.mark(`save to ${file} failed: ${errorMessage(e)}`);
       throw e instanceof XvmError ? e : new XvmError('internal', `saving domain '${name}' failed: ${errorMessage(e)}`);
-    } finally {
-      sink?.close();
     }
   });
 }
@@ -325,12 +382,27 @@ export async function restoreDomain(
       ph.mark('start-qemu');
       try {
         const qmp = d.qmp!;
-        const sock = path.join(domains.runDirOf(d), MIGRATION_SOCKET);
         d.console.mark(`restoring from ${file} (xvm restore)`);
-        await qmp.execute('migrate-incoming', { uri: `unix:${sock}` });
-        await feedStream(sock, file, saved.streamOffset, saved.streamBytes, (n) => opts.onProgress?.({ phase: 'memory', done: n, total: saved.streamBytes }));
-        ph.mark('feed');
-        await waitIncoming(d, qmp, (opts.timeoutSec ?? 600) * 1000);
+        // QEMU reads the stream straight from the file, from the stream's
+        // offset (the fd's position, which QEMU's copy shares with ours).
+        const fd = fs.openSync(file, 'r');
+        // Progress: how far QEMU has read (the shared file position).
+        const progress = setInterval(() => {
+          const pos = filePosition(fd);
+          if (pos !== undefined) opts.onProgress?.({ phase: 'memory', done: Math.min(saved.streamBytes, Math.max(0, pos - saved.streamOffset)), total: saved.streamBytes });
+        }, 100);
+        try {
+          seekTo(fd, saved.streamOffset);
+          await enableMigrationEvents(qmp);
+          await qmp.sendFd(SAVE_FD_NAME, fd);
+          await qmp.execute('migrate-incoming', { uri: `fd:${SAVE_FD_NAME}` });
+          ph.mark('feed');
+          await waitIncoming(d, qmp, (opts.timeoutSec ?? 600) * 1000);
+        } finally {
+          clearInterval(progress);
+          fs.closeSync(fd);
+        }
+        opts.onProgress?.({ phase: 'memory', done: saved.streamBytes, total: saved.streamBytes });
         ph.mark('load');
         domains.setRunFacts(d, { readyAt: header.run.readyAt, reboots: header.run.reboots });
         domains.incomingDoneLocked(d);
@@ -365,18 +437,53 @@ export async function restoreDomain(
   }
 }
 
-/** Waits until QEMU has loaded the whole incoming stream (run state leaves inmigrate). */
+/**
+ * Waits until QEMU has loaded the whole incoming stream (run state leaves
+ * inmigrate). With migration events on, it polls slowly until QEMU's
+ * MIGRATION event says the stream is in, then closely for the run state.
+ */
 export async function waitIncoming(d: Domain, qmp: QmpClient, timeoutMs: number): Promise<void> {
   const end = Date.now() + timeoutMs;
-  for (;;) {
-    if (d.qmp !== qmp || !d.runtime || !pidAlive(d.runtime.pid)) throw new XvmError('internal', 'QEMU exited while loading the migration stream');
-    const st = await qmp.execute<{ status: string }>('query-status');
-    if (st.status !== 'inmigrate') {
-      if (st.status === 'paused' || st.status === 'prelaunch' || st.status === 'running') return;
-      throw new XvmError('internal', `QEMU is ${st.status} after loading the migration stream`);
+  let near = false;
+  let wake: (() => void) | undefined;
+  const onEvent = (ev: QmpEvent) => {
+    if (ev.event === 'MIGRATION' && ['completed', 'failed', 'cancelled'].includes(String(ev.data?.status))) {
+      near = true;
+      wake?.();
     }
-    if (Date.now() > end) throw new XvmError('timeout', `QEMU did not finish loading the migration stream within ${timeoutMs / 1000} s`);
-    await new Promise((r) => setTimeout(r, 20));
+  };
+  qmp.on('event', onEvent);
+  try {
+    for (;;) {
+      if (d.qmp !== qmp || !d.runtime || !pidAlive(d.runtime.pid)) throw new XvmError('internal', 'QEMU exited while loading the migration stream');
+      // QEMU loading from a file does not yield to its monitor: the answer comes when the load is done.
+      const st = await qmp.execute<{ status: string }>('query-status', undefined, Math.max(30_000, end - Date.now()));
+      if (st.status !== 'inmigrate') {
+        if (st.status === 'paused' || st.status === 'prelaunch' || st.status === 'running') return;
+        throw new XvmError('internal', `QEMU is ${st.status} after loading the migration stream`);
+      }
+      if (Date.now() > end) throw new XvmError('timeout', `QEMU did not finish loading the migration stream within ${timeoutMs / 1000} s`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, near ? 5 : 50);
+        wake = () => {
+          clearTimeout(t);
+          r();
+        };
+      });
+      wake = undefined;
+    }
+  } finally {
+    qmp.off('event', onEvent);
+  }
+}
+
+/** The offset of an open file description (shared with QEMU's copy of the fd), from /proc. */
+function filePosition(fd: number): number | undefined {
+  try {
+    const m = /^pos:\s*(\d+)/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
   }
 }
 

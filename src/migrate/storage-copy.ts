@@ -7,12 +7,14 @@
 // bitmap, reads the virtual disk, writes it (on the target), and hands the
 // image over.
 //
-// Copy (source → target, over the authenticated relocation connection, as
-// control frames {type:'blk', vdev, off, data (base64) | zero: bytes}):
-//   1. dirty tracking on, then the whole disk in 1 MiB chunks (all-zero
+// Copy (source → target, over the authenticated control connection of the
+// relocation, which QEMU's stream does not use: BLK frames with the bytes,
+// wire.ts, or control frames {type:'blk', vdev, off, zero: bytes}):
+//   1. dirty tracking on, then the whole disk in 512 KiB chunks (all-zero
 //      chunks are not sent: the target's new volume reads zeros there);
 //   2. dirty passes while the guest runs, until few blocks are left;
-//   3. QEMU migrates memory (blocks the guest writes meanwhile stay dirty);
+//   3. QEMU migrates memory; dirty passes go on alongside its pre-copy
+//      (dirtyAlongside), so what the guest writes meanwhile moves now;
 //   4. at the stop-and-copy (QEMU stopped the guest and its vhost devices:
 //      no request is in flight), the last dirty blocks; the target flushes.
 // Every WINDOW bytes the source sends {type:'blk-sync'} and waits for the
@@ -33,11 +35,13 @@ import type { DiskProvider, BackendSpec } from '../daemon/disks.js';
 import type { Storage } from '../storage/index.js';
 import { parseVolumeRef } from '../storage/pool.js';
 import type { FrameReader } from './wire.js';
-import { sendControl } from './wire.js';
+import { sendBlk, sendControl } from './wire.js';
 import type { MigrateProgress } from './save.js';
 
-// base64 in a control frame (at most 1 MiB): 512 KiB of data a frame.
+// Disk data a BLK frame (and a read of the backend): 512 KiB.
 const CHUNK = 512 * 1024;
+/** Alongside QEMU's pre-copy: the pause between passes that found little to send. */
+const ALONGSIDE_IDLE_MS = 100;
 /** Bytes sent before the source waits for the target to have written them. */
 const WINDOW = 16 * 1024 * 1024;
 /** Dirty passes while the guest runs, at most; and the block count that is small enough to leave for the last pass. */
@@ -95,6 +99,8 @@ export interface SourceDisk {
 export class StorageSource {
   bytes = 0;
   passes = 0;
+  /** Dirty passes that ran alongside QEMU's memory pre-copy. */
+  alongsidePasses = 0;
   finalBlocks = 0;
   private unacked = 0;
   private seq = 0;
@@ -154,7 +160,7 @@ export class StorageSource {
       sendControl(sock, { type: 'blk', vdev: d.spec.vdev, off, zero: len });
       this.unacked += 64;
     } else {
-      sendControl(sock, { type: 'blk', vdev: d.spec.vdev, off, data: data.toString('base64') });
+      sendBlk(sock, d.spec.vdev, off, data);
       this.bytes += len;
       this.unacked += len;
     }
@@ -205,6 +211,53 @@ export class StorageSource {
       await this.sync(sock, reader);
       if (count <= SMALL_ENOUGH) break;
     }
+  }
+
+  /**
+   * Dirty passes while QEMU migrates memory (the guest runs on and writes):
+   * each takes the blocks written since the last one and sends them, so the
+   * stop-and-copy only has what the guest wrote during the last moments.
+   * `stop()` ends the loop after the pass under way (nothing taken is left
+   * unsent) and throws the loop's error if it failed; `failed` rejects as
+   * soon as a pass fails.
+   */
+  dirtyAlongside(sock: net.Socket, reader: FrameReader): { stop: () => Promise<void>; failed: Promise<never> } {
+    const disks = this.copied;
+    let stopping = false;
+    let wake: (() => void) | undefined;
+    let fail!: (e: unknown) => void;
+    const failed = new Promise<never>((_r, rej) => (fail = rej));
+    failed.catch(() => undefined);
+    const loop = (async () => {
+      while (!stopping && disks.length) {
+        const dirty = await Promise.all(disks.map(async (d) => ({ d, blocks: await d.ctl.dirtyTake() })));
+        const count = dirty.reduce((a, x) => a + x.blocks.length, 0);
+        if (count > 0) {
+          this.alongsidePasses++;
+          for (const { d, blocks } of dirty) await this.sendBlocks(sock, reader, d, blocks, () => undefined);
+          await this.sync(sock, reader);
+        }
+        if (count <= SMALL_ENOUGH && !stopping) {
+          await new Promise<void>((r) => {
+            const t = setTimeout(r, ALONGSIDE_IDLE_MS);
+            wake = () => {
+              clearTimeout(t);
+              r();
+            };
+          });
+          wake = undefined;
+        }
+      }
+    })();
+    loop.catch((e: unknown) => fail(e));
+    return {
+      failed,
+      stop: async () => {
+        stopping = true;
+        wake?.();
+        await loop;
+      },
+    };
   }
 
   /** The stop-and-copy part: QEMU has stopped the guest; the last dirty blocks, or the image hand-over. */
@@ -336,7 +389,7 @@ export class StorageTarget {
       if (!d || !c) throw new XvmError('invalid', `disk data for a disk that is not copied (${String(msg.vdev)})`);
       const off = Number(msg.off);
       if (typeof msg.zero === 'number') await c.request({ op: 'write', offset: off, zero: msg.zero });
-      else if (typeof msg.data === 'string') await c.request({ op: 'write', offset: off }, Buffer.from(msg.data, 'base64'));
+      else if (Buffer.isBuffer(msg.data)) await c.request({ op: 'write', offset: off }, msg.data);
       else throw new XvmError('invalid', 'malformed disk data frame');
       return true;
     }

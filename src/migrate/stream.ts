@@ -1,13 +1,18 @@
-// The byte pipes between QEMU's migration stream and a save file. QEMU
-// writes (`migrate uri=unix:…`) to a socket xvmd listens on, or reads
-// (`migrate-incoming uri=unix:…`) from a socket QEMU listens on; xvmd sits
-// in the middle so it can checksum, count and report progress.
+// The byte path of save / restore / migration. QEMU reads and writes the
+// stream itself through fds xvmd hands it (QMP getfd): the save file after
+// xvm's header, the file at the stream's offset for a restore, the stream
+// connection's socket for a live migration. What is left for xvmd: hashing a
+// save file as QEMU writes it (FollowHash), the fd under a Node socket
+// (socketFd), and StreamSink (the old unix-socket sink; only the benchmark's
+// --raw-via-sink uses it, to show what a copy through xvmd costs).
 import fs from 'node:fs';
 import net from 'node:net';
 import crypto from 'node:crypto';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { XvmError } from '../common/errors.js';
+import { startWriteback } from '../sys/fd.js';
+import { mapShared } from '../sys/mman.js';
+
+const CHUNK = 4 << 20;
 
 /** A unix socket QEMU connects to once; everything it sends lands in `fd` from `offset`, hashed into `hash`. */
 export class StreamSink {
@@ -97,16 +102,90 @@ export async function connectIncoming(socketPath: string, timeoutMs = 15_000): P
   }
 }
 
-/** Connects to QEMU's incoming socket (waiting for it to appear) and sends `length` bytes of `file` from `offset`. */
-export async function feedStream(socketPath: string, file: string, offset: number, length: number, onBytes: (n: number) => void, timeoutMs = 15_000): Promise<void> {
-  const sock = await connectIncoming(socketPath, timeoutMs);
-  let sent = 0;
-  const count = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      sent += chunk.length;
-      onBytes(sent);
-      cb(null, chunk);
-    },
-  });
-  await pipeline(fs.createReadStream(file, { start: offset, end: offset + length - 1, highWaterMark: 4 << 20 }), count, sock);
+/**
+ * Hashes a file while another process (QEMU, through a passed fd) is still
+ * appending to it: reads what has landed in the page cache so far, hashes it,
+ * and waits for more, until `finish(end)` says where the file ends. The
+ * checksum is then ready a moment after QEMU's last write instead of a whole
+ * read-back later. With `writeback`, ranges already hashed are handed to the
+ * kernel's writeback (sync_file_range) so the closing fsync has less to do.
+ */
+export class FollowHash {
+  pos: number;
+  private end: number | undefined;
+  private stopped = false;
+  private wake: (() => void) | undefined;
+  private readonly loop: Promise<void>;
+
+  constructor(
+    private readonly fd: number,
+    start: number,
+    private readonly hash: crypto.Hash,
+    private readonly writeback = true,
+  ) {
+    this.pos = start;
+    this.loop = this.run();
+    this.loop.catch(() => undefined);
+  }
+
+  private async run(): Promise<void> {
+    let flushedTo = this.pos;
+    for (;;) {
+      if (this.stopped) return;
+      const limit = this.end ?? fs.fstatSync(this.fd).size;
+      const avail = limit - this.pos;
+      if (avail <= 0 || (this.end === undefined && avail < 256 << 10)) {
+        if (this.end !== undefined) break;
+        await new Promise<void>((r) => {
+          this.wake = r;
+          setTimeout(r, 5);
+        });
+        this.wake = undefined;
+        continue;
+      }
+      const n = Math.min(CHUNK, avail);
+      if (this.end !== undefined && fs.fstatSync(this.fd).size < this.end) throw new XvmError('internal', `the save file is shorter than the ${this.end} bytes QEMU wrote`);
+      // Hash the page cache in place (mmap): no copy into xvmd.
+      const m = mapShared(this.fd, n, this.pos, false);
+      try {
+        this.hash.update(m.buf);
+      } finally {
+        m.unmap();
+      }
+      this.pos += n;
+      // Let the event loop (QMP, the API) breathe between chunks.
+      await new Promise((r) => setImmediate(r));
+      if (this.writeback && this.pos - flushedTo >= 8 << 20) {
+        try {
+          startWriteback(this.fd, flushedTo, this.pos - flushedTo);
+        } catch {
+          /* only a head start for fsync */
+        }
+        flushedTo = this.pos;
+      }
+    }
+  }
+
+  digest(): Buffer {
+    return this.hash.digest();
+  }
+
+  /** Resolves once every byte up to `end` is hashed. */
+  finish(end: number): Promise<void> {
+    this.end = end;
+    this.wake?.();
+    return this.loop;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.wake?.();
+  }
+}
+
+/** The kernel fd under a connected Node socket (to pass to QEMU with getfd). */
+export function socketFd(sock: net.Socket): number {
+  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) throw new XvmError('internal', 'the stream connection has no file descriptor');
+  return fd;
 }

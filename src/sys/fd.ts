@@ -71,3 +71,17 @@ export function writeFd(fd: number, buf: Uint8Array): number {
 export function readFd(fd: number, buf: Uint8Array): number {
   return check('read', c.read(fd, buf, buf.byteLength));
 }
+
+/** Sets the file offset of `fd` (SEEK_SET): where the next plain read/write — also another process's, through a passed fd — goes. */
+export function seekTo(fd: number, offset: number): void {
+  const r = Number(c.lseek(fd, offset, 0));
+  if (r < 0) throw new SysError('lseek', koffi.errno());
+}
+
+const SYNC_FILE_RANGE_WRITE = 2;
+
+/** Starts writeback of a file range without waiting for it (sync_file_range WRITE): a later fsync has less left to do. Not a durability guarantee. */
+export function startWriteback(fd: number, offset: number, length: number): void {
+  const r = c.sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE);
+  if (r < 0) throw new SysError('sync_file_range', koffi.errno());
+}

@@ -4,6 +4,7 @@
 // veth address only. A counting guest moves live and counts on (no reboot);
 // peers without the token are refused; a target killed mid-migration leaves
 // the source guest running and, restarted, keeps no half-made domain.
+// Domains with disks and NICs: migrate-devices.test.ts.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -181,7 +182,6 @@ test('a peer without the token is refused; a source with the wrong token fails a
   const n = Math.max(...counts(con.output));
   await con.waitFor(`C=${n + 2}\r\n`, 60_000);
   assert.equal((await dst.client.listDomains()).length, 0, 'nothing was created on the target');
-  // Domains with disks are refused clearly (not yet supported).
   con.close();
   await src.client.destroy('mig2');
   await src.stopDaemon();
