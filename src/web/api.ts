@@ -165,5 +165,5 @@ export async function postStream<T>(path: string, body: unknown, onProgress: (p:
 }
 
 export type { SaveListing, SaveListEntry } from '../api/saves-schema.js';
-export type { MemSetResult, VcpuSetResult, SaveResult, RestoreResult } from '../api/schema.js';
+export type { MemSetResult, VcpuSetResult, SaveResult, RestoreResult, MigrateResult } from '../api/schema.js';
 export type { InstallResult } from '../api/hvm-schema.js';

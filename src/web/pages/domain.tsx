@@ -10,6 +10,7 @@ import { GraphicsConsole } from '../components/graphics.js';
 import { navigate } from '../router.js';
 import { Resources } from '../components/resources.js';
 import { SaveCard } from '../components/save.js';
+import { MigrateCard } from '../components/migrate.js';
 import { Screenshot, isHvm } from '../components/screenshot.js';
 import type { DeviceLive } from '../live.js';
 
@@ -109,12 +110,12 @@ function Overview({ d, onError }: { d: DomainInfo; onError: (m: string | null) =
               <h3>Screen <a class="small" href={`#/domains/${encodeURIComponent(d.name)}/graphics`}>open the graphical console</a></h3>
               <Screenshot d={d} width={400} link={`#/domains/${encodeURIComponent(d.name)}/graphics`} />
             </div>
-            <div><Resources d={d} /><SaveCard d={d} /></div>
+            <div><Resources d={d} /><SaveCard d={d} /><MigrateCard d={d} onMoved={() => navigate('/domains')} /></div>
           </>
         ) : (
           <>
             <Resources d={d} />
-            <SaveCard d={d} />
+            <div><SaveCard d={d} /><MigrateCard d={d} onMoved={() => navigate('/domains')} /></div>
           </>
         )}
       </div>
