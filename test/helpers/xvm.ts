@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
+import net from 'node:net';
 import path from 'node:path';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -91,16 +92,36 @@ export class TestHost {
     return r.stdout;
   }
 
-  /** Runs the CLI without blocking this process (so its websockets keep being served). */
-  cliAsync(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  /**
+   * Runs the CLI without blocking this process (so its websockets keep being
+   * served); `onStderr` sees its standard error so far (progress) as it comes.
+   */
+  cliAsync(args: string[], onStderr?: (text: string) => void): Promise<{ code: number; stdout: string; stderr: string }> {
     return new Promise((resolve) => {
       const p = spawn(process.execPath, [XVM_BIN, ...args], { env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
       let stdout = '';
       let stderr = '';
       p.stdout.on('data', (d) => (stdout += d));
-      p.stderr.on('data', (d) => (stderr += d));
+      p.stderr.on('data', (d) => {
+        stderr += d;
+        onStderr?.(stderr);
+      });
       p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
     });
+  }
+
+  /** The pids of this home's switch processes (one per network with ports). */
+  switchPids(): number[] {
+    const dir = path.join(this.home, 'run', 'networks');
+    const out: number[] = [];
+    for (const n of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
+      try {
+        out.push(Number(fs.readFileSync(path.join(dir, n, 'switch.pid'), 'utf8')));
+      } catch {
+        /* not running */
+      }
+    }
+    return out;
   }
 
   /** Destroys every domain, stops the daemon, kills any QEMU left, removes the home. */
@@ -199,4 +220,16 @@ export class ConsoleSession {
   close(): void {
     this.ws.close();
   }
+}
+
+/** A loopback TCP port nothing listens on right now. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
 }

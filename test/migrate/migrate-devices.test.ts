@@ -18,7 +18,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { TestHost, ConsoleSession, READY_BANNER, XVMD_BIN, XVM_BIN, waitUntil } from '../helpers/xvm.js';
+import { TestHost, ConsoleSession, READY_BANNER, XVMD_BIN, waitUntil } from '../helpers/xvm.js';
 import { pidAlive } from '../../src/engine/process.js';
 
 const NS = ['save-a', 'save-b'] as const;
@@ -70,21 +70,6 @@ function cli(host: TestHost, args: string[]): string {
   const r = host.cli(args);
   assert.equal(r.code, 0, `xvm ${args.join(' ')}: ${r.stderr}`);
   return r.stdout;
-}
-
-/** The CLI in the background; `onStderr` sees its progress lines as they come. */
-function cliAsync(host: TestHost, args: string[], onStderr?: (text: string) => void): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [XVM_BIN, ...args], { env: host.env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => {
-      stderr += d;
-      onStderr?.(stderr);
-    });
-    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
 }
 
 async function boot(host: TestHost, config: Record<string, unknown>): Promise<ConsoleSession> {
@@ -147,7 +132,7 @@ test('--copy-storage: a guest with a qcow2 volume moves while it writes; a targe
   // 1. The target dies during the disk copy.
   const targetPid = dst.daemon!.pid!;
   let killed = false;
-  const m1 = await cliAsync(src, ['migrate', 'md1', TARGET, '--live', '--copy-storage'], (err) => {
+  const m1 = await src.cliAsync(['migrate', 'md1', TARGET, '--live', '--copy-storage'], (err) => {
     if (!killed && /storage \d/.test(err)) {
       killed = true;
       process.kill(targetPid, 'SIGKILL');
@@ -171,7 +156,7 @@ test('--copy-storage: a guest with a qcow2 volume moves while it writes; a targe
   // 2. The move, while the guest writes to the disk every second.
   con.send('i=0; while true; do i=$((i+1)); dd if=/dev/urandom of=/mnt/vda/w bs=64k count=4 conv=fsync 2>/dev/null; echo W=$i; sleep 1; done &');
   await con.waitFor('W=2\r\n', 60_000);
-  const r = await cliAsync(src, ['migrate', 'md1', TARGET, '--live', '--copy-storage', '--json']);
+  const r = await src.cliAsync(['migrate', 'md1', TARGET, '--live', '--copy-storage', '--json']);
   assert.equal(r.code, 0, r.stderr);
   const res = JSON.parse(r.stdout) as { storage: string; storageBytes: number; storagePasses: number; downtimeMs: number; bytes: number };
   t.diagnostic(`copy-storage migration: ${JSON.stringify(res)}`);
@@ -239,7 +224,7 @@ test('shared storage and a NIC: the image is handed over, the guest keeps its DH
   // A listener in the guest, started before the move, that the target host's side connects to after it.
   await con.run('echo hello-from-md2 > /tmp/m; (nc -l -p 7001 < /tmp/m >/dev/null 2>&1 &)', 30_000);
 
-  const r = await cliAsync(src, ['migrate', 'md2', TARGET, '--live', '--json']);
+  const r = await src.cliAsync(['migrate', 'md2', TARGET, '--live', '--json']);
   assert.equal(r.code, 0, r.stderr);
   const res = JSON.parse(r.stdout) as { storage: string; downtimeMs: number };
   t.diagnostic(`shared-storage migration: ${JSON.stringify(res)}`);
@@ -291,7 +276,7 @@ test('the target dies after the source let go of the images: the source takes th
     const con = await boot(src, { name: 'md4', disk: [`${disk},raw,xvda,w`] });
     const sum = md5(await con.run('dd if=/dev/urandom of=/mnt/vda/f bs=1k count=500 2>/dev/null; sync; md5sum /mnt/vda/f', 60_000));
     const pid = (await src.client.getDomain('md4')).pid;
-    const r = await cliAsync(src, ['migrate', 'md4', TARGET, '--live']);
+    const r = await src.cliAsync(['migrate', 'md4', TARGET, '--live']);
     assert.equal(r.code, 1, `the migration fails (${r.stdout} ${r.stderr})`);
     assert.match(r.stderr, /^xvm: /m);
     assert.match(fs.readFileSync(path.join(src.home, 'log', 'backends', 'md4-xvda.log'), 'utf8'), /image released[\s\S]*image opened read-write/, 'the source backend let go of the image and took it back');
@@ -320,7 +305,7 @@ test('a NIC on a network the target lacks: refused before anything moves; the gu
   cli(src, ['net', 'create', 'lab', '--subnet', '10.0.77.0/24']);
   const con = await boot(src, { name: 'md3', vif: ['network=lab'] });
   const pid = (await src.client.getDomain('md3')).pid;
-  const r = await cliAsync(src, ['migrate', 'md3', TARGET, '--live']);
+  const r = await src.cliAsync(['migrate', 'md3', TARGET, '--live']);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /network 'lab', which this host does not have/);
   assert.equal((await src.client.getDomain('md3')).state, 'running');

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
-import { TestHost, ConsoleSession, READY_BANNER, XVMD_BIN, XVM_BIN, waitUntil } from '../helpers/xvm.js';
+import { TestHost, ConsoleSession, READY_BANNER, XVMD_BIN, waitUntil } from '../helpers/xvm.js';
 import { pidAlive } from '../../src/engine/process.js';
 
 const NS = ['save-a', 'save-b'] as const;
@@ -72,17 +72,6 @@ async function bootCounting(name: string): Promise<ConsoleSession> {
   return con;
 }
 
-function cliAsync(host: TestHost, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [XVM_BIN, ...args], { env: host.env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
-
 before(async () => {
   dropNamespaces();
   for (const ns of NS) {
@@ -110,7 +99,7 @@ test('a counting guest migrates live to the other host and counts on there: no r
   const con = await bootCounting('mig1');
   const srcPid = (await src.client.getDomain('mig1')).pid!;
   const readyAt = (await src.client.getDomain('mig1')).readyAt;
-  const r = await cliAsync(src, ['migrate', 'mig1', `${ADDR['save-b']}:${PORT}`, '--live', '--json']);
+  const r = await src.cliAsync(['migrate', 'mig1', `${ADDR['save-b']}:${PORT}`, '--live', '--json']);
   assert.equal(r.code, 0, r.stderr);
   const res = JSON.parse(r.stdout) as { live: boolean; downtimeMs: number; bytes: number; target: string };
   const lastBefore = Math.max(...counts(con.output), ...counts(fs.readFileSync(path.join(src.home, 'log', 'console', 'mig1.log'), 'utf8')));
@@ -173,7 +162,7 @@ test('a peer without the token is refused; a source with the wrong token fails a
   await startIn(src, 'save-a', { XVM_RELOCATION_TOKEN_FILE: tokenFile(src, 'wrong.token', 'not-the-shared-token-999999') });
   const con = await bootCounting('mig2');
   const pid = (await src.client.getDomain('mig2')).pid;
-  const m = await cliAsync(src, ['migrate', 'mig2', `${ADDR['save-b']}:${PORT}`, '--live']);
+  const m = await src.cliAsync(['migrate', 'mig2', `${ADDR['save-b']}:${PORT}`, '--live']);
   assert.equal(m.code, 1);
   assert.match(m.stderr, /the target refused: authentication failed/);
   const after = await src.client.getDomain('mig2');
@@ -193,7 +182,7 @@ test('the target killed mid-migration: the source guest runs on unchanged; the r
   const pid = (await src.client.getDomain('mig3')).pid;
   const targetPid = dst.daemon!.pid!;
   const runDir = path.join(dst.home, 'run', 'domains');
-  const migrating = cliAsync(src, ['migrate', 'mig3', `${ADDR['save-b']}:${PORT}`, '--live']);
+  const migrating = src.cliAsync(['migrate', 'mig3', `${ADDR['save-b']}:${PORT}`, '--live']);
   // Kill the target's xvmd as soon as it has started the incoming QEMU.
   await waitUntil(() => fs.existsSync(runDir) && fs.readdirSync(runDir).some((u) => fs.existsSync(path.join(runDir, u, 'qemu.pid'))), 60_000, 'the target to start the incoming QEMU');
   process.kill(targetPid, 'SIGKILL');

@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { execFileSync, spawn } from 'node:child_process';
-import { TestHost, ConsoleSession, READY_BANNER, XVM_BIN, waitUntil } from '../helpers/xvm.js';
+import { execFileSync } from 'node:child_process';
+import { TestHost, ConsoleSession, READY_BANNER, waitUntil } from '../helpers/xvm.js';
 import { pidAlive } from '../../src/engine/process.js';
 
 const host = new TestHost('xvms');
@@ -31,18 +31,6 @@ function backendPids(): number[] {
     }
   }
   return out;
-}
-
-/** Runs the CLI without blocking this process (its console websockets keep being served). */
-function cliAsync(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [XVM_BIN, ...args], { env: host.env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
 }
 
 /** Every counter value C=n printed on a console (in order). */
@@ -259,7 +247,7 @@ test('xvm daemon stop --domains=save saves the running guests; the next start re
   const pids = [(await c.getDomain('d1')).pid!, (await c.getDomain('s1')).pid!];
   const daemonPid = (await c.host()).daemon.pid;
   // A console client stays attached meanwhile, as a user's would.
-  const r = await cliAsync(['daemon', 'stop', '--domains=save', '--timeout', '120']);
+  const r = await host.cliAsync(['daemon', 'stop', '--domains=save', '--timeout', '120']);
   // What xvmd itself logged of the console before it stopped (the websocket
   // may miss the last lines: xvmd closes it as it exits).
   const lastBefore = Math.max(...counts(con.output), ...counts(fs.readFileSync(path.join(host.home, 'log', 'console', 'd1.log'), 'utf8')));

@@ -6,31 +6,16 @@
 // for that MAC, and the port is a "stream" port that QEMU is connected to.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import { TestHost, ConsoleSession, waitUntil } from '../helpers/xvm.js';
 import { pidAlive } from '../../src/engine/process.js';
-import path from 'node:path';
 
 const DI = '/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64';
 const MAC = '00:16:3e:4e:1c:01';
 const host = new TestHost('xvme');
 
-function switchPids(): number[] {
-  const dir = path.join(host.home, 'run', 'networks');
-  const out: number[] = [];
-  for (const n of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
-    try {
-      out.push(Number(fs.readFileSync(path.join(dir, n, 'switch.pid'), 'utf8')));
-    } catch {
-      /* not running */
-    }
-  }
-  return out;
-}
-
 before(async () => host.startDaemon());
 after(async () => {
-  const pids = switchPids();
+  const pids = host.switchPids();
   await host.cleanup();
   for (const pid of pids) if (pid && pidAlive(pid)) process.kill(pid, 'SIGKILL');
 });

@@ -23,19 +23,6 @@ function cli(args: string[]): string {
   return r.stdout;
 }
 
-function switchPids(): number[] {
-  const dir = path.join(host.home, 'run', 'networks');
-  const out: number[] = [];
-  for (const n of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
-    try {
-      out.push(Number(fs.readFileSync(path.join(dir, n, 'switch.pid'), 'utf8')));
-    } catch {
-      /* not running */
-    }
-  }
-  return out;
-}
-
 async function boot(name: string, vif: string[]): Promise<ConsoleSession> {
   const info = await host.client.createDomain({ config: { name, memory: 128, vif }, start: true });
   assert.equal(info.state, 'running');
@@ -65,7 +52,7 @@ before(async () => {
 });
 
 after(async () => {
-  const pids = switchPids();
+  const pids = host.switchPids();
   await host.cleanup();
   for (const pid of pids) if (pid && pidAlive(pid)) process.kill(pid, 'SIGKILL');
   fs.rmSync(tmp, { recursive: true, force: true });
@@ -342,17 +329,17 @@ test('a killed switch comes back and the guests talk again; an xvmd restart leav
   const b = await boot('kb', ['network=default']);
   const ipA = await dhcpAddress(a);
   const ipB = await dhcpAddress(b);
-  const pid0 = switchPids()[0]!;
+  const pid0 = host.switchPids()[0]!;
   assert.ok(pid0 && pidAlive(pid0));
   process.kill(pid0, 'SIGKILL');
-  await waitUntil(() => switchPids().some((p) => p !== pid0 && pidAlive(p)), 30_000, 'xvmd to restart the switch');
+  await waitUntil(() => host.switchPids().some((p) => p !== pid0 && pidAlive(p)), 30_000, 'xvmd to restart the switch');
   // QEMU reconnects (reconnect=1); the ports come back from ports.json.
   await waitUntil(async () => /2 packets transmitted, [12] (packets )?received/.test(await a.run(`ping -c 2 -W 2 ${ipB}`, 30_000)), 120_000, 'ka to reach kb through the restarted switch');
   let info = await host.client.networkInfo('default');
   assert.ok(info.ports.find((p) => p.id === 'ka/vif0')?.connected, 'ka reconnected');
   assert.equal(info.ports.find((p) => p.id === 'ka/vif0')?.ip, ipA, 'the restarted switch locked the port to its lease again');
   // xvmd dies and comes back: the switch and the traffic are untouched.
-  const pid1 = switchPids()[0]!;
+  const pid1 = host.switchPids()[0]!;
   // A ping runs in the guest across the xvmd crash (the console itself goes through xvmd).
   await b.run(`(ping -c 10 -W 5 ${ipA} > /tmp/p.log 2>&1 &)`, 30_000);
   await host.stopDaemon(true);

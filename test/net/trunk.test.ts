@@ -6,8 +6,6 @@
 // malformed trunk= values are refused with a clear error.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
 import type { NetworkDetails } from '../../src/api/client.js';
 import { TestHost, ConsoleSession, READY_BANNER, waitUntil } from '../helpers/xvm.js';
 import { pidAlive } from '../../src/engine/process.js';
@@ -23,26 +21,13 @@ async function boot(name: string, vif: string[]): Promise<ConsoleSession> {
   return con;
 }
 
-function switchPids(): number[] {
-  const dir = path.join(host.home, 'run', 'networks');
-  const out: number[] = [];
-  for (const n of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
-    try {
-      out.push(Number(fs.readFileSync(path.join(dir, n, 'switch.pid'), 'utf8')));
-    } catch {
-      /* not running */
-    }
-  }
-  return out;
-}
-
 before(async () => {
   await host.startDaemon();
   host.ok(['net', 'create', 'trk', '--subnet', SUBNET]);
 });
 
 after(async () => {
-  const pids = switchPids();
+  const pids = host.switchPids();
   await host.cleanup();
   for (const pid of pids) if (pid && pidAlive(pid)) process.kill(pid, 'SIGKILL');
 });

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { TestHost } from '../helpers/xvm.js';
+import { TestHost, freePort } from '../helpers/xvm.js';
 import { httpsRequest, makeToken, type WebEndpoint } from './helpers.js';
 import type { WebStatus } from '../../src/api/web-types.js';
 
@@ -19,17 +19,6 @@ function status(): WebStatus {
   const r = host.cli(['web', 'status', '--json']);
   assert.equal(r.code, 0, r.stderr);
   return JSON.parse(r.stdout) as WebStatus;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
 }
 
 function connects(port: number): Promise<boolean> {

@@ -7,9 +7,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
-import { TestHost, ConsoleSession, READY_BANNER, waitUntil } from '../helpers/xvm.js';
+import { TestHost, ConsoleSession, READY_BANNER, freePort, waitUntil } from '../helpers/xvm.js';
 import { pidAlive } from '../../src/engine/process.js';
 import { enableWeb, launchBrowser, makeToken, type Browser, type WebEndpoint } from './helpers.js';
 
@@ -19,18 +18,6 @@ const dst = new TestHost('xvmwb');
 let ep: WebEndpoint;
 let browser: Browser | undefined;
 let port = 0;
-
-/** A loopback port nothing listens on right now. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 function tokenFile(host: TestHost): void {
   const f = path.join(host.home, 'lib', 'relocation.token');

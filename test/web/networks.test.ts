@@ -20,19 +20,6 @@ let browser: Browser | undefined;
 // XVM_SCREENSHOTS=docs/screenshots npm test -- test/web/networks  refreshes docs/screenshots/networks.png.
 const shots = process.env.XVM_SCREENSHOTS ? path.resolve(REPO, process.env.XVM_SCREENSHOTS) : null;
 
-function switchPids(): number[] {
-  const dir = path.join(host.home, 'run', 'networks');
-  const out: number[] = [];
-  for (const n of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
-    try {
-      out.push(Number(fs.readFileSync(path.join(dir, n, 'switch.pid'), 'utf8')));
-    } catch {
-      /* not running */
-    }
-  }
-  return out;
-}
-
 before(async () => {
   await host.startDaemon();
   ep = enableWeb(host);
@@ -40,7 +27,7 @@ before(async () => {
 });
 after(async () => {
   await browser?.close();
-  const pids = switchPids();
+  const pids = host.switchPids();
   await host.cleanup();
   for (const pid of pids) if (pid && pidAlive(pid)) process.kill(pid, 'SIGKILL');
 });
