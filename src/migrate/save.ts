@@ -157,9 +157,9 @@ export async function contAfterMigration(qmp: QmpClient, timeoutMs = 10_000): Pr
 export async function waitMigration(qmp: QmpClient, onProgress: ((p: MigrateProgress) => void) | undefined, fileBytes: () => number, timeoutMs: number): Promise<void> {
   const end = Date.now() + timeoutMs;
   // A MIGRATION event wakes the loop early; query-migrate stays the source of truth.
-  let wake: (() => void) | undefined;
+  const pause = new WakeablePause();
   const onEvent = (ev: QmpEvent) => {
-    if (ev.event === 'MIGRATION' && ['completed', 'failed', 'cancelled'].includes(String(ev.data?.status))) wake?.();
+    if (ev.event === 'MIGRATION' && ['completed', 'failed', 'cancelled'].includes(String(ev.data?.status))) pause.wake();
   };
   qmp.on('event', onEvent);
   try {
@@ -172,14 +172,7 @@ export async function waitMigration(qmp: QmpClient, onProgress: ((p: MigrateProg
       if (q.ram) onProgress?.({ phase: 'memory', done: q.ram.total - q.ram.remaining, total: q.ram.total });
       else onProgress?.({ phase: 'memory', done: fileBytes(), total: 0 });
       if (Date.now() > end) throw new XvmError('timeout', `QEMU's migration did not complete within ${timeoutMs / 1000} s (status ${q.status})`);
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, 100);
-        wake = () => {
-          clearTimeout(t);
-          r();
-        };
-      });
-      wake = undefined;
+      await pause.for(100);
     }
   } finally {
     qmp.off('event', onEvent);
@@ -445,11 +438,11 @@ export async function restoreDomain(
 export async function waitIncoming(d: Domain, qmp: QmpClient, timeoutMs: number): Promise<void> {
   const end = Date.now() + timeoutMs;
   let near = false;
-  let wake: (() => void) | undefined;
+  const pause = new WakeablePause();
   const onEvent = (ev: QmpEvent) => {
     if (ev.event === 'MIGRATION' && ['completed', 'failed', 'cancelled'].includes(String(ev.data?.status))) {
       near = true;
-      wake?.();
+      pause.wake();
     }
   };
   qmp.on('event', onEvent);
@@ -463,14 +456,7 @@ export async function waitIncoming(d: Domain, qmp: QmpClient, timeoutMs: number)
         throw new XvmError('internal', `QEMU is ${st.status} after loading the migration stream`);
       }
       if (Date.now() > end) throw new XvmError('timeout', `QEMU did not finish loading the migration stream within ${timeoutMs / 1000} s`);
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, near ? 5 : 50);
-        wake = () => {
-          clearTimeout(t);
-          r();
-        };
-      });
-      wake = undefined;
+      await pause.for(near ? 5 : 50);
     }
   } finally {
     qmp.off('event', onEvent);
@@ -530,4 +516,25 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
       },
     );
   });
+}
+
+/** A pause that an event can cut short (QMP events wake the polling loops above). */
+class WakeablePause {
+  private waker: (() => void) | undefined;
+  for(ms: number): Promise<void> {
+    return new Promise<void>((r) => {
+      const t = setTimeout(() => {
+        this.waker = undefined;
+        r();
+      }, ms);
+      this.waker = () => {
+        clearTimeout(t);
+        this.waker = undefined;
+        r();
+      };
+    });
+  }
+  wake(): void {
+    this.waker?.();
+  }
 }

@@ -44,10 +44,16 @@ export class TestHost {
     this.client = new XvmClient({ socketPath: path.join(this.home, 'run', 'xvmd.sock') });
   }
 
-  /** Starts xvmd in the foreground of a child process and waits until the API answers. */
-  async startDaemon(): Promise<void> {
+  /**
+   * Starts xvmd in the foreground of a child process and waits until the API
+   * answers; `netns` runs it inside that network namespace (`ip netns exec`
+   * execs node: same pid), `env` adds to the host's environment.
+   */
+  async startDaemon(opts: { netns?: string; env?: Record<string, string> } = {}): Promise<void> {
     const out = fs.openSync(path.join(this.home, 'xvmd.test.out'), 'a');
-    this.daemon = spawn(process.execPath, [XVMD_BIN], { env: this.env, stdio: ['ignore', out, out] });
+    const argv = [process.execPath, XVMD_BIN];
+    if (opts.netns) argv.unshift('ip', 'netns', 'exec', opts.netns);
+    this.daemon = spawn(argv[0]!, argv.slice(1), { env: { ...this.env, ...opts.env }, stdio: ['ignore', out, out] });
     fs.closeSync(out);
     await waitUntil(
       async () => {

@@ -17,8 +17,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { TestHost, ConsoleSession, READY_BANNER, XVMD_BIN, waitUntil } from '../helpers/xvm.js';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { TestHost, ConsoleSession, READY_BANNER, waitUntil } from '../helpers/xvm.js';
 import { pidAlive } from '../../src/engine/process.js';
 
 const NS = ['save-a', 'save-b'] as const;
@@ -39,26 +39,7 @@ function dropNamespaces(): void {
   for (const ns of NS) spawnSync('ip', ['netns', 'del', ns]);
 }
 
-async function startIn(host: TestHost, ns: (typeof NS)[number], env: Record<string, string> = {}): Promise<void> {
-  const out = fs.openSync(path.join(host.home, 'xvmd.test.out'), 'a');
-  host.daemon = spawn('ip', ['netns', 'exec', ns, process.execPath, XVMD_BIN], { env: { ...host.env, ...env }, stdio: ['ignore', out, out] });
-  fs.closeSync(out);
-  await waitUntil(
-    async () => {
-      try {
-        await host.client.host();
-        return true;
-      } catch {
-        if (host.daemon?.exitCode !== null) throw new Error(`xvmd exited: ${fs.readFileSync(path.join(host.home, 'xvmd.test.out'), 'utf8')}`);
-        return false;
-      }
-    },
-    20_000,
-    'xvmd to answer',
-  );
-}
-
-const startTarget = () => startIn(dst, 'save-b', { XVM_RELOCATION_LISTEN: TARGET });
+const startTarget = () => dst.startDaemon({ netns: 'save-b', env: { XVM_RELOCATION_LISTEN: TARGET } });
 
 function tokenFile(host: TestHost): void {
   const f = path.join(host.home, 'lib', 'relocation.token');
@@ -104,7 +85,7 @@ before(async () => {
   sh(['ip', '-n', 'save-b', 'link', 'set', 'save-vb', 'up']);
   tokenFile(src);
   tokenFile(dst);
-  await startIn(src, 'save-a');
+  await src.startDaemon({ netns: 'save-a' });
   await startTarget();
 });
 
@@ -271,7 +252,7 @@ test('the target dies after the source let go of the images: the source takes th
   execFileSync('truncate', ['-s', '64M', disk]);
   execFileSync('mkfs.ext4', ['-q', '-F', disk]);
   await dst.stopDaemon();
-  await startIn(dst, 'save-b', { XVM_RELOCATION_LISTEN: TARGET, XVM_TEST: '1', XVM_TEST_RELOCATION_DIE: 'takeover' });
+  await dst.startDaemon({ netns: 'save-b', env: { XVM_RELOCATION_LISTEN: TARGET, XVM_TEST: '1', XVM_TEST_RELOCATION_DIE: 'takeover' } });
   try {
     const con = await boot(src, { name: 'md4', disk: [`${disk},raw,xvda,w`] });
     const sum = md5(await con.run('dd if=/dev/urandom of=/mnt/vda/f bs=1k count=500 2>/dev/null; sync; md5sum /mnt/vda/f', 60_000));

@@ -9,8 +9,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn, spawnSync } from 'node:child_process';
-import { TestHost, ConsoleSession, READY_BANNER, XVMD_BIN, waitUntil } from '../helpers/xvm.js';
+import { spawnSync } from 'node:child_process';
+import { TestHost, ConsoleSession, READY_BANNER, waitUntil } from '../helpers/xvm.js';
 import { pidAlive } from '../../src/engine/process.js';
 
 const NS = ['save-a', 'save-b'] as const;
@@ -29,27 +29,7 @@ function dropNamespaces(): void {
   for (const ns of NS) spawnSync('ip', ['netns', 'del', ns]);
 }
 
-/** Starts a host's xvmd inside its network namespace (ip netns exec execs node: same pid). */
-async function startIn(host: TestHost, ns: (typeof NS)[number], env: Record<string, string> = {}): Promise<void> {
-  const out = fs.openSync(path.join(host.home, 'xvmd.test.out'), 'a');
-  host.daemon = spawn('ip', ['netns', 'exec', ns, process.execPath, XVMD_BIN], { env: { ...host.env, ...env }, stdio: ['ignore', out, out] });
-  fs.closeSync(out);
-  await waitUntil(
-    async () => {
-      try {
-        await host.client.host();
-        return true;
-      } catch {
-        if (host.daemon?.exitCode !== null) throw new Error(`xvmd exited: ${fs.readFileSync(path.join(host.home, 'xvmd.test.out'), 'utf8')}`);
-        return false;
-      }
-    },
-    20_000,
-    'xvmd to answer',
-  );
-}
-
-const startTarget = () => startIn(dst, 'save-b', { XVM_RELOCATION_LISTEN: `${ADDR['save-b']}:${PORT}` });
+const startTarget = () => dst.startDaemon({ netns: 'save-b', env: { XVM_RELOCATION_LISTEN: `${ADDR['save-b']}:${PORT}` } });
 
 function tokenFile(host: TestHost, name: string, token: string): string {
   const f = path.join(host.home, 'lib', name);
@@ -85,7 +65,7 @@ before(async () => {
   sh(['ip', '-n', 'save-b', 'link', 'set', 'save-vb', 'up']);
   tokenFile(src, 'relocation.token', TOKEN);
   tokenFile(dst, 'relocation.token', TOKEN);
-  await startIn(src, 'save-a');
+  await src.startDaemon({ netns: 'save-a' });
   await startTarget();
 });
 
@@ -159,7 +139,7 @@ test('a peer without the token is refused; a source with the wrong token fails a
 
   // A source keyed with another token: the target refuses it; the guest stays where it is.
   await src.stopDaemon();
-  await startIn(src, 'save-a', { XVM_RELOCATION_TOKEN_FILE: tokenFile(src, 'wrong.token', 'not-the-shared-token-999999') });
+  await src.startDaemon({ netns: 'save-a', env: { XVM_RELOCATION_TOKEN_FILE: tokenFile(src, 'wrong.token', 'not-the-shared-token-999999') } });
   const con = await bootCounting('mig2');
   const pid = (await src.client.getDomain('mig2')).pid;
   const m = await src.cliAsync(['migrate', 'mig2', `${ADDR['save-b']}:${PORT}`, '--live']);
@@ -174,7 +154,7 @@ test('a peer without the token is refused; a source with the wrong token fails a
   con.close();
   await src.client.destroy('mig2');
   await src.stopDaemon();
-  await startIn(src, 'save-a');
+  await src.startDaemon({ netns: 'save-a' });
 });
 
 test('the target killed mid-migration: the source guest runs on unchanged; the restarted target keeps no half-made domain', { timeout: 300_000 }, async () => {
