@@ -60,6 +60,9 @@ test('Migrate from the domain page: a refused target leaves the guest running; t
   await page.goto(ep.url);
   await page.locator('#token').fill(makeToken(src, 'migrate-test'));
   await page.getByRole('button', { name: 'Log in' }).click();
+  // The session cookie comes with the login answer: wait for the signed-in
+  // list before moving on, or the next page load may still be logged out.
+  await page.getByTestId('domain-list').waitFor({ timeout: 30_000 });
   await page.goto(`${ep.url}#/domains/wm1`);
   const card = page.getByTestId('migrate-card');
   await card.waitFor({ timeout: 30_000 });
