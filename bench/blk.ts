@@ -9,6 +9,7 @@
 //
 //   node dist/bench/blk.js [--size-mib 256] [--formats raw,qcow2] [--rounds 3]
 //        [--targets xvm,qsd,qemu] [--json FILE] [--cpu-prof DIR] [--warmup MIB]
+//        [--workloads seq-write,seq-read,4k-write,4k-read]
 //
 // The targets run in turn, in a rotated order, for --rounds rounds (a fresh
 // guest each time); each line reports the median over rounds, so load from
@@ -51,6 +52,8 @@ const ONLY = arg('--targets', TARGETS.join(',')).split(',') as Target[];
 const CPU_PROF = arg('--cpu-prof', '');
 /** MiB written and read beyond the measured range before the timed lines (0: none; the lines then include each back-end's first requests). */
 const WARMUP_MIB = Number(arg('--warmup', '0'));
+/** Only these lines (names as printed, e.g. "seq-read 1M"), or all. A read line still runs after its write line when both are asked for. */
+const WORKLOADS = arg('--workloads', '').split(',').filter(Boolean);
 const QD = 8;
 
 interface Line {
@@ -104,8 +107,9 @@ async function workloads(g: Guest, pid: number | undefined): Promise<Record<stri
     const at = 2 * n - WARMUP_MIB;
     await g.run(`dd if=/dev/zero of=/dev/vda bs=1M count=${WARMUP_MIB} seek=${at} oflag=direct 2>/dev/null; dd if=/dev/vda of=/dev/null bs=1M count=${WARMUP_MIB} skip=${at} iflag=direct 2>/dev/null`, 600_000);
   }
-  out['seq-write 1M'] = await timed(g, `dd if=/dev/zero of=/dev/vda bs=1M count=${n} oflag=direct 2>/dev/null`, n, pid);
-  out['seq-read 1M'] = await timed(g, `dd if=/dev/vda of=/dev/null bs=1M count=${n} iflag=direct 2>/dev/null`, n, pid);
+  const want = (w: string) => WORKLOADS.length === 0 || WORKLOADS.some((x) => w.startsWith(x));
+  if (want('seq-write')) out['seq-write 1M'] = await timed(g, `dd if=/dev/zero of=/dev/vda bs=1M count=${n} oflag=direct 2>/dev/null`, n, pid);
+  if (want('seq-read')) out['seq-read 1M'] = await timed(g, `dd if=/dev/vda of=/dev/null bs=1M count=${n} iflag=direct 2>/dev/null`, n, pid);
   const per = Math.floor((n * 256) / QD / 4); // a quarter of the data set in 4 KiB ops
   const streams = (w: boolean) =>
     Array.from({ length: QD }, (_, i) =>
@@ -114,8 +118,8 @@ async function workloads(g: Guest, pid: number | undefined): Promise<Record<stri
         : `dd if=/dev/vda of=/dev/null bs=4k count=${per} skip=${i * per} iflag=direct 2>/dev/null &`,
     ).join(' ') + ' wait';
   const mib4k = (QD * per * 4096) / MiB;
-  out[`4k-write qd${QD}`] = await timed(g, streams(true), mib4k, pid);
-  out[`4k-read qd${QD}`] = await timed(g, streams(false), mib4k, pid);
+  if (want('4k-write')) out[`4k-write qd${QD}`] = await timed(g, streams(true), mib4k, pid);
+  if (want('4k-read')) out[`4k-read qd${QD}`] = await timed(g, streams(false), mib4k, pid);
   return out;
 }
 

@@ -23,6 +23,27 @@ export interface BlockImage {
   close(): Promise<void>;
 }
 
+/** A piece of mapped memory by address, with a Buffer view to fall back on (src/vhost's Segment is one). */
+export interface HostSpan {
+  readonly addr: number;
+  readonly byteLength: number;
+  readonly buf: Uint8Array;
+}
+
+/**
+ * Optional I/O straight between the image and mapped memory by address
+ * (the block backend's guest buffers): no Buffer per piece on the way.
+ */
+export interface SpanImage {
+  readSpans(spans: readonly HostSpan[], offset: number): Promise<void>;
+  writeSpans(spans: readonly HostSpan[], offset: number): Promise<void>;
+}
+
+export function isSpanImage(img: object): img is SpanImage {
+  const v = img as Partial<SpanImage>;
+  return typeof v.readSpans === 'function' && typeof v.writeSpans === 'function';
+}
+
 export class ImageError extends Error {
   constructor(message: string) {
     super(message);

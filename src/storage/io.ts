@@ -3,7 +3,10 @@
 // FileIo: the images' data path, optionally inline (see below).
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { preadvNoWait } from '../sys/uio.js';
+import { IovCursor, preadvNoWait, preadvSpansNoWait, pwritevAt, type IoSpan } from '../sys/uio.js';
+import type { HostSpan } from './image.js';
+
+const bufOf = (s: HostSpan): Uint8Array => s.buf;
 import { threadVoluntarySwitches } from '../sys/rusage.js';
 
 /** Read into `buf` at file position `pos` until full or end of file; returns bytes read. */
@@ -195,19 +198,51 @@ export class FileIo {
   ) {}
 
   /** Fill `bufs` from file position `pos` until full or end of file; returns the bytes read. */
-  async readv(bufs: readonly Uint8Array[], pos: number): Promise<number> {
-    let list = bufs as Uint8Array[];
+  readv(bufs: readonly Uint8Array[], pos: number): Promise<number> {
+    if (!this.inline) return this.readvPool(bufs as Uint8Array[], pos, 0);
+    return this.readInline(bufs, pos, false, bufs);
+  }
+
+  /**
+   * readv into spans of mapped memory (guest buffers) by address: no
+   * Buffer view per piece unless the read goes to the thread pool.
+   */
+  readSpans(spans: readonly HostSpan[], pos: number): Promise<number> {
+    if (!this.inline) return this.readvPool(spans.map(bufOf), pos, 0);
+    return this.readInline(spans, pos, true, spans);
+  }
+
+  /** From the page cache on this thread, as long as it has the data; the rest through the pool. */
+  private readInline(list: readonly Uint8Array[] | readonly IoSpan[], pos: number, spans: boolean, orig: readonly Uint8Array[] | readonly HostSpan[]): Promise<number> {
+    const at = new IovCursor();
     let total = 0;
     for (;;) {
-      let n = this.inline ? preadvNoWait(this.fd, list, pos + total) : -1;
-      if (n < 0) {
-        this.stats.poolReads++;
-        n = await readvAsync(this.fd, list, pos + total);
-      } else this.stats.inlineReads++;
-      if (n === 0) return total;
+      let n: number;
+      try {
+        n = spans ? preadvSpansNoWait(this.fd, list as readonly IoSpan[], pos + total, at) : preadvNoWait(this.fd, list as readonly Uint8Array[], pos + total, at);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+      if (n < 0) return this.readvPool(at.rest(spans ? (orig as readonly HostSpan[]).map(bufOf) : (orig as readonly Uint8Array[])), pos + total, total);
+      this.stats.inlineReads++;
+      if (n === 0) return Promise.resolve(total);
+      total += n;
+      at.advance(list, n);
+      if (at.done(list)) return Promise.resolve(total);
+    }
+  }
+
+  /** The thread pool's readv until full or end of file; `before` bytes were already read. */
+  private async readvPool(bufs: Uint8Array[], pos: number, before: number): Promise<number> {
+    let list = bufs;
+    let total = 0;
+    for (;;) {
+      this.stats.poolReads++;
+      const n = await readvAsync(this.fd, list, pos + total);
+      if (n === 0) return before + total;
       total += n;
       list = advanceBufs(list, n);
-      if (list.length === 0) return total;
+      if (list.length === 0) return before + total;
     }
   }
 
@@ -219,27 +254,51 @@ export class FileIo {
    * Write all of `bufs` at file position `pos`, at most WRITE_CHUNK bytes
    * per pwritev (see WRITE_CHUNK).
    */
-  async writev(bufs: readonly Uint8Array[], pos: number): Promise<void> {
-    let list = bufs as Uint8Array[];
-    // Did a slow inline write sleep (blocked), or was the thread just
-    // preempted on a busy host? Only the first sends writes to the pool.
-    const slept0 = this.inline ? threadVoluntarySwitches() : 0;
-    while (list.length > 0) {
-      const [piece, rest] = splitBufs(list, WRITE_CHUNK);
-      let n: number;
-      if (this.inline && performance.now() >= this.poolUntil) {
+  writev(bufs: readonly Uint8Array[], pos: number): Promise<void> {
+    return this.writeList(bufs, pos, false, bufs);
+  }
+
+  /** writev from spans of mapped memory (guest buffers) by address. */
+  writeSpans(spans: readonly HostSpan[], pos: number): Promise<void> {
+    return this.writeList(spans, pos, true, spans);
+  }
+
+  private writeList(list: readonly Uint8Array[] | readonly IoSpan[], pos: number, spans: boolean, orig: readonly Uint8Array[] | readonly HostSpan[]): Promise<void> {
+    const at = new IovCursor();
+    if (this.inline) {
+      // Did a slow inline write sleep (blocked), or was the thread just
+      // preempted on a busy host? Only the first sends writes to the pool.
+      const slept0 = threadVoluntarySwitches();
+      while (!at.done(list) && performance.now() >= this.poolUntil) {
         const t0 = performance.now();
-        n = fs.writevSync(this.fd, piece, pos);
+        let n: number;
+        try {
+          n = pwritevAt(this.fd, list, pos, at, WRITE_CHUNK, spans);
+        } catch (e) {
+          return Promise.reject(e);
+        }
         const t1 = performance.now();
         if (t1 - t0 > SLOW_INLINE_WRITE_MS && threadVoluntarySwitches() > slept0) {
           this.poolUntil = t1 + POOL_AFTER_SLOW_WRITE_MS;
           this.stats.blockedWrites++;
         }
         this.stats.inlineWrites++;
-      } else {
-        n = await writevAsync(this.fd, piece, pos);
-        this.stats.poolWrites++;
+        if (n === 0) return Promise.reject(new Error('short write'));
+        pos += n;
+        at.advance(list, n);
       }
+      if (at.done(list)) return Promise.resolve();
+    }
+    return this.writevPool(at.rest(spans ? (orig as readonly HostSpan[]).map(bufOf) : (orig as readonly Uint8Array[])), pos);
+  }
+
+  /** The thread pool's pwritev, WRITE_CHUNK bytes at a time. */
+  private async writevPool(bufs: Uint8Array[], pos: number): Promise<void> {
+    let list = bufs;
+    while (list.length > 0) {
+      const [piece, rest] = splitBufs(list, WRITE_CHUNK);
+      const n = await writevAsync(this.fd, piece, pos);
+      this.stats.poolWrites++;
       if (n === 0) throw new Error('short write');
       pos += n;
       // A short write leaves the unwritten tail of `piece` in front of `rest`.

@@ -1,6 +1,6 @@
 // Raw images: a regular file or a block device, byte for byte the disk.
 import fs from 'node:fs';
-import { BlockImage, ImageError } from './image.js';
+import { BlockImage, ImageError, type HostSpan, type SpanImage } from './image.js';
 import { advanceBufs, blockDeviceSize, bufsLength, closeFd, fdatasync, FileIo, fstat } from './io.js';
 import { FallocateError, punchHole, zeroRange } from '../sys/fallocate.js';
 import { tryLockExclusive } from '../sys/flock.js';
@@ -13,7 +13,7 @@ export interface RawOpenOptions {
 
 const ZERO_CHUNK = 1 << 20;
 
-export class RawImage implements BlockImage {
+export class RawImage implements BlockImage, SpanImage {
   readonly format = 'raw' as const;
   private closed = false;
   private canPunch = true;
@@ -98,6 +98,27 @@ export class RawImage implements BlockImage {
   async writev(bufs: Uint8Array[], offset: number): Promise<void> {
     this.check(offset, bufsLength(bufs), true);
     await this.io.writev(bufs, offset);
+  }
+
+  /** readv into guest memory by address (SpanImage). */
+  async readSpans(spans: readonly HostSpan[], offset: number): Promise<void> {
+    let total = 0;
+    for (const s of spans) total += s.byteLength;
+    this.check(offset, total, false);
+    const n = await this.io.readSpans(spans, offset);
+    if (n < total) for (const b of advanceBufs(spans.map((s) => s.buf), n)) b.fill(0); // file shrank underneath us: zeros
+  }
+
+  /** writev from guest memory by address (SpanImage). */
+  writeSpans(spans: readonly HostSpan[], offset: number): Promise<void> {
+    let total = 0;
+    for (const s of spans) total += s.byteLength;
+    try {
+      this.check(offset, total, true);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.io.writeSpans(spans, offset);
   }
 
   async flush(): Promise<void> {

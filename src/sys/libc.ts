@@ -35,6 +35,7 @@ export const c = {
   epoll_ctl: lib.func('int epoll_ctl(int epfd, int op, int fd, void *event)'),
   epoll_wait: lib.func('int epoll_wait(int epfd, void *events, int max, int timeout)'),
   preadv2: lib.func('long preadv2(int fd, void *iov, int iovcnt, int64_t offset, int flags)'),
+  pwritev: lib.func('long pwritev(int fd, void *iov, int iovcnt, int64_t offset)'),
   getrusage: lib.func('int getrusage(int who, void *usage)'),
   lseek: lib.func('int64_t lseek(int fd, int64_t offset, int whence)'),
   sync_file_range: lib.func('int sync_file_range(int fd, int64_t offset, int64_t nbytes, unsigned int flags)'),

@@ -4,7 +4,7 @@
 //
 // Nothing outside a region is ever reachable: every translation checks
 // [addr, addr+len) against the region table and throws GuestMemoryError.
-import { mapShared, type Mapping } from '../sys/index.js';
+import { addressOf, mapShared, type Mapping } from '../sys/index.js';
 
 export class GuestMemoryError extends Error {
   constructor(message: string) {
@@ -26,10 +26,38 @@ export interface Region {
   unmap?: () => void;
 }
 
-/** A piece of a guest buffer: where it is in the guest and the host view of it. */
-export interface Segment {
-  gpa: number;
-  buf: Buffer;
+/** A region with the host address of its first byte (set when added). */
+interface MappedRegion extends Region {
+  readonly addr: number;
+}
+
+/**
+ * A piece of a guest buffer: where it is in the guest, its length, and
+ * where it is mapped in this process (`addr`, for iovecs: src/sys/uio.ts).
+ * The Buffer view is made only when asked for: a 1 MiB disk request is 256
+ * page segments whose data the kernel moves by address, and a view per
+ * page was most of the cost of walking its descriptors.
+ */
+export class Segment {
+  private view: Buffer | null = null;
+  constructor(
+    readonly gpa: number,
+    readonly byteLength: number,
+    /** Host virtual address of the first byte (inside a mapped region). */
+    readonly addr: number,
+    private readonly region: Buffer,
+    private readonly offset: number,
+  ) {}
+
+  /** The bytes, viewed in place in the mapped region. */
+  get buf(): Buffer {
+    return this.view ?? (this.view = this.region.subarray(this.offset, this.offset + this.byteLength));
+  }
+
+  /** Bytes [start, end) of this segment (0 ≤ start ≤ end ≤ byteLength). */
+  slice(start: number, end: number): Segment {
+    return new Segment(this.gpa + start, end - start, this.addr + start, this.region, this.offset + start);
+  }
 }
 
 export interface RegionDescriptor {
@@ -44,8 +72,8 @@ export interface RegionDescriptor {
 const MAX_ADDR = Number.MAX_SAFE_INTEGER;
 
 export class GuestMemory {
-  private regions: Region[] = [];
-  private last: Region | null = null;
+  private regions: MappedRegion[] = [];
+  private last: MappedRegion | null = null;
 
   constructor(regions: Region[] = []) {
     for (const r of regions) this.add(r);
@@ -80,7 +108,7 @@ export class GuestMemory {
         throw new GuestMemoryError(`region 0x${r.gpa.toString(16)}+0x${r.size.toString(16)} overlaps 0x${o.gpa.toString(16)}`);
       }
     }
-    this.regions.push(r);
+    this.regions.push({ ...r, addr: addressOf(r.buf) });
     this.regions.sort((a, b) => a.gpa - b.gpa);
   }
 
@@ -101,7 +129,7 @@ export class GuestMemory {
     this.last = null;
   }
 
-  private find(gpa: number): Region | null {
+  private find(gpa: number): MappedRegion | null {
     const l = this.last;
     if (l !== null && gpa >= l.gpa && gpa < l.gpa + l.size) return l;
     for (const r of this.regions) {
@@ -138,7 +166,7 @@ export class GuestMemory {
       if (r === null) throw new GuestMemoryError(`guest address 0x${a.toString(16)} is not in guest memory`);
       const off = a - r.gpa;
       const n = Math.min(left, r.size - off);
-      out.push({ gpa: a, buf: r.buf.subarray(off, off + n) });
+      out.push(new Segment(a, n, r.addr + off, r.buf, off));
       a += n;
       left -= n;
     }

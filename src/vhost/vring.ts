@@ -301,7 +301,7 @@ export class Vring {
         let left = len;
         for (const s of chain.writable) {
           if (left <= 0) break;
-          const n = Math.min(left, s.buf.length);
+          const n = Math.min(left, s.byteLength);
           this.host.log.mark(s.gpa, n);
           left -= n;
         }

@@ -87,3 +87,54 @@ test('FileIo.writev: writes of more than WRITE_CHUNK go out in pieces, byte for 
     fs.closeSync(fd);
   }
 });
+
+test('FileIo spans (memory by address) and buffers: neighbours joined into one iovec, more pieces than IOV_MAX, end of file, thread-pool fallback', async (t) => {
+  const { FileIo } = await import('../../src/storage/io.js');
+  const { addressOf, IOV_MAX } = await import('../../src/sys/uio.js');
+  const dir = tmpdir(t);
+  const r = prng(5);
+  // Pieces of one big buffer: runs of neighbours (joined), gaps, odd sizes,
+  // and a tail of more tiny pieces than one preadv/pwritev takes.
+  const mem = Buffer.alloc(4 << 20);
+  const pieces: Buffer[] = [];
+  let at = 0;
+  for (let i = 0; i < 200; i++) {
+    const len = i % 9 === 0 ? 1 + r(5000) : 4096;
+    if (i % 4 === 0) at += 512 * (1 + r(4)); // a gap: not joined to the previous piece
+    pieces.push(mem.subarray(at, at + len));
+    at += len;
+  }
+  for (let i = 0; i < IOV_MAX + 300; i++) {
+    pieces.push(mem.subarray(at, at + 8));
+    at += 16; // never adjacent
+  }
+  const span = (b: Buffer) => ({ addr: addressOf(b), byteLength: b.length, buf: b });
+  const spans = pieces.map(span);
+  const total = pieces.reduce((n, b) => n + b.length, 0);
+  for (const inline of [true, false]) {
+    for (const bySpan of [true, false]) {
+      const file = path.join(dir, `spans-${inline}-${bySpan}.raw`);
+      fs.writeFileSync(file, Buffer.alloc(0));
+      const fd = fs.openSync(file, 'r+');
+      const io = new FileIo(fd, inline);
+      for (const p of pieces) for (let k = 0; k < p.length; k++) p[k] = r(256);
+      const want = Buffer.concat(pieces);
+      if (bySpan) await io.writeSpans(spans, 333);
+      else await io.writev(pieces, 333);
+      assert.ok(fs.readFileSync(file).subarray(333).equals(want), `written bytes (inline ${inline}, spans ${bySpan})`);
+      for (const p of pieces) p.fill(0xee);
+      const n = bySpan ? await io.readSpans(spans, 333) : await io.readv(pieces, 333);
+      assert.equal(n, total);
+      assert.ok(Buffer.concat(pieces).equals(want), `read back (inline ${inline}, spans ${bySpan})`);
+      // Past the end of the file: a short count, the rest untouched.
+      for (const p of pieces) p.fill(0xee);
+      const short = bySpan ? await io.readSpans(spans, 333 + total - 100) : await io.readv(pieces, 333 + total - 100);
+      assert.equal(short, 100);
+      assert.ok(Buffer.concat(pieces).subarray(0, 100).equals(want.subarray(total - 100)));
+      assert.equal(Buffer.concat(pieces)[100], 0xee);
+      if (inline) assert.ok(io.stats.inlineReads > 0 && io.stats.inlineWrites > 0, 'served on the calling thread');
+      else assert.ok(io.stats.poolReads > 0 && io.stats.poolWrites > 0, 'served by the thread pool');
+      fs.closeSync(fd);
+    }
+  }
+});

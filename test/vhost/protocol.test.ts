@@ -12,7 +12,7 @@ import {
 } from '../../src/sys/index.js';
 import {
   bit, PF, Req, VhostUserBackend, VHOST_F_LOG_ALL, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1,
-  VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, ringSizes, type VhostUserDevice, type Vring,
+  VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, ringSizes, type Segment, type VhostUserDevice, type Vring,
 } from '../../src/vhost/index.js';
 
 const NEED_REPLY = 0x8;
@@ -277,7 +277,7 @@ test('CONFIGURE_MEM_SLOTS: ADD_MEM_REG / REM_MEM_REG, GET_MAX_MEM_SLOTS', async 
     assert.equal(await fe.acked(Req.ADD_MEM_REG, reg(0x8000, 0x30000000), [fdB]), 1n, 'overlapping region refused');
     assert.equal(be.memory?.regionList.length, 2);
     // a buffer spanning both regions is reachable as two segments
-    const segs: { gpa: number; buf: Buffer }[] = [];
+    const segs: Segment[] = [];
     be.memory!.segments(0xff00, 0x200, segs);
     assert.equal(segs.length, 2);
     assert.equal(await fe.acked(Req.REM_MEM_REG, reg(0, 0x10000000)), 0n);

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { GuestMemory, SplitQueue, walkChain, VirtqueueError, type DescriptorChain } from '../../src/vhost/index.js';
+import { GuestMemory, SplitQueue, walkChain, VirtqueueError, type DescriptorChain, type Segment } from '../../src/vhost/index.js';
+import { addressOf } from '../../src/sys/index.js';
 import { INDIRECT, layout, MEM_BASE, MEM_SIZE, NEXT, WRITE, writeDesc, pushAvail, queueViews, view, usedIdx, usedElem, rng, type Layout } from './helpers.js';
 
 function walk(l: Layout, head: number, limits = {}): DescriptorChain {
@@ -110,9 +111,13 @@ test('a buffer spanning two adjacent regions gives two segments; a gap is refuse
     { gpa: 0x2000, size: 4096, uva: 0x7100_0000, mmapOffset: 0, buf: b },
     { gpa: 0x4000, size: 4096, uva: 0x7200_0000, mmapOffset: 0, buf: c },
   ]);
-  const segs: { gpa: number; buf: Buffer }[] = [];
+  const segs: Segment[] = [];
   mem.segments(0x1f00, 0x200, segs);
-  assert.deepEqual(segs.map((s) => [s.gpa, s.buf.length]), [[0x1f00, 0x100], [0x2000, 0x100]]);
+  assert.deepEqual(segs.map((s) => [s.gpa, s.buf.length, s.byteLength]), [[0x1f00, 0x100, 0x100], [0x2000, 0x100, 0x100]]);
+  // The address of a segment is where its bytes are mapped here: its view starts there.
+  assert.equal(segs[1].addr, addressOf(b));
+  assert.equal(segs[1].slice(0x10, 0x20).addr, addressOf(b) + 0x10);
+  assert.equal(segs[1].slice(0x10, 0x20).buf.byteOffset, b.byteOffset + 0x10);
   assert.throws(() => mem.segments(0x2f00, 0x200, []), /not in guest memory/);
   assert.throws(() => mem.slice(0x1f00, 0x200), /crosses/);
   assert.equal(mem.uvaSlice(0x7100_0010, 16).gpa, 0x2010);

@@ -34,7 +34,7 @@
 // when false). A malformed message closes the connection.
 import fs from 'node:fs';
 import net from 'node:net';
-import type { BlockImage } from '../../storage/image.js';
+import { isSpanImage, type BlockImage, type HostSpan, type SpanImage } from '../../storage/image.js';
 import type { VectoredImage } from './io/engine.js';
 
 /** Dirty tracking granularity: 64 KiB (a qcow2 cluster by default). */
@@ -48,7 +48,9 @@ export const MAX_CONTROL_IO = 4 * 1024 * 1024;
  * (hand-over) underneath the device. `readOnly` is what the device was
  * started with, whatever the image underneath is opened as.
  */
-export class SwitchableImage implements BlockImage, VectoredImage {
+const bufOf = (s: HostSpan): Uint8Array => s.buf;
+
+export class SwitchableImage implements BlockImage, VectoredImage, SpanImage {
   readonly size: number;
   readonly format: 'raw' | 'qcow2';
   private dirty: Uint8Array | null = null;
@@ -125,20 +127,31 @@ export class SwitchableImage implements BlockImage, VectoredImage {
     return this.written(offset, buf.length, (i) => i.write(buf, offset));
   }
   readv(bufs: Uint8Array[], offset: number): Promise<void> {
-    return this.run((i) => {
-      const v = i as BlockImage & Partial<VectoredImage>;
-      if (v.readv) return v.readv(bufs, offset);
-      return readSeq(i, bufs, offset);
-    });
+    return this.run((i) => this.readvOn(i, bufs, offset));
+  }
+  private readvOn(i: BlockImage, bufs: Uint8Array[], offset: number): Promise<void> {
+    const v = i as BlockImage & Partial<VectoredImage>;
+    if (v.readv) return v.readv(bufs, offset);
+    return readSeq(i, bufs, offset);
+  }
+  private writevOn(i: BlockImage, bufs: Uint8Array[], offset: number): Promise<void> {
+    const v = i as BlockImage & Partial<VectoredImage>;
+    if (v.writev) return v.writev(bufs, offset);
+    return i.write(Buffer.concat(bufs), offset);
+  }
+  /** Spans (guest memory by address) when the image underneath takes them (raw), else its buffers. */
+  readSpans(spans: readonly HostSpan[], offset: number): Promise<void> {
+    return this.run((i) => (isSpanImage(i) ? i.readSpans(spans, offset) : this.readvOn(i, spans.map(bufOf), offset)));
+  }
+  writeSpans(spans: readonly HostSpan[], offset: number): Promise<void> {
+    let len = 0;
+    for (const s of spans) len += s.byteLength;
+    return this.written(offset, len, (i) => (isSpanImage(i) ? i.writeSpans(spans, offset) : this.writevOn(i, spans.map(bufOf), offset)));
   }
   writev(bufs: Uint8Array[], offset: number): Promise<void> {
     let len = 0;
     for (const b of bufs) len += b.length;
-    return this.written(offset, len, (i) => {
-      const v = i as BlockImage & Partial<VectoredImage>;
-      if (v.writev) return v.writev(bufs, offset);
-      return i.write(Buffer.concat(bufs), offset);
-    });
+    return this.written(offset, len, (i) => this.writevOn(i, bufs, offset));
   }
   flush(): Promise<void> {
     return this.run((i) => i.flush());

@@ -60,12 +60,12 @@ export function sliceSegments(segs: readonly Segment[], start: number, len: numb
   let pos = 0;
   const end = start + len;
   for (const s of segs) {
-    const sEnd = pos + s.buf.length;
+    const sEnd = pos + s.byteLength;
     if (sEnd > start && pos < end) {
       const a = Math.max(start, pos) - pos;
       const b = Math.min(end, sEnd) - pos;
-      // Whole segments (a request's data pages, usually) are shared as they are: no new view per page.
-      out.push(a === 0 && b === s.buf.length ? s : { gpa: s.gpa + a, buf: s.buf.subarray(a, b) });
+      // Whole segments (a request's data pages, usually) are shared as they are.
+      out.push(a === 0 && b === s.byteLength ? s : s.slice(a, b));
     }
     pos = sEnd;
     if (pos >= end) break;
@@ -91,8 +91,8 @@ function fail(status: number, reason: string): BlkOp {
 export function parseRequest(chain: DescriptorChain, lim: ParseLimits): ParsedRequest {
   let status: Buffer | null = null;
   if (chain.writable.length > 0) {
-    const last = chain.writable[chain.writable.length - 1].buf;
-    status = last.subarray(last.length - 1);
+    const last = chain.writable[chain.writable.length - 1];
+    status = last.slice(last.byteLength - 1, last.byteLength).buf;
   }
   if (chain.error !== undefined) return { op: fail(S_IOERR, `malformed chain: ${chain.error}`), status };
   if (status === null) return { op: fail(S_IOERR, 'no device-writable status byte'), status };

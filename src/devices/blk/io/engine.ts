@@ -7,7 +7,7 @@
 // I/O (readv/writev: raw and qcow2 do) get the whole request in one call.
 // Others get single-segment requests straight into guest memory, and
 // multi-segment ones through one bounce buffer.
-import type { BlockImage } from '../../../storage/image.js';
+import { isSpanImage, type BlockImage, type SpanImage } from '../../../storage/image.js';
 import type { Segment } from '../../../vhost/index.js';
 
 /** Optional vectored I/O an image may implement in addition to BlockImage. */
@@ -43,14 +43,30 @@ export function mergeSegments(segs: readonly Segment[]): Buffer[] {
   return out;
 }
 
+/**
+ * The segments' buffers as they are, for vectored images: their file I/O
+ * (src/sys/uio.ts) joins neighbours into one iovec itself, without a new
+ * view per join.
+ */
+function bufsOf(segs: readonly Segment[]): Buffer[] {
+  const out = new Array<Buffer>(segs.length);
+  for (let i = 0; i < segs.length; i++) out[i] = segs[i].buf;
+  return out;
+}
+
 export class IoEngine {
   private readonly vectored: boolean;
+  private readonly spans: (BlockImage & SpanImage) | null;
   constructor(readonly image: BlockImage) {
     this.vectored = isVectored(image);
+    this.spans = isSpanImage(image) ? image : null;
   }
 
   read(segs: readonly Segment[], offset: number): Promise<void> {
     if (segs.length === 0) return Promise.resolve();
+    // By address, straight from the segments (raw images).
+    if (this.spans !== null) return this.spans.readSpans(segs, offset);
+    if (this.vectored && segs.length > 1) return (this.image as BlockImage & VectoredImage).readv(bufsOf(segs), offset);
     const bufs = segs.length === 1 ? [segs[0].buf] : mergeSegments(segs);
     if (bufs.length === 1) return this.image.read(bufs[0], offset);
     if (this.vectored) return (this.image as BlockImage & VectoredImage).readv(bufs, offset);
@@ -59,6 +75,8 @@ export class IoEngine {
 
   write(segs: readonly Segment[], offset: number): Promise<void> {
     if (segs.length === 0) return Promise.resolve();
+    if (this.spans !== null) return this.spans.writeSpans(segs, offset);
+    if (this.vectored && segs.length > 1) return (this.image as BlockImage & VectoredImage).writev(bufsOf(segs), offset);
     const bufs = segs.length === 1 ? [segs[0].buf] : mergeSegments(segs);
     if (bufs.length === 1) return this.image.write(bufs[0], offset);
     if (this.vectored) return (this.image as BlockImage & VectoredImage).writev(bufs, offset);
