@@ -36,6 +36,14 @@ test('an indirect table is followed', () => {
   assert.equal(c.head, 3);
   assert.equal(c.readableLen, 16);
   assert.equal(c.writableLen, 513);
+  // The same table at an address that is not 4-byte aligned (read from a copy) walks the same.
+  const u = l.data + 0x20002;
+  view(l, u, 48).set(view(l, t, 48));
+  writeDesc(l, l.desc, 4, u, 48, INDIRECT);
+  const cu = walk(l, 4);
+  assert.equal(cu.error, undefined);
+  assert.deepEqual([cu.readableLen, cu.writableLen], [16, 513]);
+  assert.deepEqual(cu.writable.map((s) => [s.gpa, s.byteLength]), c.writable.map((s) => [s.gpa, s.byteLength]));
 });
 
 const hostile: [string, (l: Layout) => number, RegExp][] = [
