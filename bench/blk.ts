@@ -147,7 +147,9 @@ async function runTarget(t: Target, img: GuestImage, file: string, format: strin
   let disk: string[];
   if (t === 'xvm') {
     const prof = CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', CPU_PROF, '--cpu-prof-name', `xvm-${format}-${Date.now()}.cpuprofile`] : [];
-    backend = await Backend.start(['--socket', sock, '--image', file, '--format', format, '--queues', '1'], {}, prof);
+    if (process.env.XVM_BENCH_BLK_NODE_ARGS) prof.push(...process.env.XVM_BENCH_BLK_NODE_ARGS.split(' '));
+    const metrics = process.env.XVM_BENCH_BLK_METRICS ? ['--metrics', `${process.env.XVM_BENCH_BLK_METRICS}.${format}`] : [];
+    backend = await Backend.start(['--socket', sock, '--image', file, '--format', format, '--queues', '1', ...metrics], {}, prof);
     disk = ['-chardev', `socket,id=vu,path=${sock}`, '-device', 'vhost-user-blk-pci,chardev=vu,num-queues=1'];
   } else if (t === 'qsd') {
     const blockdev = format === 'raw'

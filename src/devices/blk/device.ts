@@ -156,10 +156,12 @@ export class BlkDevice implements VhostUserDevice {
       case 'read':
         m.readRequests++;
         m.readBytes += op.bytes;
+        m.dataSegments += op.data.length;
         return this.io.read(op.data, op.sector * SECTOR);
       case 'write':
         m.writeRequests++;
         m.writeBytes += op.bytes;
+        m.dataSegments += op.data.length;
         return this.io.write(op.data, op.sector * SECTOR);
       case 'flush':
         m.flushRequests++;

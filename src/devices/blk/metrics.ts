@@ -6,6 +6,8 @@ export class BlkMetrics {
   readBytes = 0;
   writeRequests = 0;
   writeBytes = 0;
+  /** Guest memory pieces (descriptors) of the reads' and writes' data: per request, how scattered guest buffers are. */
+  dataSegments = 0;
   flushRequests = 0;
   discardRequests = 0;
   writeZeroesRequests = 0;
