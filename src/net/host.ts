@@ -183,7 +183,7 @@ export class NetworkHost {
     // After a migration QEMU's SEND_RARP makes the port announce the guest (announce.ts).
     const announcer = new Announcer({ mac, trunk: s.trunk, send: (f) => this.sw.input(s.id, f) });
     const onAnnounce = () => {
-      if (!announcer.running) log(`announcing ${s.mac} (RARP, after a migration or restore)`);
+      if (Date.now() - announcer.stats.lastAt > 5000) log(`announcing ${s.mac} (RARP: QEMU's SEND_RARP after a migration or restore)`);
       announcer.announce();
     };
     const device = new NetDevice({ mac: macBuf, maxFrame: MAX_FRAME, onFrame: (f, off) => this.sw.input(s.id, f, off), onAnnounce, offloads: OFFLOADS, log });
