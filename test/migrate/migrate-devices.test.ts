@@ -20,9 +20,8 @@ import path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { TestHost, ConsoleSession, READY_BANNER, waitUntil } from '../helpers/xvm.js';
 import { pidAlive } from '../../src/engine/process.js';
+import { ADDR, dropNamespaces, makeNamespaces, tokenFile } from '../helpers/relocation.js';
 
-const NS = ['save-a', 'save-b'] as const;
-const ADDR = { 'save-a': '10.231.77.1', 'save-b': '10.231.77.2' } as const;
 const PORT = 18703;
 const TARGET = `${ADDR['save-b']}:${PORT}`;
 const src = new TestHost('xvmda');
@@ -30,22 +29,7 @@ const dst = new TestHost('xvmdb');
 const TOKEN = 'devices-test-shared-token-0123456789';
 const shared = fs.mkdtempSync(path.join(os.tmpdir(), 'xvmds-'));
 
-function sh(cmd: string[]): void {
-  const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8' });
-  assert.equal(r.status, 0, `${cmd.join(' ')}: ${r.stderr}`);
-}
-
-function dropNamespaces(): void {
-  for (const ns of NS) spawnSync('ip', ['netns', 'del', ns]);
-}
-
 const startTarget = () => dst.startDaemon({ netns: 'save-b', env: { XVM_RELOCATION_LISTEN: TARGET } });
-
-function tokenFile(host: TestHost): void {
-  const f = path.join(host.home, 'lib', 'relocation.token');
-  fs.mkdirSync(path.dirname(f), { recursive: true });
-  fs.writeFileSync(f, TOKEN + '\n', { mode: 0o600 });
-}
 
 function cli(host: TestHost, args: string[]): string {
   const r = host.cli(args);
@@ -73,18 +57,9 @@ function volumes(host: TestHost): string[] {
 }
 
 before(async () => {
-  dropNamespaces();
-  for (const ns of NS) {
-    sh(['ip', 'netns', 'add', ns]);
-    sh(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
-  }
-  sh(['ip', 'link', 'add', 'save-va', 'netns', 'save-a', 'type', 'veth', 'peer', 'name', 'save-vb', 'netns', 'save-b']);
-  sh(['ip', '-n', 'save-a', 'addr', 'add', `${ADDR['save-a']}/24`, 'dev', 'save-va']);
-  sh(['ip', '-n', 'save-b', 'addr', 'add', `${ADDR['save-b']}/24`, 'dev', 'save-vb']);
-  sh(['ip', '-n', 'save-a', 'link', 'set', 'save-va', 'up']);
-  sh(['ip', '-n', 'save-b', 'link', 'set', 'save-vb', 'up']);
-  tokenFile(src);
-  tokenFile(dst);
+  makeNamespaces();
+  tokenFile(src, TOKEN);
+  tokenFile(dst, TOKEN);
   await src.startDaemon({ netns: 'save-a' });
   await startTarget();
 });

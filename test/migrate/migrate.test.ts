@@ -14,32 +14,15 @@ import { spawn, spawnSync } from 'node:child_process';
 import { TestHost, ConsoleSession, READY_BANNER, waitUntil } from '../helpers/xvm.js';
 import { pidAlive } from '../../src/engine/process.js';
 import { readPcap } from '../../src/net/pcap.js';
+import { ADDR, dropNamespaces, makeNamespaces, tokenFile } from '../helpers/relocation.js';
 
-const NS = ['save-a', 'save-b'] as const;
-const ADDR = { 'save-a': '10.231.77.1', 'save-b': '10.231.77.2' } as const;
 const PORT = 18702;
 const TARGET = `${ADDR['save-b']}:${PORT}`;
 const src = new TestHost('xvmma');
 const dst = new TestHost('xvmmb');
 const TOKEN = 'save-test-shared-token-0123456789';
 
-function sh(cmd: string[]): void {
-  const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8' });
-  assert.equal(r.status, 0, `${cmd.join(' ')}: ${r.stderr}`);
-}
-
-function dropNamespaces(): void {
-  for (const ns of NS) spawnSync('ip', ['netns', 'del', ns]);
-}
-
 const startTarget = () => dst.startDaemon({ netns: 'save-b', env: { XVM_RELOCATION_LISTEN: `${ADDR['save-b']}:${PORT}` } });
-
-function tokenFile(host: TestHost, name: string, token: string): string {
-  const f = path.join(host.home, 'lib', name);
-  fs.mkdirSync(path.dirname(f), { recursive: true });
-  fs.writeFileSync(f, token + '\n', { mode: 0o600 });
-  return f;
-}
 
 function counts(text: string): number[] {
   return [...text.matchAll(/C=(\d+)\r?\n/g)].map((m) => Number(m[1]));
@@ -56,18 +39,9 @@ async function bootCounting(name: string): Promise<ConsoleSession> {
 }
 
 before(async () => {
-  dropNamespaces();
-  for (const ns of NS) {
-    sh(['ip', 'netns', 'add', ns]);
-    sh(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
-  }
-  sh(['ip', 'link', 'add', 'save-va', 'netns', 'save-a', 'type', 'veth', 'peer', 'name', 'save-vb', 'netns', 'save-b']);
-  sh(['ip', '-n', 'save-a', 'addr', 'add', `${ADDR['save-a']}/24`, 'dev', 'save-va']);
-  sh(['ip', '-n', 'save-b', 'addr', 'add', `${ADDR['save-b']}/24`, 'dev', 'save-vb']);
-  sh(['ip', '-n', 'save-a', 'link', 'set', 'save-va', 'up']);
-  sh(['ip', '-n', 'save-b', 'link', 'set', 'save-vb', 'up']);
-  tokenFile(src, 'relocation.token', TOKEN);
-  tokenFile(dst, 'relocation.token', TOKEN);
+  makeNamespaces();
+  tokenFile(src, TOKEN);
+  tokenFile(dst, TOKEN);
   await src.startDaemon({ netns: 'save-a' });
   await startTarget();
 });
@@ -142,7 +116,7 @@ test('a peer without the token is refused; a source with the wrong token fails a
 
   // A source keyed with another token: the target refuses it; the guest stays where it is.
   await src.stopDaemon();
-  await src.startDaemon({ netns: 'save-a', env: { XVM_RELOCATION_TOKEN_FILE: tokenFile(src, 'wrong.token', 'not-the-shared-token-999999') } });
+  await src.startDaemon({ netns: 'save-a', env: { XVM_RELOCATION_TOKEN_FILE: tokenFile(src, 'not-the-shared-token-999999', 'wrong.token') } });
   const con = await bootCounting('mig2');
   const pid = (await src.client.getDomain('mig2')).pid;
   const m = await src.cliAsync(['migrate', 'mig2', `${ADDR['save-b']}:${PORT}`, '--live']);
