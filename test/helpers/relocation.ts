@@ -44,3 +44,24 @@ export function tokenFile(host: TestHost, token: string, name = 'relocation.toke
   fs.writeFileSync(f, token + '\n', { mode: 0o600 });
   return f;
 }
+
+/** The target's xvmd in save-b, its relocation service listening on `listen` (ADDR['save-b']:port). */
+export function startTarget(dst: TestHost, listen: string): Promise<void> {
+  return dst.startDaemon({ netns: 'save-b', env: { XVM_RELOCATION_LISTEN: listen } });
+}
+
+/** Fresh namespaces, the shared token on both hosts, the source's xvmd in save-a and the target's in save-b. */
+export async function startHosts(src: TestHost, dst: TestHost, token: string, listen: string): Promise<void> {
+  makeNamespaces();
+  tokenFile(src, token);
+  tokenFile(dst, token);
+  await src.startDaemon({ netns: 'save-a' });
+  await startTarget(dst, listen);
+}
+
+/** Both hosts' xvmd and guests gone, then the namespaces. */
+export async function stopHosts(src: TestHost, dst: TestHost): Promise<void> {
+  await src.cleanup();
+  await dst.cleanup();
+  dropNamespaces();
+}

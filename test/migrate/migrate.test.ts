@@ -14,15 +14,13 @@ import { spawn, spawnSync } from 'node:child_process';
 import { TestHost, ConsoleSession, READY_BANNER, waitUntil } from '../helpers/xvm.js';
 import { pidAlive } from '../../src/engine/process.js';
 import { readPcap } from '../../src/net/pcap.js';
-import { ADDR, dropNamespaces, makeNamespaces, tokenFile } from '../helpers/relocation.js';
+import { ADDR, startHosts, startTarget, stopHosts, tokenFile } from '../helpers/relocation.js';
 
 const PORT = 18702;
 const TARGET = `${ADDR['save-b']}:${PORT}`;
 const src = new TestHost('xvmma');
 const dst = new TestHost('xvmmb');
 const TOKEN = 'save-test-shared-token-0123456789';
-
-const startTarget = () => dst.startDaemon({ netns: 'save-b', env: { XVM_RELOCATION_LISTEN: `${ADDR['save-b']}:${PORT}` } });
 
 function counts(text: string): number[] {
   return [...text.matchAll(/C=(\d+)\r?\n/g)].map((m) => Number(m[1]));
@@ -38,19 +36,9 @@ async function bootCounting(name: string): Promise<ConsoleSession> {
   return con;
 }
 
-before(async () => {
-  makeNamespaces();
-  tokenFile(src, TOKEN);
-  tokenFile(dst, TOKEN);
-  await src.startDaemon({ netns: 'save-a' });
-  await startTarget();
-});
+before(async () => startHosts(src, dst, TOKEN, TARGET));
 
-after(async () => {
-  await src.cleanup();
-  await dst.cleanup();
-  dropNamespaces();
-});
+after(async () => stopHosts(src, dst));
 
 test('a counting guest migrates live to the other host and counts on there: no reboot, gone from the source', { timeout: 300_000 }, async () => {
   const con = await bootCounting('mig1');
@@ -156,7 +144,7 @@ test('the target killed mid-migration: the source guest runs on unchanged; the r
 
   await waitUntil(() => dst.daemon?.exitCode !== null || dst.daemon?.signalCode !== null, 10_000, 'the killed target to be gone');
   dst.daemon = undefined;
-  await startTarget();
+  await startTarget(dst, TARGET);
   await waitUntil(async () => (await dst.client.listDomains()).length === 0, 30_000, 'the target to remove the half-received domain');
   assert.match(fs.readFileSync(path.join(dst.home, 'log', 'xvmd.log'), 'utf8'), /removed a half-received incoming domain|incoming migration failed; domain removed/);
   await src.client.destroy('mig3');
