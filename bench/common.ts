@@ -1,15 +1,20 @@
 // What every benchmark shares: the repository root, a median, a pause, the
 // run folder of a raw QEMU baseline (console FIFOs held open like xvmd
-// holds them), and a private xvmd for the xvm side of the comparison.
+// holds them), a raw QEMU guest driven over QMP (save, migrate), and a
+// private xvmd for the xvm side of the comparison.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import net from 'node:net';
-import { spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { XvmClient } from '../src/api/client.js';
-import { runtimeFiles } from '../src/engine/qemu-args.js';
+import { buildQemuArgs, QEMU_BINARY, runtimeFiles } from '../src/engine/qemu-args.js';
+import { QmpClient } from '../src/engine/qmp.js';
+import { detectAccel } from '../src/engine/accel.js';
 import { makeFifo } from '../src/daemon/console.js';
+import { READY_BANNER } from '../src/image/index.js';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const XVM_BIN = path.join(REPO, 'bin/xvm.js');
@@ -57,12 +62,64 @@ export function rawRunDir(prefix: string): RawRunDir {
   };
 }
 
+/** A raw QEMU guest of the default image, its QMP connected (the save and migrate baselines). */
+export interface RawGuest {
+  qemu: ChildProcess;
+  qmp: QmpClient;
+  run: RawRunDir;
+  /** console.in, held open read-write: what is written to it is typed into the guest. */
+  inFd: number;
+  /** The last 8 KiB of its serial output. */
+  seen: string;
+}
+
+/** Start raw QEMU with buildQemuArgs' flags (+ `extra`, e.g. `-incoming …`) and connect to its QMP. */
+export async function startRawGuest(o: { prefix: string; name: string; image: { kernel: string; initrd: string; cmdline: string }; memoryMiB: number; extra?: string[] }): Promise<RawGuest> {
+  const run = rawRunDir(o.prefix);
+  const inFd = fs.openSync(run.files.consoleIn, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+  const argv = buildQemuArgs({
+    name: o.name, uuid: crypto.randomUUID(), memoryMiB: o.memoryMiB, vcpus: 1, accel: detectAccel().accel,
+    kernel: o.image.kernel, initrd: o.image.initrd, cmdline: `${o.image.cmdline} xvm.name=${o.name}`, runDir: run.dir, onReboot: 'restart',
+  });
+  argv.push(...(o.extra ?? []));
+  const qemu = spawn(QEMU_BINARY, argv, { stdio: 'ignore' });
+  const g: RawGuest = { qemu, qmp: undefined as unknown as QmpClient, run, inFd, seen: '' };
+  run.console.on('data', (d: Buffer) => (g.seen = (g.seen + d.toString('latin1')).slice(-8192)));
+  const end = Date.now() + 20_000;
+  for (;;) {
+    try {
+      g.qmp = await QmpClient.connect(run.files.qmp, 2000);
+      return g;
+    } catch {
+      if (Date.now() > end || qemu.exitCode !== null) throw new Error('raw QEMU did not open QMP');
+      await sleep(5);
+    }
+  }
+}
+
+/** `quit` over QMP, wait for QEMU to exit, remove its run folder. */
+export async function stopRawGuest(g: RawGuest): Promise<void> {
+  await g.qmp.execute('quit').catch(() => undefined);
+  if (g.qemu.exitCode === null) await new Promise((r) => g.qemu.once('exit', r));
+  fs.closeSync(g.inFd);
+  g.run.remove();
+}
+
+/** Wait for the guest's ready banner on its serial console. */
+export async function waitRawBanner(g: RawGuest, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!g.seen.includes(READY_BANNER)) {
+    if (Date.now() > end) throw new Error('raw guest: no ready banner');
+    await sleep(50);
+  }
+}
+
 export interface BenchDaemon {
   home: string;
   env: NodeJS.ProcessEnv;
   client: XvmClient;
-  /** Stop xvmd and remove its state folder. */
-  stop(): void;
+  /** Stop xvmd and remove its state folder (`keepHome`: leave it, e.g. a failed run's logs to look at). */
+  stop(keepHome?: boolean): void;
 }
 
 /** A private xvmd (own XVM_HOME, the shared image cache) for the xvm side of a benchmark. */
@@ -74,9 +131,9 @@ export function startBenchDaemon(prefix = 'xvmb-', extraEnv: NodeJS.ProcessEnv =
   return {
     home, env,
     client: new XvmClient({ socketPath: path.join(home, 'run', 'xvmd.sock') }),
-    stop() {
+    stop(keepHome = false) {
       spawnSync(process.execPath, [XVM_BIN, 'daemon', 'stop'], { env });
-      fs.rmSync(home, { recursive: true, force: true });
+      if (!keepHome) fs.rmSync(home, { recursive: true, force: true });
     },
   };
 }

@@ -21,9 +21,10 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { Guest, guestImage, type GuestImage } from '../test/blk/guest.js';
 import { cpuSeconds } from '../src/engine/process.js';
+import { median, numberArg, REPO, sleep } from './common.js';
 
 type Target = 'xvm' | 'qemu' | 'qemu-intx' | 'xvm-nooffload' | `xvm@${number}`;
 /**
@@ -32,25 +33,19 @@ type Target = 'xvm' | 'qemu' | 'qemu-intx' | 'xvm-nooffload' | `xvm@${number}`;
  * moderation of MS ms instead of the default, XVM_NET_RX_COALESCE_MS).
  */
 const TARGETS: Target[] = ['xvm', 'qemu', 'qemu-intx'];
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const SWITCH_MAIN = path.join(ROOT, 'dist/src/net/main.js');
+const SWITCH_MAIN = path.join(REPO, 'dist/src/net/main.js');
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(name);
   return i > 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
 }
-const MIB = Number(arg('--mib', '64'));
-const ROUNDS = Number(arg('--rounds', '2'));
+const MIB = numberArg(process.argv, '--mib', 64);
+const ROUNDS = numberArg(process.argv, '--rounds', 2);
 const JSON_OUT = arg('--json', '');
 /** `--cpu-prof DIR`: profile the switch process (node --cpu-prof). `--only xvm,qemu`: run only these paths. */
 const CPU_PROF = arg('--cpu-prof', '');
 const ONLY = arg('--only', '');
 const MACS = ['00:16:3e:be:00:01', '00:16:3e:be:00:02'];
-
-function median(v: number[]): number {
-  const a = [...v].sort((x, y) => x - y);
-  return a.length % 2 ? a[(a.length - 1) / 2]! : (a[a.length / 2 - 1]! + a[a.length / 2]!) / 2;
-}
 
 function control(sock: string, req: unknown): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
@@ -73,7 +68,7 @@ async function waitFor(cond: () => boolean, ms: number, what: string): Promise<v
   const end = Date.now() + ms;
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
   }
 }
 
@@ -82,7 +77,7 @@ async function ipOf(g: Guest): Promise<string> {
     const r = await g.run("ip -4 addr show eth0 | sed -n 's/.*inet \\([0-9.]*\\).*/\\1/p'", 30_000);
     const ip = r.out.trim().split('\n').pop()!.trim();
     if (/^\d+\.\d+\.\d+\.\d+$/.test(ip)) return ip;
-    await new Promise((res) => setTimeout(res, 500));
+    await sleep(500);
   }
   throw new Error('no address on eth0');
 }
@@ -125,7 +120,7 @@ async function transfer(a: Guest, b: Guest, ipB: string, label: string): Promise
   const q0 = [cpuSeconds(a.proc.pid!), cpuSeconds(b.proc.pid!)];
   const w0 = Date.now();
   b.send('nc -l -p 5001 > /dev/null; echo RECV-DONE');
-  await new Promise((r) => setTimeout(r, 1000));
+  await sleep(1000);
   const count = MIB * 16;
   const r = await a.run(`t0=$(cut -d' ' -f1 /proc/uptime); dd if=/dev/zero bs=64k count=${count} 2>/dev/null | nc ${ipB} 5001; t1=$(cut -d' ' -f1 /proc/uptime); echo "T=$t0:$t1"`, 900_000);
   const m = /T=([\d.]+):([\d.]+)/.exec(r.out);
@@ -227,10 +222,11 @@ async function main(): Promise<void> {
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  const x = samples.xvm.length ? median(samples.xvm) : NaN;
-  const q = samples.qemu.length ? median(samples.qemu) : NaN;
-  const c = cpu.length ? median(cpu) : NaN;
-  const qi = samples['qemu-intx'].length ? median(samples['qemu-intx']) : NaN;
+  // median() of no samples (a path not run, or failed) is NaN.
+  const x = median(samples.xvm);
+  const q = median(samples.qemu);
+  const c = median(cpu);
+  const qi = median(samples['qemu-intx']);
   console.log(`\nnetwork benchmark: two TCG guests, busybox nc of ${MIB} MiB guest → guest over TCP, median of ${ROUNDS} rounds, MiB/s (higher is better)`);
   console.log('path                                  MiB/s');
   console.log(`xvm switch (vhost-user-net)       ${x.toFixed(2).padStart(9)}   switch CPU ${(c * 100).toFixed(0)}% of one core during the transfer`);

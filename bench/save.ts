@@ -8,75 +8,22 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import net from 'node:net';
 import crypto from 'node:crypto';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { XvmClient } from '../src/api/client.js';
-import { ensureDefaultImage, READY_BANNER } from '../src/image/index.js';
-import { buildQemuArgs, QEMU_BINARY, runtimeFiles } from '../src/engine/qemu-args.js';
-import { QmpClient } from '../src/engine/qmp.js';
-import { makeFifo } from '../src/daemon/console.js';
+import { ensureDefaultImage } from '../src/image/index.js';
 import { detectAccel } from '../src/engine/accel.js';
 import { SAVE_MAX_BANDWIDTH } from '../src/migrate/save.js';
 import { StreamSink } from '../src/migrate/stream.js';
+import { median, numberArg, sleep, startBenchDaemon, startRawGuest, stopRawGuest, waitRawBanner, type RawGuest } from './common.js';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-
-interface RawGuest {
-  qemu: ChildProcess;
-  qmp: QmpClient;
-  runDir: string;
-  console: net.Socket;
-  seen: string;
-}
-
-async function startRaw(image: { kernel: string; initrd: string; cmdline: string }, memoryMiB: number, incoming?: string): Promise<RawGuest> {
-  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvmb-raw-'));
-  const files = runtimeFiles(runDir);
-  makeFifo(files.consoleIn);
-  makeFifo(files.consoleOut);
-  const fd = fs.openSync(files.consoleOut, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
-  const out = new net.Socket({ fd, readable: true, writable: false });
-  const argv = buildQemuArgs({
-    name: 'rawsave', uuid: crypto.randomUUID(), memoryMiB, vcpus: 1, accel: detectAccel().accel,
-    kernel: image.kernel, initrd: image.initrd, cmdline: `${image.cmdline} xvm.name=rawsave`, runDir, onReboot: 'restart',
-  });
-  if (incoming) argv.push('-incoming', `exec:cat ${incoming}`);
-  const qemu = spawn(QEMU_BINARY, argv, { stdio: 'ignore' });
-  const g: RawGuest = { qemu, qmp: undefined as unknown as QmpClient, runDir, console: out, seen: '' };
-  out.on('data', (d: Buffer) => (g.seen = (g.seen + d.toString('latin1')).slice(-8192)));
-  const end = Date.now() + 20_000;
-  for (;;) {
-    try {
-      g.qmp = await QmpClient.connect(files.qmp, 2000);
-      break;
-    } catch {
-      if (Date.now() > end || qemu.exitCode !== null) throw new Error('raw QEMU did not open QMP');
-      await sleep(5);
-    }
-  }
-  return g;
-}
-
-async function stopRaw(g: RawGuest): Promise<void> {
-  await g.qmp.execute('quit').catch(() => undefined);
-  if (g.qemu.exitCode === null) await new Promise((r) => g.qemu.once('exit', r));
-  g.console.destroy();
-  fs.rmSync(g.runDir, { recursive: true, force: true });
-}
+const startRaw = (image: { kernel: string; initrd: string; cmdline: string }, memoryMiB: number, incoming?: string) =>
+  startRawGuest({ prefix: 'xvmb-raw-', name: 'rawsave', image, memoryMiB, extra: incoming ? ['-incoming', `exec:cat ${incoming}`] : [] });
 
 /** Raw QEMU's own save: stop, migrate to a file through exec:cat, fsync, quit. */
 async function rawSave(g: RawGuest, file: string, via: 'cat' | 'sink' | 'fd' = 'cat'): Promise<number> {
   fs.rmSync(file, { force: true });
   const t0 = performance.now();
   let sink: StreamSink | undefined;
-  if (via === 'sink') sink = await StreamSink.listen(path.join(g.runDir, 'sink.sock'), fs.openSync(file, 'w'), 0, crypto.createHash('sha256'));
+  if (via === 'sink') sink = await StreamSink.listen(path.join(g.run.dir, 'sink.sock'), fs.openSync(file, 'w'), 0, crypto.createHash('sha256'));
   if (via === 'fd') {
     // QEMU writes the file itself through a passed fd, as xvm save does (without header and checksum).
     const fd = fs.openSync(file, 'w');
@@ -99,7 +46,7 @@ async function rawSave(g: RawGuest, file: string, via: 'cat' | 'sink' | 'fd' = '
   const fd = fs.openSync(file, 'r+');
   fs.fsyncSync(fd);
   fs.closeSync(fd);
-  await stopRaw(g);
+  await stopRawGuest(g);
   return performance.now() - t0;
 }
 
@@ -110,7 +57,7 @@ async function rawRestore(image: { kernel: string; initrd: string; cmdline: stri
   try {
     await waitRawRunning(g);
   } catch (e) {
-    await stopRaw(g);
+    await stopRawGuest(g);
     throw e;
   }
   return { ms: performance.now() - t0, guest: g };
@@ -133,31 +80,20 @@ async function waitRawRunning(g: RawGuest): Promise<void> {
 }
 
 export async function benchSave(args: string[]): Promise<void> {
-  const opt = (k: string, d: number) => {
-    const i = args.indexOf(k);
-    return i >= 0 ? Number(args[i + 1]) : d;
-  };
-  const rounds = opt('--rounds', 5);
-  const memoryMiB = opt('--memory', 256);
-  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'xvmb-'));
-  const env = { ...process.env, XVM_HOME: home, XVM_IMAGE_DIR: process.env.XVM_IMAGE_DIR ?? path.join(REPO, '.cache', 'images') };
-  const image = await ensureDefaultImage({ dir: path.join(env.XVM_IMAGE_DIR!, 'default') });
-  const client = new XvmClient({ socketPath: path.join(home, 'run', 'xvmd.sock') });
-  const start = spawnSync(process.execPath, [path.join(REPO, 'bin/xvm.js'), 'daemon', 'start'], { env, encoding: 'utf8' });
-  if (start.status !== 0) throw new Error(start.stderr);
-  const xvmFile = path.join(home, 'xvm.xvmsave');
-  const rawFile = path.join(home, 'raw.qemu');
+  const rounds = numberArg(args, '--rounds', 5);
+  const memoryMiB = numberArg(args, '--memory', 256);
+  const daemon = startBenchDaemon('xvmb-');
+  const client = daemon.client;
+  const xvmFile = path.join(daemon.home, 'xvm.xvmsave');
+  const rawFile = path.join(daemon.home, 'raw.qemu');
   const res = { xvmSave: [] as number[], xvmRestore: [] as number[], rawSave: [] as number[], rawRestore: [] as number[], rawSink: [] as number[], rawFd: [] as number[], xvmBytes: 0, rawBytes: 0 };
   let raw: RawGuest | undefined;
   try {
+    const image = await ensureDefaultImage({ dir: path.join(daemon.env.XVM_IMAGE_DIR!, 'default') });
     await client.createDomain({ config: { name: 'bsave', memory: memoryMiB } });
     await client.waitForDomain('bsave', (x) => x.readyAt !== null, 180_000);
     raw = await startRaw(image, memoryMiB);
-    const rawUp = Date.now() + 180_000;
-    while (!raw.seen.includes(READY_BANNER)) {
-      if (Date.now() > rawUp) throw new Error('raw guest: no ready banner');
-      await sleep(50);
-    }
+    await waitRawBanner(raw, 180_000);
     await sleep(2000); // both guests settle after boot
     for (let r = 0; r < rounds; r++) {
       let t0 = performance.now();
@@ -190,10 +126,9 @@ export async function benchSave(args: string[]): Promise<void> {
       await sleep(1000);
     }
   } finally {
-    if (raw) await stopRaw(raw).catch(() => undefined);
+    if (raw) await stopRawGuest(raw).catch(() => undefined);
     await client.destroy('bsave').catch(() => undefined);
-    spawnSync(process.execPath, [path.join(REPO, 'bin/xvm.js'), 'daemon', 'stop'], { env, encoding: 'utf8' });
-    fs.rmSync(home, { recursive: true, force: true });
+    daemon.stop();
   }
   const line = (what: string, x: number[], b: number[]) =>
     console.log(`${what.padEnd(8)} xvm ${median(x).toFixed(0).padStart(5)} ms   raw QEMU ${median(b).toFixed(0).padStart(5)} ms   ratio ${(median(x) / median(b)).toFixed(3)}  (target ≤ 1.10)`);

@@ -7,6 +7,7 @@ export const ETHERTYPE_IPV4 = 0x0800;
 export const ETHERTYPE_ARP = 0x0806;
 export const ETHERTYPE_VLAN = 0x8100;
 export const ETHERTYPE_IPV6 = 0x86dd;
+export const ETHERTYPE_RARP = 0x8035;
 export const BROADCAST = 0xffffffffffff;
 export const IPPROTO_ICMP = 1;
 export const IPPROTO_UDP = 17;
@@ -86,6 +87,31 @@ export function ethFrame(dst: number, src: number, type: number, payload: Buffer
   f.writeUInt16BE(type, 12);
   payload.copy(f, ETH_HLEN);
   return f;
+}
+
+/**
+ * The announcement QEMU's qemu_announce_self sends for a NIC that moved: a
+ * broadcast RARP "request reverse" (opcode 3) from `mac` for `mac`, no IPv4
+ * addresses, padded to the 60-byte minimum; tagged with `vlan` if given.
+ */
+export function rarpFrame(mac: number, vlan?: number): Buffer {
+  const arp = Buffer.alloc(28);
+  arp.writeUInt16BE(1, 0); // Ethernet
+  arp.writeUInt16BE(ETHERTYPE_IPV4, 2);
+  arp[4] = 6;
+  arp[5] = 4;
+  arp.writeUInt16BE(3, 6); // reverse request
+  writeMac(arp, 8, mac);
+  writeMac(arp, 18, mac);
+  const f = Buffer.alloc(60);
+  ethFrame(BROADCAST, mac, ETHERTYPE_RARP, arp).copy(f);
+  if (vlan === undefined) return f;
+  const t = Buffer.alloc(64);
+  f.copy(t, 0, 0, 12);
+  t.writeUInt16BE(ETHERTYPE_VLAN, 12);
+  t.writeUInt16BE(vlan & 0xfff, 14);
+  f.copy(t, 16, 12);
+  return t;
 }
 
 /** An IPv4 packet (no options) with a correct header checksum. */

@@ -25,6 +25,7 @@ import { MAX_FRAME, Switch, type FrameTap } from './switch.js';
 import { TapUplink, UPLINK_PORT } from './uplink.js';
 import { StreamPort } from './stream-port.js';
 import { natDown, natUp } from './nat.js';
+import { Announcer } from './announce.js';
 
 export interface NetworkHostOptions {
   name: string;
@@ -179,7 +180,13 @@ export class NetworkHost {
   private vhostPort(s: NetPortState, mac: number, ip: number | undefined, log: (m: string) => void): HostedPort {
     const macBuf = Buffer.alloc(6);
     macBuf.writeUIntBE(mac, 0, 6);
-    const device = new NetDevice({ mac: macBuf, maxFrame: MAX_FRAME, onFrame: (f, off) => this.sw.input(s.id, f, off), offloads: OFFLOADS, log });
+    // After a migration QEMU's SEND_RARP makes the port announce the guest (announce.ts).
+    const announcer = new Announcer({ mac, trunk: s.trunk, send: (f) => this.sw.input(s.id, f) });
+    const onAnnounce = () => {
+      if (Date.now() - announcer.stats.lastAt > 5000) log(`announcing ${s.mac} (RARP: QEMU's SEND_RARP after a migration or restore)`);
+      announcer.announce();
+    };
+    const device = new NetDevice({ mac: macBuf, maxFrame: MAX_FRAME, onFrame: (f, off) => this.sw.input(s.id, f, off), onAnnounce, offloads: OFFLOADS, log });
     this.sw.addPort({ id: s.id, mac, vlan: s.vlan, trunk: s.trunk, ip }, device);
     const backend = new VhostUserBackend(device, { socketPath: s.socket, log });
     device.rxRing = backend.vrings[0]!;
@@ -195,7 +202,15 @@ export class NetworkHost {
     }
     // The rings' own counters (kicks from the guest, interrupts to it) next to the device's.
     const rings = () => ({ rx: { ...backend.vrings[0]!.stats }, tx: { ...backend.vrings[1]!.stats } });
-    return { state: s, connected: () => backend.connected, metrics: () => ({ ...(device.metrics.toJSON() as object), rings: rings() }), close: () => backend.close() };
+    return {
+      state: s,
+      connected: () => backend.connected,
+      metrics: () => ({ ...(device.metrics.toJSON() as object), rings: rings(), announce: { ...announcer.stats } }),
+      close: () => {
+        announcer.close();
+        return backend.close();
+      },
+    };
   }
 
   /** An emulated NIC's port: QEMU's `-netdev stream` connects to the socket the switch listens on. */

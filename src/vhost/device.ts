@@ -24,6 +24,12 @@ export interface VhostUserDevice {
    * `ring.complete(chain, bytesWritten)`. Must not throw for guest faults.
    */
   processQueue(ring: Vring): void;
+  /**
+   * SEND_RARP (offered with PF.RARP): a live migration finished and the
+   * guest did not negotiate VIRTIO_NET_F_GUEST_ANNOUNCE, so the back-end
+   * announces `mac` (6 bytes) on the network. Throw to refuse (bad MAC).
+   */
+  sendRarp?(mac: Buffer): void;
   /** The front-end went away or reset the device. */
   reset?(): void;
 }

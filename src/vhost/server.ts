@@ -484,10 +484,18 @@ export class VhostUserBackend extends EventEmitter implements VringHost {
         }
         return null;
       }
+      case Req.SEND_RARP: {
+        // QEMU sends this after an incoming migration, once per announce
+        // round (vhost_user_migration_done): a u64 whose first 6 bytes are
+        // the guest's MAC. Only devices that offer PF.RARP take it.
+        if (this.device.sendRarp === undefined || !hasBit(this.offeredProtocol, PF.RARP)) throw new ProtocolError('unsupported request SEND_RARP');
+        if (p.length !== 8) throw new ProtocolError(`SEND_RARP payload of ${p.length} bytes, expected 8`);
+        this.device.sendRarp(Buffer.from(p.subarray(0, 6)));
+        return null;
+      }
       case Req.SET_SLAVE_REQ_FD:
       case Req.SET_VRING_ENDIAN:
       case Req.IOTLB_MSG:
-      case Req.SEND_RARP:
       case Req.NET_SET_MTU:
       case Req.SET_STATUS:
       case Req.GET_STATUS:

@@ -20,32 +20,14 @@ import path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { TestHost, ConsoleSession, READY_BANNER, waitUntil } from '../helpers/xvm.js';
 import { pidAlive } from '../../src/engine/process.js';
+import { ADDR, startHosts, startTarget, stopHosts } from '../helpers/relocation.js';
 
-const NS = ['save-a', 'save-b'] as const;
-const ADDR = { 'save-a': '10.231.77.1', 'save-b': '10.231.77.2' } as const;
 const PORT = 18703;
 const TARGET = `${ADDR['save-b']}:${PORT}`;
 const src = new TestHost('xvmda');
 const dst = new TestHost('xvmdb');
 const TOKEN = 'devices-test-shared-token-0123456789';
 const shared = fs.mkdtempSync(path.join(os.tmpdir(), 'xvmds-'));
-
-function sh(cmd: string[]): void {
-  const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8' });
-  assert.equal(r.status, 0, `${cmd.join(' ')}: ${r.stderr}`);
-}
-
-function dropNamespaces(): void {
-  for (const ns of NS) spawnSync('ip', ['netns', 'del', ns]);
-}
-
-const startTarget = () => dst.startDaemon({ netns: 'save-b', env: { XVM_RELOCATION_LISTEN: TARGET } });
-
-function tokenFile(host: TestHost): void {
-  const f = path.join(host.home, 'lib', 'relocation.token');
-  fs.mkdirSync(path.dirname(f), { recursive: true });
-  fs.writeFileSync(f, TOKEN + '\n', { mode: 0o600 });
-}
 
 function cli(host: TestHost, args: string[]): string {
   const r = host.cli(args);
@@ -72,29 +54,12 @@ function volumes(host: TestHost): string[] {
   return (JSON.parse(cli(host, ['vol', 'list', '--json'])) as { name: string }[]).map((v) => v.name);
 }
 
-before(async () => {
-  dropNamespaces();
-  for (const ns of NS) {
-    sh(['ip', 'netns', 'add', ns]);
-    sh(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
-  }
-  sh(['ip', 'link', 'add', 'save-va', 'netns', 'save-a', 'type', 'veth', 'peer', 'name', 'save-vb', 'netns', 'save-b']);
-  sh(['ip', '-n', 'save-a', 'addr', 'add', `${ADDR['save-a']}/24`, 'dev', 'save-va']);
-  sh(['ip', '-n', 'save-b', 'addr', 'add', `${ADDR['save-b']}/24`, 'dev', 'save-vb']);
-  sh(['ip', '-n', 'save-a', 'link', 'set', 'save-va', 'up']);
-  sh(['ip', '-n', 'save-b', 'link', 'set', 'save-vb', 'up']);
-  tokenFile(src);
-  tokenFile(dst);
-  await src.startDaemon({ netns: 'save-a' });
-  await startTarget();
-});
+before(async () => startHosts(src, dst, TOKEN, TARGET));
 
 after(async () => {
   // The hosts' logs, for a failure's post-mortem (the homes go).
   if (process.env.XVM_KEEP_LOGS) for (const h of [src, dst]) fs.cpSync(path.join(h.home, 'log'), path.join(process.env.XVM_KEEP_LOGS, path.basename(h.home)), { recursive: true });
-  await src.cleanup();
-  await dst.cleanup();
-  dropNamespaces();
+  await stopHosts(src, dst);
   fs.rmSync(shared, { recursive: true, force: true });
 });
 
@@ -129,7 +94,7 @@ test('--copy-storage: a guest with a qcow2 volume moves while it writes; a targe
   assert.equal((await con.run('echo ok > /mnt/vda/after-kill && sync && cat /mnt/vda/after-kill', 60_000)).trim(), 'ok', 'and writable');
   await waitUntil(() => dst.daemon?.exitCode !== null || dst.daemon?.signalCode !== null, 10_000, 'the killed target to be gone');
   dst.daemon = undefined;
-  await startTarget();
+  await startTarget(dst, TARGET);
   await waitUntil(async () => (await dst.client.listDomains()).length === 0, 30_000, 'the target to remove the half-received domain');
   assert.deepEqual(volumes(dst), [], 'no half-copied volume on the target');
   assert.deepEqual(volumes(src), ['data'], 'the source volume is still there');
@@ -275,7 +240,7 @@ test('the target dies after the source let go of the images: the source takes th
     await waitUntil(gone, 15_000, 'the target to be gone').catch(() => undefined);
     if (gone()) dst.daemon = undefined;
     else await dst.stopDaemon();
-    await startTarget();
+    await startTarget(dst, TARGET);
   }
   await waitUntil(async () => (await dst.client.listDomains()).length === 0, 30_000, 'the restarted target to remove the half-received domain');
   const fsck = spawnSync('e2fsck', ['-fn', disk], { encoding: 'utf8' });

@@ -11,6 +11,8 @@ import { Switch, type PortSink } from '../../src/net/switch.js';
 import { LeaseStore, parseDhcp, DISCOVER, REQUEST, OFFER, ACK, NAK } from '../../src/net/dhcp.js';
 import { NetworkServices } from '../../src/net/services.js';
 import { pcapHeader, pcapRecord, readPcap, tagged } from '../../src/net/pcap.js';
+import { Announcer, MAX_PENDING, MIN_GAP_MS } from '../../src/net/announce.js';
+import { rarpFrame, ETHERTYPE_RARP, formatMac } from '../../src/net/frame.js';
 
 class Sink implements PortSink {
   frames: Buffer[] = [];
@@ -321,3 +323,70 @@ test('offloads: partial checksums are completed and TCP super-frames segmented f
   sw.input('a', tcp4(10, true), { needsCsum: true, csumStart: 34, csumOffset: 4000, gso: 0, gsoSize: 0 });
   assert.equal(sw.portInfo().find((p) => p.id === 'p')!.counters.txDropped, 1);
 });
+
+test("a migrated guest's announcement: a RARP frame from its MAC per request, learned by the switch, tagged on its trunk VLANs; bunched requests are spread out", async () => {
+  // QEMU's announce_self_create: broadcast, 0x8035, opcode 3, sender = target = the MAC, no IPs, 60 bytes.
+  const f = rarpFrame(A);
+  assert.equal(f.length, 60);
+  assert.equal(readMac(f, 0), BCAST);
+  assert.equal(readMac(f, 6), A);
+  assert.equal(f.readUInt16BE(12), ETHERTYPE_RARP);
+  assert.deepEqual([f.readUInt16BE(14), f.readUInt16BE(16), f[18], f[19], f.readUInt16BE(20)], [1, 0x0800, 6, 4, 3]);
+  assert.equal(readMac(f, 22), A);
+  assert.equal(f.readUInt32BE(28), 0);
+  assert.equal(readMac(f, 32), A);
+  assert.equal(f.readUInt32BE(38), 0);
+  assert.ok(f.subarray(42).every((x) => x === 0), 'zero padding');
+  const t10 = rarpFrame(A, 10);
+  assert.equal(t10.length, 64);
+  assert.deepEqual([t10.readUInt16BE(12), t10.readUInt16BE(14), t10.readUInt16BE(16)], [0x8100, 10, ETHERTYPE_RARP]);
+
+  // The guest's port is a trunk (native VLAN 0 + VLAN 10), locked to an IP; B on VLAN 0, C on VLAN 10.
+  const sw = new Switch('r');
+  const a = new Sink();
+  const b = new Sink();
+  const c = new Sink();
+  sw.addPort({ id: 'guest', mac: A, vlan: 0, trunk: [10], ip: parseIp('10.0.0.5') }, a);
+  sw.addPort({ id: 'b', mac: B, vlan: 0 }, b);
+  sw.addPort({ id: 'c', mac: C, vlan: 10 }, c);
+  const at: number[] = [];
+  const t0 = Date.now();
+  const ann = new Announcer({ mac: A, trunk: [10], send: (fr) => { if (fr.length === 60) at.push(Date.now() - t0); sw.input('guest', fr); } });
+  ann.announce();
+  // At once, before the guest sent anything: the switch knows where A is, on both VLANs.
+  const fdb = sw.fdbEntries().filter((e) => e.mac === formatMac(A));
+  assert.deepEqual(fdb.map((e) => [e.vlan, e.port]).sort(), [[0, 'guest'], [10, 'guest']]);
+  assert.equal(b.frames.length, 1);
+  assert.equal(b.frames[0]!.readUInt16BE(12), ETHERTYPE_RARP, 'B sees an untagged RARP');
+  assert.equal(c.frames.length, 1, 'C (VLAN 10) sees the tagged one, untagged');
+  assert.equal(readMac(c.frames[0]!, 6), A);
+  const counters = sw.portInfo().find((p) => p.id === 'guest')!.counters;
+  assert.equal(counters.spoofedMac + counters.spoofedIp + counters.badVlan, 0, "passes the port's own protection (MAC, IP lock, VLANs)");
+
+  // QEMU's queued rounds arriving together: one frame each, MIN_GAP_MS apart; beyond MAX_PENDING dropped.
+  for (let i = 0; i < MAX_PENDING + 2; i++) ann.announce();
+  assert.equal(b.frames.length, 1, 'none at once: the gap since the last frame');
+  assert.equal(ann.waiting, MAX_PENDING);
+  assert.equal(ann.stats.dropped, 2);
+  await waitFor(() => ann.waiting === 0, 2000);
+  assert.equal(b.frames.length, 1 + MAX_PENDING);
+  assert.equal(c.frames.length, 1 + MAX_PENDING);
+  for (let i = 1; i < at.length; i++) assert.ok(at[i]! - at[i - 1]! >= MIN_GAP_MS - 5, `spaced out: ${at.join(',')} ms`);
+  assert.deepEqual({ ...ann.stats, lastAt: 0 }, { requests: 1 + MAX_PENDING, dropped: 2, frames: 2 * (1 + MAX_PENDING), lastAt: 0 });
+  // A request after a quiet gap goes at once; close() drops what waits.
+  await new Promise((r) => setTimeout(r, MIN_GAP_MS + 10));
+  ann.announce();
+  assert.equal(b.frames.length, 2 + MAX_PENDING);
+  ann.announce();
+  ann.close();
+  await new Promise((r) => setTimeout(r, MIN_GAP_MS + 50));
+  assert.equal(b.frames.length, 2 + MAX_PENDING, 'nothing after close()');
+});
+
+async function waitFor(cond: () => boolean, ms: number): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

@@ -14,6 +14,7 @@ import {
   bit, PF, Req, VhostUserBackend, VHOST_F_LOG_ALL, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1,
   VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, ringSizes, type Segment, type VhostUserDevice, type Vring,
 } from '../../src/vhost/index.js';
+import { NetDevice } from '../../src/devices/net/device.js';
 
 const NEED_REPLY = 0x8;
 
@@ -289,6 +290,65 @@ test('CONFIGURE_MEM_SLOTS: ADD_MEM_REG / REM_MEM_REG, GET_MAX_MEM_SLOTS', async 
     await be.close();
     closeQuiet(fdA);
     closeQuiet(fdB);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('SEND_RARP: offered with PROTOCOL_F_RARP by a net port that can announce; its MAC reaches the device; short, long, foreign-MAC and unoffered requests are refused, never fatal', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvm-vu-'));
+  const mac = Buffer.from([0x00, 0x16, 0x3e, 0x12, 0x34, 0x56]);
+  const announced: string[] = [];
+  const logs: string[] = [];
+  const net = new NetDevice({ mac, maxFrame: 1518, onFrame: () => undefined, onAnnounce: (m) => announced.push(m.toString('hex')), log: () => undefined });
+  const be = new VhostUserBackend(net, { socketPath: path.join(dir, 'net.sock'), log: (m) => logs.push(m) });
+  // The echo device implements no sendRarp: the generic layer neither offers nor takes it.
+  const echo = new VhostUserBackend(new EchoDevice(), { socketPath: path.join(dir, 'echo.sock'), log: (m) => logs.push(m) });
+  be.listen();
+  echo.listen();
+  const fe = new FrontEnd(connectUnix(path.join(dir, 'net.sock')));
+  const fe2 = new FrontEnd(connectUnix(path.join(dir, 'echo.sock')));
+  try {
+    const pf = (await fe.call(Req.GET_PROTOCOL_FEATURES)).readBigUInt64LE(0);
+    assert.ok(pf & bit(PF.RARP), 'PROTOCOL_F_RARP offered');
+    fe.send(Req.SET_PROTOCOL_FEATURES, u64(pf));
+    // As QEMU's vhost_user_migration_done sends it: a u64 whose first 6 bytes are the MAC, NEED_REPLY with REPLY_ACK.
+    const req = Buffer.alloc(8);
+    mac.copy(req);
+    assert.equal(await fe.acked(Req.SEND_RARP, req), 0n);
+    fe.send(Req.SEND_RARP, req); // and without NEED_REPLY (no REPLY_ACK): no answer, still taken
+    assert.equal(await fe.acked(Req.SEND_RARP, req), 0n);
+    assert.deepEqual(announced, ['00163e123456', '00163e123456', '00163e123456']);
+    assert.equal(net.metrics.rarpRequests, 3);
+
+    // Malformed: short (6 bytes, 0 bytes) or long payloads, another MAC, a broadcast MAC.
+    assert.equal(await fe.acked(Req.SEND_RARP, mac), 1n, 'a 6-byte payload is refused');
+    assert.equal(await fe.acked(Req.SEND_RARP), 1n, 'an empty payload is refused');
+    assert.equal(await fe.acked(Req.SEND_RARP, Buffer.concat([req, req])), 1n, 'a 16-byte payload is refused');
+    const other = Buffer.from('00163e000001' + '0000', 'hex');
+    assert.equal(await fe.acked(Req.SEND_RARP, other), 1n, "another port's MAC is refused");
+    assert.equal(await fe.acked(Req.SEND_RARP, Buffer.from('ffffffffffff0000', 'hex')), 1n, 'the broadcast MAC is refused');
+    fe.send(Req.SEND_RARP, Buffer.alloc(3)); // without NEED_REPLY: refused in the log, connection kept
+    assert.equal(announced.length, 3, 'nothing refused reached the device');
+    assert.equal(net.metrics.rarpRefused, 2);
+    assert.ok(logs.some((l) => /SEND_RARP failed: SEND_RARP payload of 6 bytes, expected 8/.test(l)), logs.join('\n'));
+    assert.ok(logs.some((l) => /SEND_RARP for MAC 00:16:3e:00:00:01, but this port's MAC is 00:16:3e:12:34:56/.test(l)), logs.join('\n'));
+    assert.equal((await fe.call(Req.GET_QUEUE_NUM)).readBigUInt64LE(0), 2n, 'the connection survived every refusal');
+    assert.ok(be.connected);
+
+    // A device without sendRarp: not offered, and the request is refused as unsupported.
+    const pf2 = (await fe2.call(Req.GET_PROTOCOL_FEATURES)).readBigUInt64LE(0);
+    assert.equal(pf2 & bit(PF.RARP), 0n);
+    fe2.send(Req.SET_PROTOCOL_FEATURES, u64(pf2));
+    assert.equal(await fe2.acked(Req.SEND_RARP, req), 1n);
+    assert.ok(logs.some((l) => /SEND_RARP failed: unsupported request SEND_RARP/.test(l)), logs.join('\n'));
+    assert.ok(echo.connected);
+    // A net port whose host cannot announce does not offer it either.
+    assert.equal(new NetDevice({ mac, maxFrame: 1518, onFrame: () => undefined }).protocolFeatures & bit(PF.RARP), 0n);
+  } finally {
+    closeQuiet(fe.fd);
+    closeQuiet(fe2.fd);
+    await be.close();
+    await echo.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });

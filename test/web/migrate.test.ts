@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { TestHost, ConsoleSession, READY_BANNER, freePort, waitUntil } from '../helpers/xvm.js';
 import { pidAlive } from '../../src/engine/process.js';
+import { tokenFile } from '../helpers/relocation.js';
 import { enableWeb, launchBrowser, makeToken, type Browser, type WebEndpoint } from './helpers.js';
 
 const TOKEN = 'web-migrate-shared-token-0123456789';
@@ -19,20 +20,14 @@ let ep: WebEndpoint;
 let browser: Browser | undefined;
 let port = 0;
 
-function tokenFile(host: TestHost): void {
-  const f = path.join(host.home, 'lib', 'relocation.token');
-  fs.mkdirSync(path.dirname(f), { recursive: true });
-  fs.writeFileSync(f, TOKEN + '\n', { mode: 0o600 });
-}
-
 function counts(text: string): number[] {
   return [...text.matchAll(/C=(\d+)\r?\n/g)].map((m) => Number(m[1]));
 }
 
 before(async () => {
   port = await freePort();
-  tokenFile(src);
-  tokenFile(dst);
+  tokenFile(src, TOKEN);
+  tokenFile(dst, TOKEN);
   dst.env.XVM_RELOCATION_LISTEN = `127.0.0.1:${port}`;
   await src.startDaemon();
   await dst.startDaemon();

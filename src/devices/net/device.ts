@@ -9,7 +9,12 @@
 // buffers (num_buffers in the header says how many). When the guest has
 // posted no room, frames wait in a short queue (RX_BACKLOG) that drains on
 // the guest's next receive kick; beyond it they are dropped and counted.
-import { bit, hasBit, VIRTIO_F_VERSION_1, type DescriptorChain, type VhostUserDevice, type Vring } from '../../vhost/index.js';
+//
+// After a live migration QEMU asks the port to announce the guest
+// (VHOST_USER_SEND_RARP, offered with PROTOCOL_F_RARP when the host gives
+// `onAnnounce`): the host (src/net/announce.ts) sends RARP frames from the
+// guest's MAC into the switch, so the network learns the new port at once.
+import { bit, hasBit, PF, VIRTIO_F_VERSION_1, type DescriptorChain, type VhostUserDevice, type Vring } from '../../vhost/index.js';
 import { NetMetrics } from './metrics.js';
 import { fillSegments, NET_HDR_SIZE, NET_HDR_SIZE_LEGACY, parseTx, VIRTIO_NET_HDR_F_NEEDS_CSUM } from './request.js';
 import { GSO_NONE, GSO_TCPV4, type Offload, type OffloadCaps } from '../../net/offload.js';
@@ -38,6 +43,11 @@ export interface NetDeviceOptions {
   maxFrame: number;
   /** Where transmitted frames go (the switch), with their offload metadata. */
   onFrame: (frame: Buffer, off?: Offload) => void;
+  /**
+   * Announce the guest's MAC (QEMU's SEND_RARP after a migration; the MAC
+   * is checked to be this port's). Without it PROTOCOL_F_RARP is not offered.
+   */
+  onAnnounce?: (mac: Buffer) => void;
   /** Offer checksum and TCP/IPv4 segmentation offload (default true). */
   offloads?: boolean;
   log?: (msg: string) => void;
@@ -47,7 +57,7 @@ export class NetDevice implements VhostUserDevice {
   readonly name = 'net';
   readonly numQueues = 2;
   readonly features: bigint;
-  readonly protocolFeatures = 0n;
+  readonly protocolFeatures: bigint;
   readonly metrics = new NetMetrics();
   /** Set by the host after the backend exists: where received frames go. */
   rxRing: Vring | null = null;
@@ -68,6 +78,10 @@ export class NetDevice implements VhostUserDevice {
     // that did not negotiate them (src/net/offload.ts).
     if (opts.offloads !== false) f |= bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_GUEST_TSO4);
     this.features = f;
+    // No VIRTIO_NET_F_GUEST_ANNOUNCE: a guest that negotiates it makes QEMU
+    // skip SEND_RARP, and its own announcement (gratuitous ARP on a config
+    // interrupt) needs the guest to run and to have an address. docs/network.md.
+    this.protocolFeatures = opts.onAnnounce !== undefined ? bit(PF.RARP) : 0n;
     opts.mac.copy(this.config, 0);
     this.config.writeUInt16LE(VIRTIO_NET_S_LINK_UP, 6);
     this.config.writeUInt16LE(1, 8);
@@ -84,6 +98,16 @@ export class NetDevice implements VhostUserDevice {
   ackFeatures(f: bigint): void {
     this.acked = f;
     this.caps = { csum: hasBit(f, VIRTIO_NET_F_GUEST_CSUM), tso4: hasBit(f, VIRTIO_NET_F_GUEST_CSUM) && hasBit(f, VIRTIO_NET_F_GUEST_TSO4) };
+  }
+
+  sendRarp(mac: Buffer): void {
+    const m = this.metrics;
+    m.rarpRequests++;
+    if (mac.length !== 6 || !mac.equals(this.opts.mac)) {
+      m.rarpRefused++;
+      throw new Error(`SEND_RARP for MAC ${fmtMac(mac)}, but this port's MAC is ${fmtMac(this.opts.mac)}`);
+    }
+    this.opts.onAnnounce?.(Buffer.from(mac));
   }
 
   reset(): void {
@@ -234,6 +258,10 @@ export class NetDevice implements VhostUserDevice {
     m.rxBuffers += chains.length;
     return true;
   }
+}
+
+function fmtMac(b: Buffer): string {
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
 
 /** Ethernet + IPv4 + TCP header bytes of a TCP/IPv4 frame (virtio_net_hdr.hdr_len). */

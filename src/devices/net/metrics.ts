@@ -23,6 +23,9 @@ export class NetMetrics {
   rxDropped = 0;
   /** Receive chains that were malformed or had no writable room (given back empty). */
   rxBadChains = 0;
+  /** SEND_RARP requests from QEMU after a migration (each one an announcement), and those refused (not this port's MAC). */
+  rarpRequests = 0;
+  rarpRefused = 0;
 
   toJSON(): Record<string, number> {
     return { ...this } as unknown as Record<string, number>;
