@@ -55,17 +55,6 @@ function qemuImgCheck(image: string): void {
   assert.equal(r.status, 0, `qemu-img check ${image}: ${r.stdout}${r.stderr}`);
 }
 
-function backendPids(): number[] {
-  const out: number[] = [];
-  const dir = path.join(host.home, 'run', 'domains');
-  for (const uuid of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
-    for (const f of fs.readdirSync(path.join(dir, uuid))) {
-      if (/^blk-.*\.pid$/.test(f)) out.push(Number(fs.readFileSync(path.join(dir, uuid, f), 'utf8')));
-    }
-  }
-  return out;
-}
-
 async function boot(name: string, disks: string[]): Promise<ConsoleSession> {
   const info = await host.client.createDomain({ config: { name, memory: 128, disk: disks }, start: true });
   assert.equal(info.state, 'running');
@@ -94,7 +83,7 @@ before(async () => {
 });
 
 after(async () => {
-  const pids = backendPids();
+  const pids = host.blkPids();
   await host.cleanup();
   for (const pid of pids) {
     if (pidAlive(pid)) {
@@ -139,12 +128,12 @@ test('a vol= disk: the guest mounts it and writes, a killed backend comes back m
   assert.match(top.stdout, /VBD_RD\(k\/s\)\s+VBD_WR\(k\/s\)\s+NET_RX\(k\/s\)\s+NET_TX\(k\/s\)/);
 
   // kill -9 the backend while the guest writes: xvmd restarts it, QEMU reconnects, the write completes.
-  const pid0 = backendPids()[0]!;
+  const pid0 = host.blkPids()[0]!;
   const src = sumOf(await con.run('dd if=/dev/urandom of=/tmp/src bs=64k count=128 2>/dev/null; md5sum /tmp/src', 60_000));
   const writing = con.run('dd if=/tmp/src of=/mnt/vda/g bs=64k conv=fsync 2>/dev/null; echo 3 > /proc/sys/vm/drop_caches; md5sum /mnt/vda/g', 180_000);
   await sleep(300);
   process.kill(pid0, 'SIGKILL');
-  await waitUntil(() => backendPids()[0] !== pid0 && pidAlive(backendPids()[0]!), 30_000, 'xvmd to restart the backend');
+  await waitUntil(() => host.blkPids()[0] !== pid0 && pidAlive(host.blkPids()[0]!), 30_000, 'xvmd to restart the backend');
   assert.equal(sumOf(await writing), src, 'the data written across the backend restart reads back intact');
   const events = fs.readFileSync(path.join(host.home, 'log', 'devices.log'), 'utf8');
   assert.match(events, /"kind":"disk-backend-restart","domain":"d1","device":"xvdb","oldPid":\d+/);
@@ -164,17 +153,17 @@ test('a vol= disk: the guest mounts it and writes, a killed backend comes back m
 
   // An xvmd restart leaves the backend serving; the new xvmd re-adopts it.
   con.close();
-  const pidBefore = backendPids()[0]!;
+  const pidBefore = host.blkPids()[0]!;
   await host.stopDaemon();
   await host.startDaemon();
   assert.deepEqual((await host.client.listDisks('d1')).map((d) => d.vdev), ['xvdb']);
-  assert.equal(backendPids()[0], pidBefore, 'the same backend process serves on');
+  assert.equal(host.blkPids()[0], pidBefore, 'the same backend process serves on');
   const con2 = new ConsoleSession(host.client, 'd1', 0);
   await con2.ready();
   assert.equal(sumOf(await con2.run('echo 3 > /proc/sys/vm/drop_caches; md5sum /mnt/vda/f', 60_000)), sum);
 
   await destroy(con2, 'd1');
-  assert.deepEqual(backendPids(), [], 'destroy stops the backends');
+  assert.deepEqual(host.blkPids(), [], 'destroy stops the backends');
   const f = readExt4(dataPath, '/f');
   assert.ok(f, 'the file is on the volume');
   assert.equal(md5(f), sum, 'the host reads back what the guest wrote');
@@ -196,7 +185,7 @@ test('a clone boots and its writes leave the base alone; snapshots of a paused a
   // A paused domain's disk and a running one's are both switched to the
   // new top layer in place: the backend (same pid) flushes, closes the old
   // layer and opens the new one; QEMU never reconnects.
-  const pidsBefore = backendPids();
+  const pidsBefore = host.blkPids();
   cli(['pause', 'd2']);
   assert.match(cli(['vol', 'snapshot', 'c1', 's1']), /snapshot s1 of default\/c1 taken/);
   assert.equal((await host.client.getDomain('d2')).state, 'paused', 'a snapshot leaves a paused domain paused');
@@ -213,7 +202,7 @@ test('a clone boots and its writes leave the base alone; snapshots of a paused a
   assert.equal((await host.client.getDomain('d2')).state, 'running');
   await con.run('echo fourth > /mnt/vda/d; sync; echo 3 > /proc/sys/vm/drop_caches', 60_000);
   assert.equal(await con.run('cat /mnt/vda/a /mnt/vda/b /mnt/vda/c /mnt/vda/d'), 'changed\nafter\nthird\nfourth');
-  assert.deepEqual(backendPids(), pidsBefore, 'the backend was not restarted');
+  assert.deepEqual(host.blkPids(), pidsBefore, 'the backend was not restarted');
   let r = host.cli(['vol', 'rollback', 'c1', 's1']);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /in use by running domain 'd2'/);
@@ -298,7 +287,7 @@ test('clear errors (missing volume, bad vdev, bad target, image in use twice, ma
   await assert.rejects(host.client.createDomain({ config: { name: 'e5', memory: 128, disk: ['vol=default/hot,xvdb,w', 'vol=default/hot,xvdc,w'] }, start: true }), /disk xvdc: default\/hot is already in use read-write by this domain's xvdb/);
   const names = (await host.client.listDomains()).map((d) => d.name);
   for (const n of ['e1', 'e2', 'e3', 'e4', 'e5']) assert.equal(names.includes(n), false, `${n} left behind`);
-  assert.deepEqual(backendPids(), [], 'refused starts leave no backend behind');
+  assert.deepEqual(host.blkPids(), [], 'refused starts leave no backend behind');
   let r = host.cli(['vol', 'list', 'nopool']);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /nopool/);

@@ -130,6 +130,18 @@ export class TestHost {
     return out;
   }
 
+  /** The pids of this home's disk backends (blk-*.pid of every running domain). */
+  blkPids(): number[] {
+    const out: number[] = [];
+    const dir = path.join(this.home, 'run', 'domains');
+    for (const uuid of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
+      for (const f of fs.readdirSync(path.join(dir, uuid))) {
+        if (/^blk-.*\.pid$/.test(f)) out.push(Number(fs.readFileSync(path.join(dir, uuid, f), 'utf8')));
+      }
+    }
+    return out;
+  }
+
   /** Destroys every domain, stops the daemon, kills any QEMU left, removes the home. */
   async cleanup(): Promise<void> {
     const pids: number[] = [];

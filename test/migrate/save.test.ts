@@ -22,17 +22,6 @@ function cli(args: string[], timeoutMs?: number): string {
   return r.stdout;
 }
 
-function backendPids(): number[] {
-  const out: number[] = [];
-  const dir = path.join(host.home, 'run', 'domains');
-  for (const uuid of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
-    for (const f of fs.readdirSync(path.join(dir, uuid))) {
-      if (/^blk-.*\.pid$/.test(f)) out.push(Number(fs.readFileSync(path.join(dir, uuid, f), 'utf8')));
-    }
-  }
-  return out;
-}
-
 /** Every counter value C=n printed on a console (in order). */
 function counts(text: string): number[] {
   return [...text.matchAll(/C=(\d+)\r?\n/g)].map((m) => Number(m[1]));
@@ -87,7 +76,7 @@ before(async () => {
 });
 
 after(async () => {
-  const pids = backendPids();
+  const pids = host.blkPids();
   await host.cleanup();
   for (const pid of pids) if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
 });
@@ -103,7 +92,7 @@ test('xvm save stops a counting guest into one file; xvm restore continues it: s
   const uptimeBefore = Number((await con.run('cut -d" " -f1 /proc/uptime')).trim());
   const before = await c.getDomain('s1');
   const qemuPid = before.pid!;
-  const blkPids = backendPids();
+  const blkPids = host.blkPids();
   assert.equal(blkPids.length, 1);
 
   savedFile = path.join(files(), 's1.xvmsave');
@@ -146,7 +135,7 @@ test('xvm save stops a counting guest into one file; xvm restore continues it: s
   // The file written before the save is intact, and the disk takes new writes.
   assert.equal(await con.run('echo 3 > /proc/sys/vm/drop_caches; md5sum /mnt/vda/f | cut -c1-32', 60_000), written);
   assert.equal(await con.run('echo after-restore > /mnt/vda/g; sync; echo 3 > /proc/sys/vm/drop_caches; cat /mnt/vda/g', 60_000), 'after-restore');
-  assert.equal(backendPids().length, 1, 'the restored domain has its own disk backend');
+  assert.equal(host.blkPids().length, 1, 'the restored domain has its own disk backend');
   con.close();
 });
 
