@@ -4,10 +4,10 @@
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { IovCursor, preadvNoWait, preadvSpansNoWait, pwritevAt, type IoSpan } from '../sys/uio.js';
+import { threadVoluntarySwitches } from '../sys/rusage.js';
 import type { HostSpan } from './image.js';
 
 const bufOf = (s: HostSpan): Uint8Array => s.buf;
-import { threadVoluntarySwitches } from '../sys/rusage.js';
 
 /** Read into `buf` at file position `pos` until full or end of file; returns bytes read. */
 export function preadFull(fd: number, buf: Uint8Array, pos: number): Promise<number> {
