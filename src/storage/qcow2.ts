@@ -42,7 +42,9 @@ import {
   MAX_OFFSET,
   parseHeader,
   probeClusterBits,
+  putRefcount,
   Qcow2Header,
+  refcountBytes,
   setRefcount,
 } from './qcow2-format.js';
 import { punchHole } from '../sys/fallocate.js';
@@ -703,8 +705,16 @@ export class Qcow2Image implements BlockImage {
 
   private setRefIn(r: number, b: Buffer, i: number, v: number): void {
     const [s, e] = setRefcount(b, i, this.refOrder, v);
+    this.markRefDirty(r, s, e);
+  }
+
+  /** Bytes [s, e) of refcount block r changed in memory. */
+  private markRefDirty(r: number, s: number, e: number): void {
     const d = this.refDirty.get(r);
-    this.refDirty.set(r, d ? [Math.min(d[0], s), Math.max(d[1], e)] : [s, e]);
+    if (d) {
+      if (s < d[0]) d[0] = s;
+      if (e > d[1]) d[1] = e;
+    } else this.refDirty.set(r, [s, e]);
   }
 
   /** Write the changed refcount ranges; with `durable`, through the O_DSYNC fd (on stable storage when this resolves). */
@@ -833,13 +843,21 @@ export class Qcow2Image implements BlockImage {
         b = (await this.refblock(r))!;
       }
       const base = r * this.refEntries;
+      // One dirty range per refcount block, not one per cluster.
+      let first = -1;
+      let last = -1;
       for (let i = c - base; i < this.refEntries && got.length < want; i++, c++) {
         // Clusters reserved already have refcount 1 (in memory): skipped here.
         if (this.isFixedMeta(c)) continue;
         if (getRefcount(b, i, this.refOrder) !== 0) continue;
-        this.setRefIn(r, b, i, 1);
+        putRefcount(b, i, this.refOrder, 1);
+        if (first < 0) first = i;
+        last = i;
         got.push(c);
-        this.reserveTop = Math.max(this.reserveTop, c + 1);
+      }
+      if (first >= 0) {
+        this.markRefDirty(r, refcountBytes(first, this.refOrder)[0], refcountBytes(last, this.refOrder)[1]);
+        this.reserveTop = Math.max(this.reserveTop, base + last + 1);
       }
     }
     // The barrier: refcounts (and the file's new size) on stable storage
