@@ -22,10 +22,16 @@
 // refcounts after a crash) or with the corrupt bit is opened read-only only.
 //
 // Concurrency: plain reads and in-place writes take no lock. Anything that
-// changes an L2 entry first claims the guest clusters it touches (a per
-// cluster "pending" map; other writers to those clusters wait), and takes
-// the image mutex only around cluster allocation, L2 table creation and
-// refcount updates.
+// changes an L2 entry first claims the range of guest clusters it touches
+// (a short list of claimed ranges; other writers to those clusters wait),
+// and takes the image mutex only around cluster allocation, L2 table
+// creation and refcount updates.
+//
+// Per-request cost: a write is mapped once per L2 table it touches; its new
+// clusters come from the reservation in one take, its data goes out as runs
+// of contiguous host bytes straight from the caller's buffers, and its L2
+// entries with one write. No per-cluster promise, Map or Set entry on the
+// hot paths (bench/qcow2.ts --cpu measures it against raw).
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
