@@ -1552,9 +1552,9 @@ export class Qcow2Image implements BlockImage {
    * writev each, straight from the caller's buffers), then the L2 entries
    * with one write — data before the entries pointing at it.
    * The loops live in small synchronous helpers: this async shell runs
-   * once per request, and a big async function is costly for V8 to
-   * optimize (measured: most of a fresh backend's extra CPU on its first
-   * allocating writes was TurboFan compiling it).
+   * once per request. Much of a fresh backend's extra CPU on its first
+   * allocating writes is TurboFan compiling the data path, and a big async
+   * function is among the costliest things for it to optimize.
    */
   private async allocatingWrite(t: number, data: Uint8Array[], offset: number, length: number, c0: number, c1: number): Promise<void> {
     const l2 = await this.ensureL2(t, true);
