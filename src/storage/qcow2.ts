@@ -1362,7 +1362,8 @@ export class Qcow2Image implements BlockImage {
     }
   }
 
-  private async writeImpl(data: Uint8Array[], offset: number, length: number): Promise<void> {
+  /** Not async: a request within one L2 table (nearly all) is writeInTable's promise itself. */
+  private writeImpl(data: Uint8Array[], offset: number, length: number): Promise<void> {
     const end = offset + length;
     const t0 = Math.floor(offset / this.tableBytes);
     if (Math.floor((end - 1) / this.tableBytes) === t0) return this.writeInTable(t0, data, offset, length);
@@ -1373,7 +1374,7 @@ export class Qcow2Image implements BlockImage {
       jobs.push(this.writeInTable(t, sliceBufs(data, pos - offset, segEnd - pos), pos, segEnd - pos));
       pos = segEnd;
     }
-    await Promise.all(jobs);
+    return Promise.all(jobs).then(() => undefined);
   }
 
   /** A promise for the end of a claim on one of guest clusters [c0, c1], if any (synchronous: no await between check and claim). */
@@ -1557,7 +1558,10 @@ export class Qcow2Image implements BlockImage {
    * function is among the costliest things for it to optimize.
    */
   private async allocatingWrite(t: number, data: Uint8Array[], offset: number, length: number, c0: number, c1: number): Promise<void> {
-    const l2 = await this.ensureL2(t, true);
+    // The table pinned: at once when it is cached (and ours alone), else through ensureL2.
+    let l2 = this.peekL2(t);
+    if (l2 && this.l1Copied(t)) this.l2cache.get(t)!.pins++;
+    else l2 = await this.ensureL2(t, true);
     try {
       const p = this.planAlloc(l2, c0, c1);
       if (p.fresh > 0) {
