@@ -341,21 +341,37 @@ export function getRefcount(block: Buffer, index: number, order: number): number
 
 /** Set entry `index`; returns the byte range [start, end) that changed. */
 export function setRefcount(block: Buffer, index: number, order: number, value: number): [number, number] {
+  putRefcount(block, index, order, value);
+  return refcountBytes(index, order);
+}
+
+/** The byte range [start, end) of a refcount block holding entry `index`. */
+export function refcountBytes(index: number, order: number): [number, number] {
+  if (order >= 3) {
+    const w = 1 << (order - 3);
+    return [index * w, index * w + w];
+  }
+  const b = Math.floor(index / (8 >> order));
+  return [b, b + 1];
+}
+
+/** Set entry `index` (setRefcount without the changed range: no allocation). */
+export function putRefcount(block: Buffer, index: number, order: number, value: number): void {
   const max = order >= 6 ? Number.MAX_SAFE_INTEGER : 2 ** (1 << order) - 1;
   if (value < 0 || value > max) throw new ImageError(`refcount ${value} does not fit in ${1 << order} bits`);
   switch (order) {
     case 4:
       block.writeUInt16BE(value, index * 2);
-      return [index * 2, index * 2 + 2];
+      return;
     case 3:
       block[index] = value;
-      return [index, index + 1];
+      return;
     case 5:
       block.writeUInt32BE(value, index * 4);
-      return [index * 4, index * 4 + 4];
+      return;
     case 6:
       block.writeBigUInt64BE(BigInt(value), index * 8);
-      return [index * 8, index * 8 + 8];
+      return;
     default: {
       const width = 1 << order;
       const per = 8 / width;
@@ -363,7 +379,6 @@ export function setRefcount(block: Buffer, index: number, order: number, value: 
       const shift = (index % per) * width;
       const mask = ((1 << width) - 1) << shift;
       block[b] = (block[b] & ~mask) | ((value << shift) & mask);
-      return [b, b + 1];
     }
   }
 }

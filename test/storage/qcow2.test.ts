@@ -454,6 +454,52 @@ test('qcow2: writes into a preallocated image (zero clusters that keep their all
   assertSameAs(file, 'qcow2', model, dir);
 });
 
+test('qcow2: one vectored request over in-place, fresh, punched-and-reused, zero-flag and copy-on-write clusters, repeated with odd pieces', async (t) => {
+  const dir = tmpdir(t);
+  const cs = 4096;
+  const size = 256 * cs;
+  const base = path.join(dir, 'mix-base.qcow2');
+  const file = path.join(dir, 'mix.qcow2');
+  const b = await Qcow2Image.create(base, size, { clusterBits: 12 });
+  const model = Buffer.alloc(size);
+  for (let i = 0; i < size; i += cs) model.fill(0x40 + ((i / cs) % 64), i, i + cs);
+  await b.write(model, 0);
+  await b.close();
+  const img = await Qcow2Image.create(file, size, { clusterBits: 12, backingFile: 'mix-base.qcow2', backingFormat: 'qcow2' });
+  const rand = prng(77);
+  const put = async (bufs: Buffer[], off: number): Promise<void> => {
+    await img.writev(bufs, off);
+    Buffer.concat(bufs).copy(model, off);
+  };
+  // Guest clusters 2 and 5 allocated (in place later); 8..11 allocated, then
+  // discarded: zero flags over the backing file, their host clusters freed
+  // and punched at the flush (known zeros when reserved again).
+  await put([crypto.randomBytes(cs)], 2 * cs);
+  await put([crypto.randomBytes(cs)], 5 * cs);
+  await put([crypto.randomBytes(4 * cs)], 8 * cs);
+  await img.discard(8 * cs, 4 * cs);
+  model.fill(0, 8 * cs, 12 * cs);
+  await img.flush();
+  // Starts mid cluster 1 (copy-on-write from the backing file), ends mid
+  // cluster 10 (a zero-flag cluster: only the new bytes on a zero host cluster).
+  const start = cs + 1000;
+  const len = 9 * cs + 123 - 1000;
+  for (let round = 0; round < 3; round++) {
+    const data = crypto.randomBytes(len);
+    await put(pieces(data, rand), start + round * 17 * cs);
+  }
+  // Partial writes over unallocated clusters (copy-on-write at both ends) and into a zero-flag cluster.
+  await put(pieces(crypto.randomBytes(3 * cs), rand), 100 * cs + 512);
+  await put([Buffer.alloc(700, 9)], 11 * cs + 3000);
+  assert.ok((await readAll(img)).equals(model), 'read back equals model');
+  const r = Buffer.alloc(len);
+  await img.readv(pieces(r, rand), start);
+  assert.ok(r.equals(model.subarray(start, start + len)), 'vectored read of the mixed range');
+  await img.close();
+  assertCheckClean(file);
+  assertSameAs(file, 'qcow2', model, dir);
+});
+
 test('qcow2: corruption met while running marks the image corrupt and refuses further writes', async (t) => {
   const dir = tmpdir(t);
   const file = path.join(dir, 'm.qcow2');
