@@ -35,7 +35,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { BlockImage, ImageError } from './image.js';
+import { BlockImage, ImageError, type HostSpan, type SpanImage } from './image.js';
 import { blockDeviceSize, bufsLength, closeFd, fdatasync, FileIo, fstat, ftruncate, Mutex, preadFull, pwriteAll, sliceBufs } from './io.js';
 import {
   buildHeader,
@@ -226,7 +226,9 @@ interface Extent {
   lo: number;
 }
 
-export class Qcow2Image implements BlockImage {
+const spanBuf = (s: HostSpan): Uint8Array => s.buf;
+
+export class Qcow2Image implements BlockImage, SpanImage {
   readonly format = 'qcow2' as const;
   readonly cs: number;
   readonly cb: number;
@@ -1339,6 +1341,76 @@ export class Qcow2Image implements BlockImage {
     this.checkRequest(offset, total, true);
     if (total === 0) return;
     const p = this.writeImpl(bufs, offset, total);
+    this.inflight.add(p);
+    try {
+      await p;
+    } finally {
+      this.inflight.delete(p);
+    }
+  }
+
+  /**
+   * Host offset of guest bytes [offset, offset+length) when they lie in one
+   * cached L2 table on data clusters contiguous on the host (refcount 1 too
+   * with `copied`), inside the file; else -1. Synchronous: the answer holds
+   * until the caller's next await.
+   */
+  private contiguousHost(offset: number, length: number, copied: boolean): number {
+    const cs = this.cs;
+    const t = Math.floor(offset / this.tableBytes);
+    if (Math.floor((offset + length - 1) / this.tableBytes) !== t) return -1;
+    if (copied && !this.l1Copied(t)) return -1;
+    const l2 = this.peekL2(t);
+    if (!l2) return -1;
+    const c0 = Math.floor(offset / cs);
+    const c1 = Math.floor((offset + length - 1) / cs);
+    const h0 = this.dataHost(l2, c0 % this.l2Entries, copied);
+    if (h0 < 0) return -1;
+    for (let c = c0 + 1; c <= c1; c++) if (this.dataHost(l2, c % this.l2Entries, copied) !== h0 + (c - c0) * cs) return -1;
+    const start = h0 + (offset - c0 * cs);
+    return start + length <= this.fileSize ? start : -1;
+  }
+
+  /** Whether a claim covers any of guest clusters [c0, c1]. */
+  private anyClaim(c0: number, c1: number): boolean {
+    for (const k of this.claims) if (k.c0 <= c1 && c0 <= k.c1) return true;
+    return false;
+  }
+
+  /**
+   * SpanImage: guest memory by address. A request on contiguous allocated
+   * clusters (the common case once data is written) goes to the file as
+   * one preadv/pwritev without a Buffer per piece; anything else (holes,
+   * allocation, backing files, compressed clusters) takes readv / writev
+   * on the pieces' views.
+   */
+  async readSpans(spans: readonly HostSpan[], offset: number): Promise<void> {
+    let total = 0;
+    for (const s of spans) total += s.byteLength;
+    this.checkRequest(offset, total, false);
+    if (total === 0) return;
+    const host = this.contiguousHost(offset, total, false);
+    if (host < 0) return this.readv(spans.map(spanBuf), offset);
+    const p = this.io.readSpans(spans, host);
+    this.inflight.add(p);
+    try {
+      const n = await p;
+      if (n < total) for (const d of sliceBufs(spans.map(spanBuf), n, total - n)) d.fill(0);
+    } finally {
+      this.inflight.delete(p);
+    }
+  }
+
+  async writeSpans(spans: readonly HostSpan[], offset: number): Promise<void> {
+    let total = 0;
+    for (const s of spans) total += s.byteLength;
+    this.checkRequest(offset, total, true);
+    if (total === 0) return;
+    const cs = this.cs;
+    // In place, as writeInTable's fast path: allocated, refcount 1, contiguous, and no claim (allocation, discard) on those clusters.
+    const host = this.claims.length && this.anyClaim(Math.floor(offset / cs), Math.floor((offset + total - 1) / cs)) ? -1 : this.contiguousHost(offset, total, true);
+    if (host < 0) return this.writev(spans.map(spanBuf), offset);
+    const p = this.io.writeSpans(spans, host);
     this.inflight.add(p);
     try {
       await p;
