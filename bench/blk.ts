@@ -197,6 +197,8 @@ async function main(): Promise<void> {
             // Every qcow2 our back-end wrote must pass qemu-img check.
             if (format === 'qcow2' && t === 'xvm') execFileSync('qemu-img', ['check', '-q', file]);
             for (const [w, v] of Object.entries(r)) (samples[t][w] ??= []).push(v);
+            // Each round's figures too (stderr): the median hides how much a line moves.
+            process.stderr.write(`#   ${Object.entries(r).map(([w, v]) => `${w} ${v.mbps.toFixed(1)} MB/s ${v.cpuMs.toFixed(0)} ms`).join(', ')}\n`);
           } catch (e) {
             process.stderr.write(`# ${format}: ${t} failed: ${(e as Error).message}\n`);
           }
