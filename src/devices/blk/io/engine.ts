@@ -1,12 +1,11 @@
 // The block backend's I/O engine: scatter-gather requests over a BlockImage.
-// Guest buffers are passed to the image as views of guest memory, so data
-// moves between the file and the guest without an intermediate copy.
-// Segments that are adjacent in guest memory (and so in our mapping of it)
-// are merged first: the guest's page-sized descriptors often describe one
-// contiguous buffer, and one iovec beats many. Images that offer vectored
-// I/O (readv/writev: raw and qcow2 do) get the whole request in one call.
-// Others get single-segment requests straight into guest memory, and
-// multi-segment ones through one bounce buffer.
+// Data moves between the file and guest memory without an intermediate
+// copy. Images that take spans (SpanImage: raw, qcow2) get the request's
+// segments by address (iovecs written from them, neighbours joined, no
+// Buffer per page); images with vectored I/O (readv/writev) get the
+// segments' views in one call; others get single-segment requests straight
+// into guest memory, and multi-segment ones (merged where adjacent) through
+// one bounce buffer.
 import { isSpanImage, type BlockImage, type SpanImage } from '../../../storage/image.js';
 import type { Segment } from '../../../vhost/index.js';
 
