@@ -9,6 +9,11 @@ import type { HostSpan } from './image.js';
 
 const bufOf = (s: HostSpan): Uint8Array => s.buf;
 
+/** Buffers for the thread pool: spans' views, or the buffers themselves. */
+function viewsOf(list: readonly Uint8Array[] | readonly HostSpan[], spans: boolean): readonly Uint8Array[] {
+  return spans ? (list as readonly HostSpan[]).map(bufOf) : (list as readonly Uint8Array[]);
+}
+
 /** Read into `buf` at file position `pos` until full or end of file; returns bytes read. */
 export function preadFull(fd: number, buf: Uint8Array, pos: number): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -200,7 +205,7 @@ export class FileIo {
   /** Fill `bufs` from file position `pos` until full or end of file; returns the bytes read. */
   readv(bufs: readonly Uint8Array[], pos: number): Promise<number> {
     if (!this.inline) return this.readvPool(bufs as Uint8Array[], pos, 0);
-    return this.readInline(bufs, pos, false, bufs);
+    return this.readInline(bufs, pos, false);
   }
 
   /**
@@ -209,11 +214,11 @@ export class FileIo {
    */
   readSpans(spans: readonly HostSpan[], pos: number): Promise<number> {
     if (!this.inline) return this.readvPool(spans.map(bufOf), pos, 0);
-    return this.readInline(spans, pos, true, spans);
+    return this.readInline(spans, pos, true);
   }
 
   /** From the page cache on this thread, as long as it has the data; the rest through the pool. */
-  private readInline(list: readonly Uint8Array[] | readonly IoSpan[], pos: number, spans: boolean, orig: readonly Uint8Array[] | readonly HostSpan[]): Promise<number> {
+  private readInline(list: readonly Uint8Array[] | readonly HostSpan[], pos: number, spans: boolean): Promise<number> {
     const at = new IovCursor();
     let total = 0;
     for (;;) {
@@ -223,7 +228,7 @@ export class FileIo {
       } catch (e) {
         return Promise.reject(e);
       }
-      if (n < 0) return this.readvPool(at.rest(spans ? (orig as readonly HostSpan[]).map(bufOf) : (orig as readonly Uint8Array[])), pos + total, total);
+      if (n < 0) return this.readvPool(at.rest(viewsOf(list, spans)), pos + total, total);
       this.stats.inlineReads++;
       if (n === 0) return Promise.resolve(total);
       total += n;
@@ -255,15 +260,15 @@ export class FileIo {
    * per pwritev (see WRITE_CHUNK).
    */
   writev(bufs: readonly Uint8Array[], pos: number): Promise<void> {
-    return this.writeList(bufs, pos, false, bufs);
+    return this.writeList(bufs, pos, false);
   }
 
   /** writev from spans of mapped memory (guest buffers) by address. */
   writeSpans(spans: readonly HostSpan[], pos: number): Promise<void> {
-    return this.writeList(spans, pos, true, spans);
+    return this.writeList(spans, pos, true);
   }
 
-  private writeList(list: readonly Uint8Array[] | readonly IoSpan[], pos: number, spans: boolean, orig: readonly Uint8Array[] | readonly HostSpan[]): Promise<void> {
+  private writeList(list: readonly Uint8Array[] | readonly HostSpan[], pos: number, spans: boolean): Promise<void> {
     const at = new IovCursor();
     if (this.inline) {
       // Did a slow inline write sleep (blocked), or was the thread just
@@ -289,7 +294,7 @@ export class FileIo {
       }
       if (at.done(list)) return Promise.resolve();
     }
-    return this.writevPool(at.rest(spans ? (orig as readonly HostSpan[]).map(bufOf) : (orig as readonly Uint8Array[])), pos);
+    return this.writevPool(at.rest(viewsOf(list, spans)), pos);
   }
 
   /** The thread pool's pwritev, WRITE_CHUNK bytes at a time. */

@@ -173,6 +173,39 @@ class BufCursor {
   }
 }
 
+/**
+ * Data writes as runs of contiguous host bytes: a piece that continues the
+ * current run on the host and in the request joins it; one writev per run.
+ */
+class RunWriter {
+  private host = -1; // host byte offset of the current run
+  private d = 0; // its first byte's offset in the request
+  private len = 0;
+  constructor(
+    private readonly io: FileIo,
+    private readonly cur: BufCursor,
+    private readonly jobs: Promise<void>[],
+  ) {}
+
+  add(host: number, d: number, n: number): void {
+    if (this.len > 0 && this.host + this.len === host && this.d + this.len === d) {
+      this.len += n;
+      return;
+    }
+    this.flush();
+    this.host = host;
+    this.d = d;
+    this.len = n;
+  }
+
+  /** Start the current run's write; `whole` (the request's buffers, `total` bytes) is passed as is when the run is all of it. */
+  flush(whole?: Uint8Array[], total?: number): void {
+    if (this.len === 0) return;
+    this.jobs.push(this.io.writev(whole && this.d === 0 && this.len === total ? whole : this.cur.take(this.d, this.len), this.host));
+    this.len = 0;
+  }
+}
+
 function overlaps(a0: number, a1: number, span: [number, number]): boolean {
   return a0 < span[1] && span[0] < a1;
 }
@@ -1544,25 +1577,14 @@ export class Qcow2Image implements BlockImage, SpanImage {
   /** In-place write to allocated clusters that are not contiguous on the host: one writev per host run. */
   private async writeInPlaceRuns(l2: Buffer, data: Uint8Array[], offset: number, length: number, c0: number, c1: number): Promise<void> {
     const cs = this.cs;
-    const cur = new BufCursor(data);
     const jobs: Promise<void>[] = [];
-    let runHost = -1;
-    let runD = 0;
-    let runLen = 0;
+    const runs = new RunWriter(this.io, new BufCursor(data), jobs);
     for (let c = c0; c <= c1; c++) {
       const s = Math.max(offset, c * cs);
       const n = Math.min(offset + length, (c + 1) * cs) - s;
-      const host = this.dataHost(l2, c % this.l2Entries, true) + (s - c * cs);
-      if (runLen > 0 && runHost + runLen === host) {
-        runLen += n;
-        continue;
-      }
-      if (runLen > 0) jobs.push(this.io.writev(cur.take(runD, runLen), runHost));
-      runHost = host;
-      runD = s - offset;
-      runLen = n;
+      runs.add(this.dataHost(l2, c % this.l2Entries, true) + (s - c * cs), s - offset, n);
     }
-    jobs.push(this.io.writev(cur.take(runD, runLen), runHost));
+    runs.flush();
     await Promise.all(jobs);
   }
 
@@ -1755,9 +1777,7 @@ export class Qcow2Image implements BlockImage, SpanImage {
     const end = offset + length;
     const cur = new BufCursor(data);
     const jobs: Promise<void>[] = [];
-    let runHost = -1; // host byte offset of the current run
-    let runD = 0; // its first byte's offset in the request
-    let runLen = 0;
+    const runs = new RunWriter(this.io, cur, jobs);
     let top = 0; // end of the last host cluster written
     for (let k = 0; k < p.nc; k++) {
       const c = p.c0 + k;
@@ -1769,8 +1789,7 @@ export class Qcow2Image implements BlockImage, SpanImage {
       const b = cow ? cow[k] : undefined;
       if (b) {
         // The run so far goes first: the cursor only moves forward.
-        if (runLen > 0) jobs.push(this.io.writev(cur.take(runD, runLen), runHost));
-        runLen = 0;
+        runs.flush();
         let o = inOff;
         for (const piece of cur.take(s - offset, n)) {
           b.set(piece, o);
@@ -1779,17 +1798,9 @@ export class Qcow2Image implements BlockImage, SpanImage {
         jobs.push(this.io.write(b, h * cs));
         continue;
       }
-      const host = h * cs + inOff;
-      if (runLen > 0 && runHost + runLen === host && runD + runLen === s - offset) {
-        runLen += n;
-        continue;
-      }
-      if (runLen > 0) jobs.push(this.io.writev(cur.take(runD, runLen), runHost));
-      runHost = host;
-      runD = s - offset;
-      runLen = n;
+      runs.add(h * cs + inOff, s - offset, n);
     }
-    if (runLen > 0) jobs.push(this.io.writev(runD === 0 && runLen === length ? data : cur.take(runD, runLen), runHost));
+    runs.flush(data, length);
     p.top = top;
     return jobs;
   }
